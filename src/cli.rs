@@ -1,0 +1,136 @@
+//! Command-line definitions (clap) — no behaviour here.
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Pull SaaS REST APIs into a data lake, exactly once: nothing lost, nothing twice.
+#[derive(Parser, Debug)]
+#[command(name = "ingest", version, about, long_about = None)]
+pub struct Cli {
+    /// Lake root: a path, file:///…, s3://bucket/prefix (AWS_* env, AWS_ENDPOINT_URL), memory://
+    #[arg(long, global = true, env = "INGEST_LAKE", default_value = "./lake")]
+    pub lake: String,
+    /// Folder of pipeline files (<source>.toml)
+    #[arg(long, global = true, env = "INGEST_PIPELINES", default_value = "./pipelines")]
+    pub pipelines: PathBuf,
+    /// Folder of SQL model files
+    #[arg(long, global = true, env = "INGEST_SQL", default_value = "./sql")]
+    pub sql: PathBuf,
+    /// More log output (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run pipelines/<source>.toml: land raw NDJSON and commit the catalogue and watermarks.
+    ///
+    /// Without --from each stream resumes from its stored watermark (minus its lookback);
+    /// with no watermark it does a full load from the pipeline's `start`.
+    Pull(PullArgs),
+    /// Streams, watermarks, last runs and landed files per source.
+    Status {
+        /// Only this source
+        source: Option<String>,
+    },
+    /// The bundled API simulator.
+    Fixtures {
+        #[command(subcommand)]
+        command: FixturesCommand,
+    },
+    /// Start the simulator in-process, pull every bundled source from it, and summarise.
+    ///
+    /// Uses the pipelines built into the binary, so it works from any folder; the lake is
+    /// --lake (default ./lake).
+    Demo,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Source name: pipelines/<source>.toml
+    pub source: String,
+    /// First day (YYYY-MM-DD, UTC); default: the watermark, else the pipeline's start
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day, inclusive (YYYY-MM-DD, UTC); default: today
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only these streams (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    pub streams: Option<Vec<String>>,
+    /// Ignore watermarks and reload from --from or the pipeline's start
+    #[arg(long)]
+    pub full_refresh: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FixturesCommand {
+    /// Serve the simulated APIs; prints the base URL, then `export` lines for every pipeline.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: String,
+    /// Simulated days of data from 2023-09-01
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Multiplies record counts
+    #[arg(long, default_value_t = 1)]
+    pub scale: u32,
+    /// Seed of the generated data
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Every "N requests per minute" limit becomes N per this many seconds
+    #[arg(long, default_value_t = 60.0)]
+    pub rate_window: f64,
+    /// Serve without any rate limit (benchmarks)
+    #[arg(long)]
+    pub no_rate_limit: bool,
+    /// Pancake pages served
+    #[arg(long, default_value_t = 2)]
+    pub pages: u32,
+    /// Every Nth request answers 503
+    #[arg(long, default_value_t = 0)]
+    pub fail_every: u64,
+    /// Every Nth request has its body cut in half
+    #[arg(long, default_value_t = 0)]
+    pub truncate_every: u64,
+    /// Every Nth request is delayed by --slow-ms
+    #[arg(long, default_value_t = 0)]
+    pub slow_every: u64,
+    #[arg(long, default_value_t = 0)]
+    pub slow_ms: u64,
+}
+
+impl ServeArgs {
+    pub fn sim_config(&self) -> crate::sim::SimConfig {
+        crate::sim::SimConfig {
+            seed: self.seed,
+            days: self.days,
+            scale: self.scale,
+            rate_window: self.rate_window,
+            no_rate_limit: self.no_rate_limit,
+            pages: self.pages,
+            fail_every: self.fail_every,
+            truncate_every: self.truncate_every,
+            slow_every: self.slow_every,
+            slow_ms: self.slow_ms,
+        }
+    }
+}

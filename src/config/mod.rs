@@ -1,0 +1,298 @@
+//! Pipeline files (`pipelines/<source>.toml`): the serde types a user writes. The doc comment
+//! on each field is the user reference. Validation into a runnable [`Pipeline`] lives in
+//! `validate.rs`; nothing here does I/O beyond reading the file.
+pub mod interp;
+mod validate;
+
+pub use validate::{
+    list_sources, load, parse_date, parse_duration, split_path as validate_split, Auth, Incremental, Output, Partition,
+    Pipeline, Stream, Window, WireFormat,
+};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Source name: the first folder under the lake root, and the `<SOURCE>_BASE_URL` prefix.
+    pub name: String,
+    /// Base URL every stream path is appended to.
+    pub base_url: String,
+    /// First day of a full load (`YYYY-MM-DD`) when no watermark and no `--from` are given.
+    pub start: Option<String>,
+    /// How many (partition, stream) pairs run at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Per-request timeout, seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Request budget shared by every stream of the source.
+    pub rate: Option<RateConfig>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Partitions (pages, apps, accounts): each stream runs once per value.
+    pub partitions: Option<PartitionsConfig>,
+    /// Fields injected into every record of every stream (values are templates:
+    /// `{partition}`, `{window_start}`, `{window_end}`, `{stream}`).
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Where raw files land, relative to the lake root.
+    #[serde(default = "default_path_template")]
+    pub path_template: String,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_path_template() -> String {
+    "{source}/{partition}/{stream}/file_{date}.json".into()
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// At most this many requests…
+    pub requests: u32,
+    /// …in any window of this many seconds (a sliding window: never exceeded, kept saturated).
+    pub per_seconds: f64,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per request, the first included (429, 5xx, timeouts, connect errors, bad bodies).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: usize,
+    /// First backoff delay; doubles with jitter up to `max_delay_ms`. `Retry-After` wins when longer.
+    #[serde(default = "default_base_delay")]
+    pub base_delay_ms: u64,
+    #[serde(default = "default_max_delay")]
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: default_attempts(),
+            base_delay_ms: default_base_delay(),
+            max_delay_ms: default_max_delay(),
+        }
+    }
+}
+fn default_attempts() -> usize {
+    8
+}
+fn default_base_delay() -> u64 {
+    200
+}
+fn default_max_delay() -> u64 {
+    60_000
+}
+
+/// How requests authenticate. Token values should be `${secret:NAME}` references; a
+/// `{partition}` inside the name picks a per-partition secret.
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    #[default]
+    None,
+    /// `<header>: <prefix><token>` — e.g. C2S's `Authentication: Bearer …`.
+    Bearer {
+        #[serde(default = "default_auth_header")]
+        header: String,
+        #[serde(default = "default_bearer_prefix")]
+        prefix: String,
+        token: String,
+    },
+    /// An API key in a header, e.g. Ploomes' `User-Key`.
+    ApiKey { header: String, key: String },
+    /// A token in a query parameter, e.g. Pancake's `page_access_token`. Never logged or stored.
+    Query { param: String, token: String },
+    /// HTTP basic auth.
+    Basic { username: String, password: String },
+    /// OAuth2 refresh-token grant (Zoho): a token is fetched from `token_url`, sent as
+    /// `<header>: <prefix><access_token>`, refreshed on expiry and on 401.
+    Oauth2Refresh {
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+        #[serde(default = "default_auth_header")]
+        header: String,
+        #[serde(default = "default_bearer_prefix")]
+        prefix: String,
+    },
+}
+fn default_auth_header() -> String {
+    "Authorization".into()
+}
+fn default_bearer_prefix() -> String {
+    "Bearer ".into()
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionsConfig {
+    /// Context field holding the partition value in every record, e.g. `page_id`.
+    pub field: String,
+    /// Comma-separated partition values, usually `${env:…}`.
+    pub values: String,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Path under the base URL; `{partition}` is replaced by the partition value.
+    pub path: String,
+    /// Query parameters sent with every request of the stream.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Dotted JSON path to the records (`data`, `data.statistics`); empty for a top-level array.
+    pub records: Option<String>,
+    /// When the records are a map `{"<key>": [...]}` or `{"<key>": {...}}`, the field the key lands in.
+    pub map_key: Option<String>,
+    /// Split one response into several raw streams (instead of `records`).
+    #[serde(default)]
+    pub outputs: Vec<OutputConfig>,
+    #[serde(default)]
+    pub pagination: Option<PaginationConfig>,
+    /// Date windows between `--from` and `--to`.
+    pub window: Option<WindowConfig>,
+    /// Incremental cursor on a record field.
+    pub incremental: Option<IncrementalConfig>,
+    /// Record field that identifies a record; duplicates inside one run are dropped.
+    pub primary_key: Option<String>,
+    /// Fields injected into every record of this stream (added to the source's).
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Raw stream (table) name.
+    pub stream: String,
+    /// Dotted JSON path to this output's records.
+    pub records: String,
+    pub map_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PaginationKind {
+    None,
+    /// `param` = 1, 2, 3…; stop on an empty or short page, or when `page*page_size ≥ total`.
+    PageNumber,
+    /// `param` = 0, n, 2n…
+    Offset,
+    /// `param` = a field (`from`) of the last record of the previous page.
+    Cursor,
+    /// The next URL is at a JSON path (`next`) in the body.
+    NextLink,
+    /// The next URL is the `Link: <…>; rel="next"` header.
+    LinkHeader,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PaginationConfig {
+    #[serde(rename = "type")]
+    pub kind: PaginationKind,
+    /// Query parameter carrying the page number, offset or cursor.
+    pub param: Option<String>,
+    /// First page number (page_number) — default 1.
+    pub start: Option<i64>,
+    /// Query parameter carrying the page size, if any.
+    pub size_param: Option<String>,
+    /// Records per page; a shorter page ends the stream.
+    pub page_size: Option<u64>,
+    /// JSON path of the total record count.
+    pub total: Option<String>,
+    /// Record field used as the next cursor (cursor).
+    pub from: Option<String>,
+    /// JSON path of the next page's URL (next_link).
+    pub next: Option<String>,
+    /// Keep going only while this holds: a JSON path (truthy) or `a.b < c.d` (`<,<=,>,>=,==,!=`).
+    pub continue_if: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Window length: `1d`, `6h`, `30m`.
+    #[serde(default = "default_window")]
+    pub size: String,
+    /// Query parameter for the window start.
+    pub since: Option<String>,
+    /// Query parameter for the window end.
+    pub until: Option<String>,
+    /// Query parameter holding `<start><separator><end>` (Pancake's `date_range`).
+    pub range: Option<String>,
+    #[serde(default = "default_separator")]
+    pub separator: String,
+    /// `unix`, `unix_ms`, or a strftime pattern (`%Y-%m-%dT%H:%M:%SZ`, `%d/%m/%Y %H:%M:%S`).
+    #[serde(default = "default_unix")]
+    pub format: String,
+    /// Time zone the wire dates are written in (IANA name).
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    /// `exclusive` (end = next window start) or `inclusive` (end = next start − 1 s).
+    #[serde(default = "default_end")]
+    pub end: String,
+    /// Windows re-read before the watermark on an incremental run, e.g. `1d`.
+    #[serde(default = "default_zero")]
+    pub lookback: String,
+}
+fn default_window() -> String {
+    "1d".into()
+}
+fn default_separator() -> String {
+    " - ".into()
+}
+fn default_unix() -> String {
+    "unix".into()
+}
+fn default_tz() -> String {
+    "UTC".into()
+}
+fn default_end() -> String {
+    "exclusive".into()
+}
+fn default_zero() -> String {
+    "0s".into()
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalConfig {
+    /// Dotted path of the record's cursor field, e.g. `attributes.updated_at`.
+    pub cursor: String,
+    /// Query parameter carrying the lower bound (`updated_gte`); absent on a full load.
+    pub param: Option<String>,
+    /// Wire format of the lower bound: `unix`, `unix_ms` or a strftime pattern.
+    #[serde(default = "default_unix")]
+    pub format: String,
+    /// Time zone of zone-less cursor values and of the wire format.
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    /// Re-read this far before the watermark (`1h`); records older than that are dropped client-side.
+    #[serde(default = "default_zero")]
+    pub lookback: String,
+}

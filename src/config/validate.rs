@@ -1,0 +1,455 @@
+//! Turns a parsed pipeline file into a runnable [`Pipeline`]: every check that can fail runs
+//! here, before any request or write, and names file, line and field.
+use super::interp::{line_of, resolve_secret, substitute_env};
+use super::*;
+use crate::error::{Error, Result};
+use crate::secret::Secret;
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub file: String,
+    pub base_url: String,
+    pub start: Option<NaiveDate>,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    pub rate: Option<RateConfig>,
+    pub retry: RetryConfig,
+    pub partition_field: Option<String>,
+    pub partitions: Vec<Partition>,
+    pub streams: Vec<Stream>,
+    pub context: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
+    pub path_template: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Partition {
+    /// The partition value, or `_` for a source without partitions.
+    pub id: String,
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Header { name: String, value: Secret },
+    Query { param: String, value: Secret },
+    Basic { username: String, password: Secret },
+}
+
+#[derive(Debug, Clone)]
+pub struct Stream {
+    pub name: String,
+    pub path: String,
+    pub params: BTreeMap<String, String>,
+    pub outputs: Vec<Output>,
+    pub pagination: PaginationConfig,
+    pub window: Option<Window>,
+    pub incremental: Option<Incremental>,
+    pub primary_key: Option<Vec<String>>,
+    pub context: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub stream: String,
+    pub records: Vec<String>,
+    pub map_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WireFormat {
+    Unix,
+    UnixMs,
+    Strftime(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub size: chrono::Duration,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub range: Option<String>,
+    pub separator: String,
+    pub format: WireFormat,
+    pub tz: Tz,
+    pub inclusive_end: bool,
+    pub lookback: chrono::Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    pub cursor: Vec<String>,
+    pub param: Option<String>,
+    pub format: WireFormat,
+    pub tz: Tz,
+    pub lookback: chrono::Duration,
+}
+
+/// Read, substitute, parse and validate `<dir>/<source>.toml`.
+pub fn load(dir: &Path, source: &str) -> Result<Pipeline> {
+    if source.is_empty()
+        || !source
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::Usage(format!("invalid source name {source:?}")));
+    }
+    let path = dir.join(format!("{source}.toml"));
+    let file = path.display().to_string();
+    let raw = std::fs::read_to_string(&path).map_err(|e| {
+        let known = list_sources(dir);
+        Error::Usage(format!(
+            "unknown source `{source}`: cannot read {file} ({e}); pipelines in {}: {}",
+            dir.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })?;
+    let text = substitute_env(&file, &raw)?;
+    let parsed: PipelineFile = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        Error::config(&file, line, None, e.message().to_string())
+    })?;
+    Checker {
+        file: &file,
+        text: &text,
+    }
+    .pipeline(parsed, source)
+}
+
+pub fn list_sources(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".toml"))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, path: &[&str], msg: impl Into<String>) -> Error {
+        Error::config(self.file, line_of(self.text, path), Some(&path.join(".")), msg)
+    }
+
+    fn pipeline(&self, p: PipelineFile, source: &str) -> Result<Pipeline> {
+        let s = p.source;
+        if s.name != source {
+            return Err(self.err(
+                &["source", "name"],
+                format!("is `{}` but the file is `{source}.toml`", s.name),
+            ));
+        }
+        let env_key = format!("{}_BASE_URL", s.name.to_uppercase().replace('-', "_"));
+        let base_url = std::env::var(&env_key)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or(s.base_url);
+        let parsed = url::Url::parse(&base_url)
+            .map_err(|e| self.err(&["source", "base_url"], format!("`{base_url}` is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(self.err(&["source", "base_url"], "must be http or https"));
+        }
+        let start = match &s.start {
+            Some(d) => Some(parse_date(d).map_err(|m| self.err(&["source", "start"], m))?),
+            None => None,
+        };
+        if s.concurrency == 0 {
+            return Err(self.err(&["source", "concurrency"], "must be at least 1"));
+        }
+        if let Some(r) = &s.rate {
+            if r.requests == 0 || !(r.per_seconds > 0.0) {
+                return Err(self.err(&["source", "rate"], "requests and per_seconds must be positive"));
+            }
+        }
+        if s.retry.max_attempts == 0 {
+            return Err(self.err(&["source", "retry", "max_attempts"], "must be at least 1"));
+        }
+        if !s.path_template.contains("{stream}") || !s.path_template.contains("{date}") {
+            return Err(self.err(&["source", "path_template"], "must contain {stream} and {date}"));
+        }
+        let (partition_field, ids) = match &s.partitions {
+            Some(pc) => {
+                let ids: Vec<String> = pc
+                    .values
+                    .split(',')
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                if ids.is_empty() {
+                    return Err(self.err(&["source", "partitions", "values"], "lists no partition"));
+                }
+                if let Some(bad) = ids
+                    .iter()
+                    .find(|v| !v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
+                {
+                    return Err(self.err(
+                        &["source", "partitions", "values"],
+                        format!("`{bad}` is not a valid partition value (letters, digits, _ . -)"),
+                    ));
+                }
+                (Some(pc.field.clone()), ids)
+            }
+            None => (None, vec!["_".to_string()]),
+        };
+        let mut partitions = Vec::new();
+        for id in ids {
+            partitions.push(Partition {
+                auth: self.auth(&s.auth, &id)?,
+                id,
+            });
+        }
+        let mut streams = Vec::new();
+        let mut outputs_seen = std::collections::BTreeSet::new();
+        for (name, sc) in p.streams {
+            let st = self.stream(&name, sc)?;
+            for o in &st.outputs {
+                if !outputs_seen.insert(o.stream.clone()) {
+                    return Err(self.err(
+                        &["streams", &name],
+                        format!("output stream `{}` is declared twice", o.stream),
+                    ));
+                }
+            }
+            streams.push(st);
+        }
+        if streams.is_empty() {
+            return Err(self.err(&["streams"], "no stream declared"));
+        }
+        Ok(Pipeline {
+            name: s.name,
+            file: self.file.to_string(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            start,
+            concurrency: s.concurrency,
+            timeout: Duration::from_secs(s.timeout_secs.max(1)),
+            rate: s.rate,
+            retry: s.retry,
+            partition_field,
+            partitions,
+            streams,
+            context: s.context,
+            headers: s.headers,
+            path_template: s.path_template,
+        })
+    }
+
+    fn auth(&self, a: &AuthConfig, partition: &str) -> Result<Auth> {
+        let secret = |field: &str, v: &str| -> Result<Secret> {
+            resolve_secret(&v.replace("{partition}", partition)).map_err(|m| self.err(&["source", "auth", field], m))
+        };
+        Ok(match a {
+            AuthConfig::None => Auth::None,
+            AuthConfig::Bearer { header, prefix, token } => {
+                let t = secret("token", token)?;
+                Auth::Header {
+                    name: header.clone(),
+                    value: Secret::new(format!("{prefix}{}", t.expose())),
+                }
+            }
+            AuthConfig::ApiKey { header, key } => Auth::Header {
+                name: header.clone(),
+                value: secret("key", key)?,
+            },
+            AuthConfig::Query { param, token } => Auth::Query {
+                param: param.clone(),
+                value: secret("token", token)?,
+            },
+            AuthConfig::Basic { username, password } => Auth::Basic {
+                username: username.clone(),
+                password: secret("password", password)?,
+            },
+            AuthConfig::Oauth2Refresh { .. } => {
+                return Err(self.err(
+                    &["source", "auth", "type"],
+                    "oauth2_refresh is declared but not implemented yet in this build",
+                ))
+            }
+        })
+    }
+
+    fn stream(&self, name: &str, sc: StreamConfig) -> Result<Stream> {
+        let at = |k: &'static str| -> Vec<&str> { vec!["streams", name, k] };
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(self.err(&["streams", name], "stream names are letters, digits and _"));
+        }
+        if !sc.path.starts_with('/') {
+            return Err(self.err(&at("path"), "must start with `/`"));
+        }
+        let outputs = match (&sc.records, sc.outputs.is_empty()) {
+            (Some(_), false) => return Err(self.err(&at("outputs"), "give either `records` or `outputs`, not both")),
+            (r, true) => vec![Output {
+                stream: name.to_string(),
+                records: split_path(r.as_deref().unwrap_or("")),
+                map_key: sc.map_key.clone(),
+            }],
+            (None, false) => sc
+                .outputs
+                .iter()
+                .map(|o| Output {
+                    stream: o.stream.clone(),
+                    records: split_path(&o.records),
+                    map_key: o.map_key.clone(),
+                })
+                .collect(),
+        };
+        let pagination = sc.pagination.clone().unwrap_or(PaginationConfig {
+            kind: PaginationKind::None,
+            param: None,
+            start: None,
+            size_param: None,
+            page_size: None,
+            total: None,
+            from: None,
+            next: None,
+            continue_if: None,
+        });
+        let pk = |k: &'static str| -> Vec<&str> { vec!["streams", name, "pagination", k] };
+        match pagination.kind {
+            PaginationKind::PageNumber | PaginationKind::Offset if pagination.param.is_none() => {
+                return Err(self.err(&pk("param"), "is required for this pagination type"))
+            }
+            PaginationKind::Offset if pagination.page_size.is_none() => {
+                return Err(self.err(&pk("page_size"), "is required for offset pagination"))
+            }
+            PaginationKind::Cursor if pagination.param.is_none() || pagination.from.is_none() => {
+                return Err(self.err(&pk("from"), "cursor pagination needs `param` and `from`"))
+            }
+            PaginationKind::NextLink if pagination.next.is_none() => {
+                return Err(self.err(&pk("next"), "next_link pagination needs `next` (a JSON path)"))
+            }
+            _ => {}
+        }
+        if let Some(ci) = &pagination.continue_if {
+            crate::pull::records::Condition::parse(ci).map_err(|m| self.err(&pk("continue_if"), m))?;
+        }
+        let window = match &sc.window {
+            Some(w) => Some(self.window(name, w)?),
+            None => None,
+        };
+        let incremental = match &sc.incremental {
+            Some(i) => {
+                let ip = |k: &'static str| -> Vec<&str> { vec!["streams", name, "incremental", k] };
+                Some(Incremental {
+                    cursor: split_path(&i.cursor),
+                    param: i.param.clone(),
+                    format: parse_format(&i.format).map_err(|m| self.err(&ip("format"), m))?,
+                    tz: i
+                        .timezone
+                        .parse()
+                        .map_err(|_| self.err(&ip("timezone"), format!("unknown time zone `{}`", i.timezone)))?,
+                    lookback: parse_duration(&i.lookback).map_err(|m| self.err(&ip("lookback"), m))?,
+                })
+            }
+            None => None,
+        };
+        if window.is_some() && incremental.is_some() {
+            return Err(self.err(
+                &at("incremental"),
+                "a stream has either `window` or `incremental`, not both",
+            ));
+        }
+        Ok(Stream {
+            name: name.to_string(),
+            path: sc.path,
+            params: sc.params,
+            outputs,
+            pagination,
+            window,
+            incremental,
+            primary_key: sc.primary_key.as_deref().map(split_path),
+            context: sc.context,
+        })
+    }
+
+    fn window(&self, name: &str, w: &WindowConfig) -> Result<Window> {
+        let at = |k: &'static str| -> Vec<&str> { vec!["streams", name, "window", k] };
+        let size = parse_duration(&w.size).map_err(|m| self.err(&at("size"), m))?;
+        if size < chrono::Duration::minutes(1) {
+            return Err(self.err(&at("size"), "must be at least 1m"));
+        }
+        if w.range.is_none() && w.since.is_none() && w.until.is_none() {
+            return Err(self.err(&at("since"), "a window needs `since`/`until` or `range` parameters"));
+        }
+        let inclusive_end = match w.end.as_str() {
+            "exclusive" => false,
+            "inclusive" => true,
+            other => return Err(self.err(&at("end"), format!("`{other}`: expected exclusive or inclusive"))),
+        };
+        Ok(Window {
+            size,
+            since: w.since.clone(),
+            until: w.until.clone(),
+            range: w.range.clone(),
+            separator: w.separator.clone(),
+            format: parse_format(&w.format).map_err(|m| self.err(&at("format"), m))?,
+            tz: w
+                .timezone
+                .parse()
+                .map_err(|_| self.err(&at("timezone"), format!("unknown time zone `{}`", w.timezone)))?,
+            inclusive_end,
+            lookback: parse_duration(&w.lookback).map_err(|m| self.err(&at("lookback"), m))?,
+        })
+    }
+}
+
+pub fn split_path(p: &str) -> Vec<String> {
+    p.split('.').filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+pub fn parse_date(s: &str) -> std::result::Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD)"))
+}
+
+pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 30s, 15m, 6h, 1d)"))?;
+    Ok(match unit {
+        "s" | "" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        _ => return Err(format!("`{s}` has an unknown unit (s, m, h, d)")),
+    })
+}
+
+pub fn parse_format(s: &str) -> std::result::Result<WireFormat, String> {
+    match s {
+        "unix" => Ok(WireFormat::Unix),
+        "unix_ms" => Ok(WireFormat::UnixMs),
+        f => {
+            use chrono::format::{Item, StrftimeItems};
+            if StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
+                Err(format!("`{f}` is not a valid strftime pattern"))
+            } else {
+                Ok(WireFormat::Strftime(f.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The HTTP engine: one pooled client per source, a shared request budget, retries with
+//! jittered exponential backoff that honour `Retry-After`, and auth placement. It never logs
+//! or returns a URL that carries a secret.
+mod budget;
+pub use budget::RateBudget;
+
+use crate::config::{Auth, Pipeline, RetryConfig};
+use backon::BackoffBuilder;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The server said no for good (4xx other than 408/429).
+    #[error("{what} answered {status}: {body}")]
+    Rejected { what: String, status: u16, body: String },
+    /// Transient failures outlasted the retry budget.
+    #[error("{what} failed after {attempts} attempts: {last}")]
+    GaveUp {
+        what: String,
+        attempts: usize,
+        last: String,
+    },
+    #[error("{0}")]
+    Build(String),
+}
+
+/// One successful response, and what it cost to get it.
+#[derive(Debug)]
+pub struct Fetched {
+    pub body: Value,
+    pub headers: HeaderMap,
+    pub retries: u64,
+    pub throttled: u64,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    budget: Option<Arc<RateBudget>>,
+    retry: RetryConfig,
+    headers: Vec<(String, String)>,
+}
+
+enum Attempt {
+    Done(Fetched),
+    Retry {
+        why: String,
+        after: Option<Duration>,
+        throttled: bool,
+    },
+    Fail(HttpError),
+}
+
+impl Client {
+    pub fn new(p: &Pipeline) -> Result<Self, HttpError> {
+        let http = reqwest::Client::builder()
+            .timeout(p.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(p.concurrency.max(4))
+            .gzip(true)
+            .user_agent(concat!("ingest/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HttpError::Build(e.without_url().to_string()))?;
+        Ok(Client {
+            http,
+            budget: p
+                .rate
+                .as_ref()
+                .map(|r| Arc::new(RateBudget::new(r.requests, r.per_seconds))),
+            retry: p.retry.clone(),
+            headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        })
+    }
+
+    /// GET `url` with `query` (plus the auth parameter), retrying transient failures.
+    /// `what` names the request in errors and logs; it must not hold secrets.
+    pub async fn get(
+        &self,
+        url: &str,
+        query: &[(String, String)],
+        auth: &Auth,
+        what: &str,
+    ) -> Result<Fetched, HttpError> {
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.retry.base_delay_ms))
+            .with_max_delay(Duration::from_millis(self.retry.max_delay_ms))
+            .with_jitter()
+            .with_max_times(self.retry.max_attempts.saturating_sub(1))
+            .build();
+        let (mut retries, mut throttled) = (0u64, 0u64);
+        let mut attempt = 0usize;
+        loop {
+            attempt += 1;
+            if let Some(b) = &self.budget {
+                b.acquire().await;
+            }
+            match self.once(url, query, auth, what).await {
+                Attempt::Done(mut f) => {
+                    f.retries = retries;
+                    f.throttled = throttled;
+                    return Ok(f);
+                }
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry {
+                    why,
+                    after,
+                    throttled: t,
+                } => {
+                    if t {
+                        throttled += 1;
+                    }
+                    let Some(backoff) = delays.next() else {
+                        return Err(HttpError::GaveUp {
+                            what: describe(url, what),
+                            attempts: attempt,
+                            last: why,
+                        });
+                    };
+                    retries += 1;
+                    let wait = after.map_or(backoff, |a| a.max(backoff.min(Duration::from_millis(250))));
+                    tracing::warn!(
+                        request = what,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying: {why}"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn once(&self, url: &str, query: &[(String, String)], auth: &Auth, what: &str) -> Attempt {
+        let mut req = self.http.get(url).query(query);
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req = match auth {
+            Auth::None => req,
+            Auth::Header { name, value } => match (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::from_str(value.expose()),
+            ) {
+                (Ok(n), Ok(mut v)) => {
+                    v.set_sensitive(true);
+                    req.header(n, v)
+                }
+                _ => {
+                    return Attempt::Fail(HttpError::Build(format!(
+                        "auth header `{name}` or its value is not a valid header"
+                    )))
+                }
+            },
+            Auth::Query { param, value } => req.query(&[(param.as_str(), value.expose())]),
+            Auth::Basic { username, password } => req.basic_auth(username, Some(password.expose())),
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let transient = e.is_timeout() || e.is_connect() || e.is_request() || e.is_body();
+                let msg = crate::secret::redact(&e.without_url().to_string());
+                return if transient {
+                    Attempt::Retry {
+                        why: msg,
+                        after: None,
+                        throttled: false,
+                    }
+                } else {
+                    Attempt::Fail(HttpError::GaveUp {
+                        what: describe(url, what),
+                        attempts: 1,
+                        last: msg,
+                    })
+                };
+            }
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let retry_after = headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|s| Duration::from_secs_f64(s.max(0.0)));
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Attempt::Retry {
+                    why: format!(
+                        "body read failed: {}",
+                        crate::secret::redact(&e.without_url().to_string())
+                    ),
+                    after: None,
+                    throttled: false,
+                }
+            }
+        };
+        if status.as_u16() == 429 {
+            return Attempt::Retry {
+                why: "429 Too Many Requests".into(),
+                after: retry_after.or(Some(Duration::from_secs(1))),
+                throttled: true,
+            };
+        }
+        if status.is_server_error() || status.as_u16() == 408 {
+            return Attempt::Retry {
+                why: format!("server answered {status}"),
+                after: retry_after,
+                throttled: false,
+            };
+        }
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).to_string();
+            return Attempt::Fail(HttpError::Rejected {
+                what: what.into(),
+                status: status.as_u16(),
+                body: crate::secret::redact(&body),
+            });
+        }
+        if status.as_u16() == 204 || bytes.is_empty() {
+            return Attempt::Done(Fetched {
+                body: Value::Null,
+                headers,
+                retries: 0,
+                throttled: 0,
+            });
+        }
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(body) => Attempt::Done(Fetched {
+                body,
+                headers,
+                retries: 0,
+                throttled: 0,
+            }),
+            Err(e) => Attempt::Retry {
+                why: format!("invalid or truncated JSON body ({} bytes): {e}", bytes.len()),
+                after: None,
+                throttled: false,
+            },
+        }
+    }
+}
+
+/// `what` plus the host it went to (never the query, which may hold a token).
+fn describe(url: &str, what: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{what} ({}{})",
+            u.host_str().unwrap_or("?"),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => what.to_string(),
+    }
+}
+
+/// The `rel="next"` target of a `Link` header.
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    v.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .contains("rel=\"next\"")
+            .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
+}

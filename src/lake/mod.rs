@@ -1,0 +1,189 @@
+//! The lake root (`--lake`): local path, `file://`, `s3://bucket/prefix`, `memory://`, all
+//! through `object_store`; and the raw NDJSON writer, whose files appear whole or not at all.
+pub mod state;
+
+use crate::error::{Error, Result};
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha2::Digest;
+use std::sync::Arc;
+use url::Url;
+
+#[derive(Clone)]
+pub struct Lake {
+    /// Object store whose "/" is the root of the bucket / file system.
+    pub store: Arc<dyn ObjectStore>,
+    /// Path of the lake root inside `store`, no leading or trailing slash.
+    prefix: String,
+    /// URL of the lake root, ending in `/`.
+    pub url: Url,
+    /// The local directory, for a local lake.
+    pub local_dir: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lake({})", self.url)
+    }
+}
+
+impl Lake {
+    /// Parse a `--lake` value. A local directory is created if missing.
+    pub fn open(spec: &str) -> Result<Lake> {
+        if spec.starts_with("memory://") {
+            return Ok(Lake {
+                store: Arc::new(object_store::memory::InMemory::new()),
+                prefix: String::new(),
+                url: Url::parse("memory:///").unwrap(),
+                local_dir: None,
+            });
+        }
+        if let Some(rest) = spec.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::Usage(format!("--lake {spec}: no bucket name")));
+            }
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") {
+                b = b.with_endpoint(ep.clone()).with_allow_http(ep.starts_with("http://"));
+            }
+            let store = b.build().map_err(|e| Error::Usage(format!("--lake {spec}: {e}")))?;
+            let prefix = prefix.trim_matches('/').to_string();
+            let url = Url::parse(&format!(
+                "s3://{bucket}/{}",
+                if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                }
+            ))
+            .map_err(|e| Error::Usage(format!("--lake {spec}: {e}")))?;
+            return Ok(Lake {
+                store: Arc::new(store),
+                prefix,
+                url,
+                local_dir: None,
+            });
+        }
+        let path = match spec.strip_prefix("file://") {
+            Some(p) => std::path::PathBuf::from(p),
+            None if spec.contains("://") => {
+                return Err(Error::Usage(format!(
+                    "--lake {spec}: unsupported scheme (path, file://, s3://, memory://)"
+                )))
+            }
+            None => std::path::PathBuf::from(spec),
+        };
+        std::fs::create_dir_all(&path)
+            .map_err(|e| Error::Usage(format!("--lake {spec}: cannot create directory: {e}")))?;
+        let abs = std::fs::canonicalize(&path)?;
+        let url =
+            Url::from_directory_path(&abs).map_err(|_| Error::Usage(format!("--lake {spec}: not an absolute path")))?;
+        let prefix = abs.to_string_lossy().trim_matches('/').to_string();
+        Ok(Lake {
+            store: Arc::new(object_store::local::LocalFileSystem::new()),
+            prefix,
+            url,
+            local_dir: Some(abs),
+        })
+    }
+
+    /// Object path of `rel` (a path relative to the lake root).
+    pub fn path(&self, rel: &str) -> ObjPath {
+        if self.prefix.is_empty() {
+            ObjPath::from(rel)
+        } else {
+            ObjPath::from(format!("{}/{}", self.prefix, rel.trim_start_matches('/')))
+        }
+    }
+
+    /// URL of a table folder relative to the lake root.
+    pub fn table_url(&self, rel: &str) -> Url {
+        self.url
+            .join(&format!("{}/", rel.trim_matches('/')))
+            .expect("valid table url")
+    }
+
+    /// Remove staging leftovers of a killed run under `rel` (local lakes only: object stores
+    /// with multipart uploads never show an unfinished object).
+    pub fn sweep_staging(&self, rel: &str) {
+        let Some(dir) = &self.local_dir else { return };
+        let root = dir.join(rel);
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains('#')) {
+                    tracing::info!(file = %p.display(), "removing an unfinished file left by an earlier run");
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+    }
+}
+
+/// A raw NDJSON file being written: lines stream into a multipart upload that becomes
+/// visible only on `finish`. Memory is bounded by the upload's buffered parts.
+pub struct RawFile {
+    writer: Option<WriteMultipart>,
+    pub rel: String,
+    pub records: u64,
+    pub bytes: u64,
+    hash: sha2::Sha256,
+}
+
+impl RawFile {
+    pub async fn create(lake: &Lake, rel: &str) -> Result<Self> {
+        let upload = lake.store.put_multipart(&lake.path(rel)).await?;
+        Ok(RawFile {
+            writer: Some(WriteMultipart::new_with_chunk_size(upload, 5 * 1024 * 1024)),
+            rel: rel.to_string(),
+            records: 0,
+            bytes: 0,
+            hash: sha2::Sha256::new(),
+        })
+    }
+
+    /// Append records, one JSON document per line.
+    pub async fn write(&mut self, records: &[serde_json::Value]) -> Result<()> {
+        let mut buf = Vec::with_capacity(records.len() * 256);
+        for r in records {
+            serde_json::to_writer(&mut buf, r).map_err(|e| Error::Lake(e.to_string()))?;
+            buf.push(b'\n');
+        }
+        let w = self.writer.as_mut().expect("open raw file");
+        w.wait_for_capacity(4).await?;
+        w.write(&buf);
+        self.hash.update(&buf);
+        self.records += records.len() as u64;
+        self.bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Complete the upload; returns the content's sha256.
+    pub async fn finish(mut self) -> Result<String> {
+        self.writer.take().expect("open raw file").finish().await?;
+        Ok(hex::encode(self.hash.clone().finalize()))
+    }
+
+    pub async fn abort(mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.abort().await;
+        }
+    }
+}
+
+/// Hash of what a RawFile holding `records` would contain, without writing it.
+pub fn content_hash(records: &[serde_json::Value]) -> String {
+    let mut h = sha2::Sha256::new();
+    for r in records {
+        h.update(serde_json::to_vec(r).unwrap_or_default());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}

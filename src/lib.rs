@@ -1,0 +1,14 @@
+//! The `ingest` engine: config → pull → lake (raw + state) → status; plus the API simulator.
+//! The binary (`main.rs`) only parses arguments and maps errors to exit codes.
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod lake;
+pub mod pull;
+pub mod secret;
+pub mod sim;
+pub mod status;
+
+pub use error::{Error, Result};

@@ -1,0 +1,107 @@
+//! Thin entry point: parse the command line, run it, map the outcome to an exit code
+//! (0 done, 1 the run failed, 2 bad input found before any work).
+use clap::Parser;
+use ingest::cli::{Cli, Command, FixturesCommand};
+use ingest::{config, demo, error::Error, lake::Lake, pull, secret, sim, status};
+use std::io::Write;
+
+fn main() {
+    let cli = Cli::parse();
+    init_logs(&cli);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", secret::redact(&e.to_string()));
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_logs(cli: &Cli) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("INGEST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,ingest={level}")));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| secret::RedactingStderr)
+        .with_target(false);
+    if cli.log_format == ingest::cli::LogFormat::Json {
+        b.json().init();
+    } else {
+        b.with_ansi(false).init();
+    }
+}
+
+fn parse_day(flag: &str, v: &Option<String>) -> Result<Option<chrono::NaiveDate>, Error> {
+    v.as_deref()
+        .map(|s| config::parse_date(s).map_err(|m| Error::Usage(format!("{flag}: {m}"))))
+        .transpose()
+}
+
+async fn run(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Pull(a) => {
+            let from = parse_day("--from", &a.from)?;
+            let to = parse_day("--to", &a.to)?.unwrap_or_else(|| chrono::Utc::now().date_naive());
+            if let Some(f) = from {
+                if f > to {
+                    return Err(Error::Usage(format!("--from {f} is after --to {to}")));
+                }
+            }
+            let p = config::load(&cli.pipelines, &a.source)?;
+            pull::check_streams(&p, &a.streams)?;
+            let lake = Lake::open(&cli.lake)?;
+            let opts = pull::PullOptions {
+                from,
+                to,
+                streams: a.streams,
+                full_refresh: a.full_refresh,
+                progress: !cli.quiet,
+            };
+            let report = pull::pull(&p, &lake, &opts).await?;
+            print!("{}", report.table());
+            if report.failed() {
+                eprintln!("error: some streams failed (see above); what landed is committed, rerun to resume");
+                return Ok(1);
+            }
+            Ok(0)
+        }
+        Command::Status { source } => {
+            let lake = Lake::open(&cli.lake)?;
+            print!("{}", status::render(&lake, source.as_deref()).await?);
+            Ok(0)
+        }
+        Command::Fixtures {
+            command: FixturesCommand::Serve(a),
+        } => {
+            let (base, sim, task) = sim::serve(a.sim_config(), &a.addr).await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{base}")?;
+            for (k, v) in sim::exports(&sim, &base) {
+                writeln!(out, "export {k}={v}")?;
+            }
+            writeln!(out)?;
+            out.flush()?;
+            drop(out);
+            tokio::select! {
+                _ = task => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok(0)
+        }
+        Command::Demo => demo::run(&cli.lake).await,
+    }
+}

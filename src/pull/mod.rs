@@ -1,0 +1,241 @@
+//! `ingest pull`: runs every (partition, stream) of a pipeline concurrently up to the source's
+//! limit, through one HTTP client (one request budget) and one catalogue writer, then prints
+//! a summary. Reads state before starting; writes raw files and catalogue rows only.
+pub mod progress;
+pub mod records;
+mod stream;
+pub mod window;
+
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::http::Client;
+use crate::lake::state::{self, StateWriter};
+use crate::lake::Lake;
+use chrono::{NaiveDate, Utc};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub from: Option<NaiveDate>,
+    /// Last day pulled, inclusive.
+    pub to: NaiveDate,
+    pub streams: Option<Vec<String>>,
+    pub full_refresh: bool,
+    pub progress: bool,
+}
+
+/// What the catalogue already says, read once before the run.
+#[derive(Default)]
+pub struct Known {
+    /// (partition, request) → watermark.
+    pub watermarks: HashMap<(String, String), String>,
+    /// path → sha256 of its latest landing.
+    pub paths: HashMap<String, String>,
+    /// txn app id → version.
+    pub versions: HashMap<String, i64>,
+    pub next_seq: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StreamReport {
+    pub partition: String,
+    pub stream: String,
+    pub windows: u64,
+    pub pages: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub files: u64,
+    pub retries: u64,
+    pub throttled: u64,
+    pub elapsed: Duration,
+    pub error: Option<String>,
+}
+
+impl StreamReport {
+    fn new(partition: &str, stream: &str) -> Self {
+        StreamReport {
+            partition: partition.into(),
+            stream: stream.into(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct PullReport {
+    pub source: String,
+    pub run_id: String,
+    pub streams: Vec<StreamReport>,
+    pub commits: u64,
+    pub elapsed: Duration,
+}
+
+impl PullReport {
+    pub fn failed(&self) -> bool {
+        self.streams.iter().any(|s| s.error.is_some())
+    }
+
+    pub fn total(&self, f: impl Fn(&StreamReport) -> u64) -> u64 {
+        self.streams.iter().map(f).sum()
+    }
+
+    /// The end-of-run table: one line per (partition, stream) and a total.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<40} {:>7} {:>6} {:>9} {:>12} {:>7} {:>5} {:>8}\n",
+            "stream", "windows", "pages", "records", "bytes", "retries", "429s", "time"
+        );
+        for s in &self.streams {
+            out.push_str(&format!(
+                "{:<40} {:>7} {:>6} {:>9} {:>12} {:>7} {:>5} {:>7.1}s{}\n",
+                format!("{}/{}", s.partition, s.stream),
+                s.windows,
+                s.pages,
+                s.records,
+                s.bytes,
+                s.retries,
+                s.throttled,
+                s.elapsed.as_secs_f64(),
+                s.error.as_ref().map(|e| format!("  FAILED: {e}")).unwrap_or_default()
+            ));
+        }
+        out.push_str(&format!(
+            "{:<40} {:>7} {:>6} {:>9} {:>12} {:>7} {:>5} {:>7.1}s\n",
+            format!("total ({} commits)", self.commits),
+            self.total(|s| s.windows),
+            self.total(|s| s.pages),
+            self.total(|s| s.records),
+            self.total(|s| s.bytes),
+            self.total(|s| s.retries),
+            self.total(|s| s.throttled),
+            self.elapsed.as_secs_f64()
+        ));
+        out
+    }
+}
+
+pub async fn known_state(lake: &Lake, source: &str) -> Result<Known> {
+    let rows = state::read_catalogue(lake, Some(source)).await?;
+    let mut k = Known::default();
+    for r in &rows {
+        k.next_seq = k.next_seq.max(r.seq + 1);
+        if let Some(w) = &r.watermark {
+            let e = k
+                .watermarks
+                .entry((r.partition.clone(), r.request.clone()))
+                .or_default();
+            if w > e {
+                *e = w.clone();
+            }
+        }
+        if let (Some(p), Some(h)) = (&r.path, &r.sha256) {
+            k.paths.insert(p.clone(), h.clone());
+        }
+    }
+    if let Some(t) = state::open_table(lake, state::CATALOGUE).await? {
+        let snap = t.snapshot()?;
+        for r in &rows {
+            let app = state::txn_app(&r.source, &r.partition, &r.request);
+            if !k.versions.contains_key(&app) {
+                let v = snap
+                    .transaction_version(t.log_store().as_ref(), &app)
+                    .await?
+                    .unwrap_or(0);
+                k.versions.insert(app, v);
+            }
+        }
+    }
+    Ok(k)
+}
+
+/// Check `--streams` against the pipeline before anything runs.
+pub fn check_streams(p: &Pipeline, wanted: &Option<Vec<String>>) -> Result<()> {
+    if let Some(w) = wanted {
+        for name in w {
+            if !p
+                .streams
+                .iter()
+                .any(|s| &s.name == name || s.outputs.iter().any(|o| &o.stream == name))
+            {
+                let all: Vec<&str> = p.streams.iter().map(|s| s.name.as_str()).collect();
+                return Err(Error::Usage(format!(
+                    "--streams: `{name}` is not a stream of {} (streams: {})",
+                    p.file,
+                    all.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn pull(p: &Pipeline, lake: &Lake, opts: &PullOptions) -> Result<PullReport> {
+    check_streams(p, &opts.streams)?;
+    let started = std::time::Instant::now();
+    let client = Client::new(p).map_err(|e| Error::Other(e.to_string()))?;
+    lake.sweep_staging(&p.name);
+    let known = known_state(lake, &p.name).await?;
+    let writer = StateWriter::start(lake, known.next_seq).await?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let now = Utc::now();
+    let prog = progress::Progress::new(opts.progress);
+    tracing::info!(source = %p.name, run_id = %run_id, lake = %lake.url, "pull started");
+    let mut jobs = Vec::new();
+    for part in &p.partitions {
+        for s in &p.streams {
+            let selected = opts.streams.as_ref().is_none_or(|w| {
+                w.iter()
+                    .any(|n| n == &s.name || s.outputs.iter().any(|o| &o.stream == n))
+            });
+            if selected {
+                jobs.push((part, s));
+            }
+        }
+    }
+    let reports: Vec<StreamReport> = futures::stream::iter(jobs)
+        .map(|(part, s)| {
+            let bar = prog.bar(&format!("{}/{}", part.id, s.name));
+            let (client, known, writer, run_id) = (&client, &known, &writer, &run_id);
+            async move {
+            let run = stream::StreamRun {
+                p,
+                part,
+                s,
+                client,
+                lake,
+                writer,
+                known,
+                opts,
+                run_id,
+                now,
+                progress: &bar,
+            };
+                let rep = match run.run().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let msg = crate::secret::redact(&e.to_string());
+                        tracing::error!(partition = %part.id, stream = %s.name, "stream failed: {msg}");
+                        StreamReport { error: Some(msg), ..StreamReport::new(&part.id, &s.name) }
+                    }
+                };
+                bar.finish(format!("{} pages, {} records", rep.pages, rep.records));
+                tracing::info!(partition = %part.id, stream = %s.name, pages = rep.pages, records = rep.records, retries = rep.retries, throttled = rep.throttled, "stream done");
+                rep
+            }
+        })
+        .buffer_unordered(p.concurrency)
+        .collect()
+        .await;
+    let commits = writer.close().await?;
+    let mut streams = reports;
+    streams.sort_by(|a, b| (&a.partition, &a.stream).cmp(&(&b.partition, &b.stream)));
+    Ok(PullReport {
+        source: p.name.clone(),
+        run_id,
+        streams,
+        commits,
+        elapsed: started.elapsed(),
+    })
+}

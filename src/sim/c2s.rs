@@ -1,0 +1,162 @@
+//! Contact2Sale `GET /integration/leads`: `Authentication: Bearer` (or `Authorization`), page /
+//! perpage ≤ 50 (else 403), exact `YYYY-MM-DDTHH:MM:SSZ` filters (else 403), `meta.total`,
+//! dates with a -03:00 offset, 10 requests per window per token (429 + Retry-After).
+use super::data::{self, pick};
+use super::{Reply, Sim};
+use axum::http::HeaderMap;
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+const KIND: u64 = 10;
+const STATUSES: &[(&str, &str)] = &[
+    ("new", "Novo"),
+    ("in_progress", "Em atendimento"),
+    ("negotiation", "Negociação"),
+    ("won", "Vendido"),
+    ("lost", "Perdido"),
+];
+const SOURCES: &[&str] = &["Facebook", "Instagram", "Site", "Portal ZAP", "Indicação"];
+const CHANNELS: &[&str] = &["whatsapp", "email", "phone", "chat"];
+
+pub fn per_day(sim: &Sim) -> u64 {
+    20 * sim.cfg.scale as u64
+}
+
+fn fmt(t: DateTime<Utc>) -> String {
+    t.with_timezone(&FixedOffset::west_opt(3 * 3600).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        .to_string()
+}
+
+fn parse_exact(s: &str) -> Option<DateTime<Utc>> {
+    if s.len() != 20 || !s.ends_with('Z') {
+        return None;
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%SZ")
+        .ok()
+        .map(|n| n.and_utc())
+}
+
+/// A lead as the API shows it now: its latest version at or before the simulator's "now".
+pub fn lead(seed: u64, e: &data::Entity, now: DateTime<Utc>) -> Option<Value> {
+    let v = e.versions.iter().rposition(|t| *t <= now)?;
+    let h = e.h;
+    let status = match v {
+        0 => STATUSES[0],
+        1 => STATUSES[1],
+        _ => STATUSES[if h % 2 == 0 { 3 } else { 4 }],
+    };
+    let first = pick(h >> 3, data::FIRST);
+    let last = pick(h >> 7, data::LAST);
+    let src = (h >> 11) % SOURCES.len() as u64;
+    Some(json!({
+        "type": "lead",
+        "id": format!("{:012x}", data::mix(seed, &[KIND, e.day as u64, e.idx]) & 0xffff_ffff_ffff),
+        "attributes": {
+            "customer": {"name": format!("{first} {last}"), "email": format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), e.idx), "phone": format!("+55119{:08}", h % 100_000_000)},
+            "lead_status": {"alias": status.0, "name": status.1},
+            "lead_source": {"id": src + 1, "name": SOURCES[src as usize]},
+            "channel": {"name": pick(h >> 13, CHANNELS)},
+            "company": {"name": "Imobiliária Exemplo"},
+            "seller": {"id": (h >> 17) % 6 + 1, "name": format!("Vendedor {}", (h >> 17) % 6 + 1)},
+            "product": {"prop_ref": format!("AP{:04}", (h >> 23) % 500)},
+            "archive_details": if status.0 == "lost" { json!({"reason": "sem interesse"}) } else { Value::Null },
+            "done_details": if status.0 == "won" { json!({"value": 1000 + (h >> 29) % 9000}) } else { Value::Null },
+            "created_at": fmt(e.versions[0]),
+            "updated_at": fmt(e.versions[v]),
+        }
+    }))
+}
+
+pub fn handle(
+    sim: &Sim,
+    segs: &[&str],
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> (String, Result<Reply, Reply>) {
+    let route = "c2s/leads".to_string();
+    if segs != ["integration", "leads"] {
+        return ("c2s/unknown".into(), Err(Reply::err(404, "not found")));
+    }
+    (route, leads(sim, q, headers))
+}
+
+fn leads(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Reply, Reply> {
+    let (token, _) = sim.tokens();
+    let sent = ["authentication", "authorization"]
+        .iter()
+        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .any(|v| v == format!("Bearer {token}") || v == token);
+    if !sent {
+        return Err(Reply::err(401, "invalid token"));
+    }
+    if let Some(wait) = sim.throttle(&format!("c2s:{token}"), 10) {
+        let mut r = Reply::err(429, "Too many requests, wait a minute");
+        r.body["retry_after"] = json!(wait);
+        return Err(r);
+    }
+    let num = |k: &str, d: u64| -> Result<u64, Reply> {
+        q.get(k).map_or(Ok(d), |v| {
+            v.parse().map_err(|_| Reply::err(400, &format!("invalid {k}")))
+        })
+    };
+    let page = num("page", 1)?.max(1);
+    let perpage = num("perpage", 20)?;
+    if perpage > 50 || perpage == 0 {
+        return Err(Reply::err(403, "perpage must be between 1 and 50"));
+    }
+    let mut bounds: Vec<(&str, DateTime<Utc>)> = Vec::new();
+    for k in ["updated_gte", "updated_lt", "created_gte", "created_lt"] {
+        if let Some(v) = q.get(k) {
+            let t = parse_exact(v).ok_or_else(|| Reply::err(403, "invalid date or strptime format"))?;
+            bounds.push((k, t));
+        }
+    }
+    let now = data::sim_now(sim.cfg.days);
+    let seed = sim.cfg.seed;
+    let mut rows: Vec<(DateTime<Utc>, DateTime<Utc>, Value)> =
+        data::entities(seed, KIND, 0, per_day(sim), 0..=sim.cfg.days as i64, sim.cfg.days)
+            .filter_map(|e| {
+                let v = e.versions.iter().rposition(|t| *t <= now)?;
+                Some((e.versions[0], e.versions[v], lead(seed, &e, now)?))
+            })
+            .filter(|(c, u, _)| {
+                bounds.iter().all(|(k, t)| match *k {
+                    "updated_gte" => u >= t,
+                    "updated_lt" => u < t,
+                    "created_gte" => c >= t,
+                    _ => c < t,
+                })
+            })
+            .collect();
+    let sort = q.get("sort").map(String::as_str).unwrap_or("-created_at");
+    let (desc, field) = match sort.strip_prefix('-') {
+        Some(f) => (true, f),
+        None => (false, sort),
+    };
+    let id = |v: &Value| v["id"].as_str().unwrap_or("").to_string();
+    rows.sort_by(|a, b| {
+        let k = if field == "updated_at" {
+            a.1.cmp(&b.1)
+        } else {
+            a.0.cmp(&b.0)
+        };
+        k.then_with(|| id(&a.2).cmp(&id(&b.2)))
+    });
+    if desc {
+        rows.reverse();
+    }
+    let total = rows.len();
+    let items: Vec<Value> = rows
+        .into_iter()
+        .skip(((page - 1) * perpage) as usize)
+        .take(perpage as usize)
+        .map(|r| r.2)
+        .collect();
+    let n = items.len();
+    Ok(Reply::ok(
+        json!({"data": items, "meta": {"total": total, "page": page, "perpage": perpage}}),
+        n,
+    ))
+}

@@ -1,0 +1,272 @@
+//! The bundled API simulator (`ingest fixtures serve`, tests, demo): deterministic, seed-driven
+//! data over simulated days, served with each API's wire behaviour, rate limits (429 +
+//! `Retry-After`), `/_sim/stats`, and injected faults. It never talks to the real APIs.
+mod c2s;
+mod data;
+mod pancake;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The first simulated day; data before it is empty (seed 003).
+pub const START: (i32, u32, u32) = (2023, 9, 1);
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Simulated days of data from 2023-09-01: the simulator's "now" is the end of the last one.
+    pub days: u32,
+    /// Multiplies record counts.
+    pub scale: u32,
+    /// Every "N requests per minute" limit becomes N per this many seconds.
+    pub rate_window: f64,
+    /// Disable every rate limit (benchmarks).
+    pub no_rate_limit: bool,
+    /// Pancake pages served.
+    pub pages: u32,
+    /// Every Nth request answers 503 (0 = never).
+    pub fail_every: u64,
+    /// Every Nth request has its body cut in half (0 = never).
+    pub truncate_every: u64,
+    /// Every Nth request is delayed by `slow_ms` (0 = never).
+    pub slow_every: u64,
+    pub slow_ms: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 42,
+            days: 7,
+            scale: 1,
+            rate_window: 60.0,
+            no_rate_limit: false,
+            pages: 2,
+            fail_every: 0,
+            truncate_every: 0,
+            slow_every: 0,
+            slow_ms: 0,
+        }
+    }
+}
+
+/// What handlers answer; the router turns it into HTTP and counts it.
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub records: u64,
+}
+
+impl Reply {
+    pub fn ok(body: Value, records: usize) -> Self {
+        Reply {
+            status: 200,
+            body,
+            records: records as u64,
+        }
+    }
+    pub fn err(status: u16, msg: &str) -> Self {
+        Reply {
+            status,
+            body: json!({"success": false, "error": msg, "message": msg}),
+            records: 0,
+        }
+    }
+}
+
+#[derive(Default, serde::Serialize, Clone)]
+pub struct RouteStats {
+    pub requests: u64,
+    pub throttled: u64,
+    pub records: u64,
+}
+
+pub struct Sim {
+    pub cfg: SimConfig,
+    stats: Mutex<(RouteStats, BTreeMap<String, RouteStats>)>,
+    windows: Mutex<HashMap<String, VecDeque<Instant>>>,
+    counter: AtomicU64,
+    cache: Mutex<HashMap<String, Arc<Vec<Value>>>>,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Self {
+        Sim {
+            cfg,
+            stats: Mutex::default(),
+            windows: Mutex::default(),
+            counter: AtomicU64::new(0),
+            cache: Mutex::default(),
+        }
+    }
+
+    /// A generated result set, kept while pages of it are served (bounded cache).
+    pub fn cached(&self, key: String, make: impl FnOnce() -> Vec<Value>) -> Arc<Vec<Value>> {
+        if let Some(v) = self.cache.lock().unwrap().get(&key) {
+            return v.clone();
+        }
+        let v = Arc::new(make());
+        let mut c = self.cache.lock().unwrap();
+        if c.len() >= 256 {
+            c.clear();
+        }
+        c.insert(key, v.clone());
+        v
+    }
+
+    /// Sliding-window limit: at most `n` accepted requests per `per_minute_window` for `key`.
+    /// Returns the seconds to wait when over the limit.
+    pub fn throttle(&self, key: &str, n: usize) -> Option<f64> {
+        if self.cfg.no_rate_limit {
+            return None;
+        }
+        let win = Duration::from_secs_f64(self.cfg.rate_window);
+        let now = Instant::now();
+        let mut w = self.windows.lock().unwrap();
+        let q = w.entry(key.to_string()).or_default();
+        while q.front().is_some_and(|t| now.duration_since(*t) >= win) {
+            q.pop_front();
+        }
+        if q.len() >= n {
+            let wait = win.saturating_sub(now.duration_since(*q.front().unwrap()));
+            return Some(wait.as_secs_f64());
+        }
+        q.push_back(now);
+        None
+    }
+
+    pub fn tokens(&self) -> (String, Vec<(String, String)>) {
+        let c2s = format!("c2s-{:016x}", data::mix(self.cfg.seed, &[1]));
+        let pages = data::page_ids(self.cfg.pages)
+            .into_iter()
+            .map(|p| {
+                let t = format!(
+                    "pat-{p}-{:016x}",
+                    data::mix(self.cfg.seed, &[2, p.parse::<u64>().unwrap_or(0)])
+                );
+                (p, t)
+            })
+            .collect();
+        (c2s, pages)
+    }
+
+    fn stats_json(&self) -> Value {
+        let s = self.stats.lock().unwrap();
+        json!({"requests": s.0.requests, "throttled": s.0.throttled, "records": s.0.records, "by_route": s.1})
+    }
+
+    fn count(&self, route: &str, throttled: bool, records: u64) {
+        let mut s = self.stats.lock().unwrap();
+        for r in [&mut s.0] {
+            r.requests += 1;
+            r.throttled += throttled as u64;
+            r.records += records;
+        }
+        let r = s.1.entry(route.to_string()).or_default();
+        r.requests += 1;
+        r.throttled += throttled as u64;
+        r.records += records;
+    }
+}
+
+/// The `export NAME=value` lines that point every shipped pipeline at a simulator.
+pub fn exports(sim: &Sim, base: &str) -> Vec<(String, String)> {
+    let (c2s, pages) = sim.tokens();
+    let w = if sim.cfg.no_rate_limit {
+        0.001
+    } else {
+        sim.cfg.rate_window
+    };
+    let mut v = vec![
+        ("C2S_BASE_URL".to_string(), format!("{base}/c2s")),
+        ("C2S_TOKEN".into(), c2s),
+        ("C2S_RATE_SECONDS".into(), format!("{w}")),
+        ("PANCAKE_BASE_URL".into(), format!("{base}/pancake")),
+        (
+            "PANCAKE_PAGE_IDS".into(),
+            pages.iter().map(|p| p.0.clone()).collect::<Vec<_>>().join(","),
+        ),
+        ("PANCAKE_RATE_SECONDS".into(), format!("{w}")),
+    ];
+    for (p, t) in pages {
+        v.push((format!("PANCAKE_TOKEN_{p}"), t));
+    }
+    v
+}
+
+type Shared = Arc<Sim>;
+
+async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().trim_matches('/').to_string();
+    let query: HashMap<String, String> = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    if path == "_sim/stats" {
+        return respond(200, &sim.stats_json(), None, false);
+    }
+    let n = sim.counter.fetch_add(1, Ordering::SeqCst) + 1;
+    let every = |k: u64| k > 0 && n % k == 0;
+    if every(sim.cfg.slow_every) {
+        tokio::time::sleep(Duration::from_millis(sim.cfg.slow_ms)).await;
+    }
+    let segs: Vec<&str> = path.split('/').collect();
+    let (route, result) = match segs.first().copied() {
+        Some("c2s") if method == Method::GET => c2s::handle(&sim, &segs[1..], &query, &headers),
+        Some("pancake") if method == Method::GET => pancake::handle(&sim, &segs[1..], &query),
+        _ => ("unknown".to_string(), Err(Reply::err(404, "not found"))),
+    };
+    match result {
+        Err(r) if r.status == 429 => {
+            sim.count(&route, true, 0);
+            let wait = r.body.get("retry_after").and_then(Value::as_f64).unwrap_or(1.0);
+            respond(429, &r.body, Some(wait), false)
+        }
+        Err(r) => {
+            sim.count(&route, false, 0);
+            respond(r.status, &r.body, None, false)
+        }
+        Ok(r) => {
+            if every(sim.cfg.fail_every) {
+                sim.count(&route, false, 0);
+                return respond(503, &json!({"error": "service_unavailable"}), None, false);
+            }
+            let truncate = every(sim.cfg.truncate_every);
+            sim.count(&route, false, if truncate { 0 } else { r.records });
+            respond(r.status, &r.body, None, truncate)
+        }
+    }
+}
+
+fn respond(status: u16, body: &Value, retry_after: Option<f64>, truncate: bool) -> Response {
+    let mut bytes = serde_json::to_vec(body).unwrap();
+    if truncate {
+        bytes.truncate(bytes.len() / 2);
+    }
+    let mut b = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap())
+        .header("content-type", "application/json");
+    if let Some(w) = retry_after {
+        b = b.header("retry-after", format!("{}", w.ceil().max(1.0) as u64));
+    }
+    b.body(Body::from(bytes)).unwrap()
+}
+
+/// Start the simulator on `addr`; returns its base URL and the server task.
+pub async fn serve(cfg: SimConfig, addr: &str) -> std::io::Result<(String, Arc<Sim>, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local: SocketAddr = listener.local_addr()?;
+    let sim = Arc::new(Sim::new(cfg));
+    let app = axum::Router::new().fallback(handle).with_state(sim.clone());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{local}"), sim, task))
+}
