@@ -184,3 +184,21 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// Run a DuckDB (Python) snippet with `con` connected and the delta extension loaded; returns
+/// its stdout. Needs the venv that `tests/run.sh` installs.
+pub fn duckdb(code: &str) -> String {
+    let py = std::env::var("INGEST_PYTHON").expect("INGEST_PYTHON is not set: run the tests through tests/run.sh");
+    let ext = std::env::var("INGEST_DUCKDB_DELTA").expect("INGEST_DUCKDB_DELTA is not set: run tests/run.sh");
+    let script = format!(
+        "import duckdb\ncon = duckdb.connect(config={{'allow_unsigned_extensions': 'true'}})\ncon.execute(\"LOAD '{ext}'\")\n{code}\n"
+    );
+    let o = Command::new(py).arg("-c").arg(&script).output().expect("run python");
+    assert!(
+        o.status.success(),
+        "duckdb failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        script
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}

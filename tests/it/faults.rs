@@ -50,7 +50,7 @@ fn faults_and_a_kill_leave_the_same_lake_as_a_clean_run() {
 
     // kill -9 in the middle of a slow pull, then a rerun.
     let killed = dir.path().join("killed");
-    let sim = Sim::start(&["--rate-window", "1", "--slow-every", "1", "--slow-ms", "25"]);
+    let sim = Sim::start(&["--rate-window", "1", "--slow-every", "1", "--slow-ms", "40"]);
     let mut child = Command::new(BIN)
         .arg("--lake")
         .arg(&killed)
@@ -62,7 +62,15 @@ fn faults_and_a_kill_leave_the_same_lake_as_a_clean_run() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    // Kill once a few windows are committed, mid-run.
+    let log = killed.join("_ingest/catalogue/_delta_log");
+    for _ in 0..200 {
+        let commits = std::fs::read_dir(&log).map(|d| d.count()).unwrap_or(0);
+        if commits >= 6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
     assert!(
         child.try_wait().unwrap().is_none(),
         "the pull ended before the kill; slow the simulator down"

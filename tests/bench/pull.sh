@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): pull >= 1M simulator records with no rate limit and print
+# records/s and peak RSS. The simulator runs on the same machine and shares its cores.
+#   tests/bench/pull.sh                 # release build, ~1.1M records
+#   PROFILE=debug SCALE=10 tests/bench/pull.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PROFILE=${PROFILE:-release}
+SCALE=${SCALE:-50}
+DAYS=${DAYS:-30}
+PAGES=${PAGES:-10}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
+if [ "$PROFILE" = release ]; then cargo build --release --locked -q; else cargo build --locked -q; fi
+BIN="$CARGO_TARGET_DIR/$PROFILE/ingest"
+WORK=$(mktemp -d)
+"$BIN" fixtures serve --no-rate-limit --days "$DAYS" --scale "$SCALE" --pages "$PAGES" > "$WORK/sim.out" &
+SIM=$!
+trap 'kill $SIM 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 100); do grep -q '^$' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
+eval "$(grep '^export' "$WORK/sim.out")"
+TO=$(date -u -d "2023-09-01 + $((DAYS - 1)) days" +%F)
+/usr/bin/time -v "$BIN" -q --lake "$WORK/lake" --pipelines pipelines pull pancake --from 2023-09-01 --to "$TO" \
+  > "$WORK/summary.txt" 2> "$WORK/time.txt" || { cat "$WORK/time.txt"; exit 1; }
+RECORDS=$(tail -1 "$WORK/summary.txt" | awk '{print $(NF-4)}')
+BYTES=$(tail -1 "$WORK/summary.txt" | awk '{print $(NF-3)}')
+WALL=$(grep "Elapsed (wall clock)" "$WORK/time.txt" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+RSS=$(grep "Maximum resident set size" "$WORK/time.txt" | awk '{print $NF}')
+tail -1 "$WORK/summary.txt"
+echo "profile=$PROFILE pages=$PAGES days=$DAYS scale=$SCALE"
+echo "records=$RECORDS bytes=$BYTES wall_s=$WALL"
+awk -v r="$RECORDS" -v w="$WALL" -v b="$BYTES" 'BEGIN { printf "records_per_s=%.0f MiB_per_s=%.1f\n", r/w, b/w/1048576 }'
+echo "peak_rss_MiB=$((RSS / 1024))"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test. Works from nothing on a fresh machine;
+# reuses a target directory and a venv under ~/.cache when they exist.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
+export CARGO_TERM_COLOR=never
+
+# DuckDB 1.4.4 with its delta extension, for the reader checks.
+VENV="${INGEST_VENV:-$HOME/.cache/ingest-venv}"
+delta_ext() { ls "$VENV"/lib/python*/site-packages/duckdb_ext/extensions/v1.4.4/*/delta.duckdb_extension 2>/dev/null | head -1; }
+if ! "$VENV/bin/python" -c "import duckdb" 2>/dev/null || [ -z "$(delta_ext)" ]; then
+  echo "== installing DuckDB into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb==1.4.4 duckdb-ext-delta
+fi
+export INGEST_PYTHON="$VENV/bin/python"
+INGEST_DUCKDB_DELTA="$(delta_ext)"
+export INGEST_DUCKDB_DELTA
+
+echo "== building (target: $CARGO_TARGET_DIR)"
+cargo build --locked --tests --bins
+
+echo "== testing"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast --test-threads 2 "$@"
+else
+  cargo test --locked --no-fail-fast "$@"
+fi
