@@ -41,7 +41,31 @@ pub enum Command {
     /// Without --from each stream resumes from its stored watermark (minus its lookback);
     /// with no watermark it does a full load from the pipeline's `start`.
     Pull(PullArgs),
-    /// Streams, watermarks, last runs and landed files per source.
+    /// Run the SQL models under --sql: flatten, dedupe and MERGE only the new raw files into
+    /// Delta tables, with each model's watermark in the same Delta commit.
+    ///
+    /// All models run, in dependency order, or the named targets and what they need.
+    Transform {
+        /// Targets to build (schema.table), e.g. silver.c2s_leads
+        models: Vec<String>,
+        /// Rebuild from every landed file instead of only the new ones
+        #[arg(long)]
+        full_refresh: bool,
+    },
+    /// SQL over the lake: every Delta table (schema.table) and raw stream (raw.<source>_<stream>).
+    Query {
+        /// The SQL statement
+        #[arg(value_name = "SQL")]
+        statement: String,
+        #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+        format: QueryFormat,
+    },
+    /// Print DDL that registers the lake's tables elsewhere.
+    Ddl {
+        #[command(subcommand)]
+        command: DdlCommand,
+    },
+    /// Streams, watermarks, last runs and landed files per source; tables and their versions.
     Status {
         /// Only this source
         source: Option<String>,
@@ -74,6 +98,23 @@ pub struct PullArgs {
     /// Ignore watermarks and reload from --from or the pipeline's start
     #[arg(long)]
     pub full_refresh: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum QueryFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DdlCommand {
+    /// CREATE EXTERNAL TABLE … TBLPROPERTIES ('table_type'='DELTA') per table (Athena engine v3)
+    Athena {
+        /// Glue database the tables go into
+        #[arg(long, default_value = "ingest")]
+        database: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

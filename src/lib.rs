@@ -7,8 +7,10 @@ pub mod error;
 pub mod http;
 pub mod lake;
 pub mod pull;
+pub mod query;
 pub mod secret;
 pub mod sim;
 pub mod status;
+pub mod transform;
 
 pub use error::{Error, Result};

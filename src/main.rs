@@ -1,8 +1,8 @@
 //! Thin entry point: parse the command line, run it, map the outcome to an exit code
 //! (0 done, 1 the run failed, 2 bad input found before any work).
 use clap::Parser;
-use ingest::cli::{Cli, Command, FixturesCommand};
-use ingest::{config, demo, error::Error, lake::Lake, pull, secret, sim, status};
+use ingest::cli::{Cli, Command, DdlCommand, FixturesCommand, QueryFormat};
+use ingest::{config, demo, error::Error, lake::Lake, pull, query, secret, sim, status, transform};
 use std::io::Write;
 
 fn main() {
@@ -77,6 +77,30 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 eprintln!("error: some streams failed (see above); what landed is committed, rerun to resume");
                 return Ok(1);
             }
+            Ok(0)
+        }
+        Command::Transform { models, full_refresh } => {
+            let lake = Lake::open(&cli.lake)?;
+            let opts = transform::TransformOptions { models, full_refresh };
+            let reports = transform::transform(&lake, &cli.sql, &opts).await?;
+            print!("{}", transform::render(&reports));
+            Ok(0)
+        }
+        Command::Query { statement, format } => {
+            let lake = Lake::open(&cli.lake)?;
+            let f = match format {
+                QueryFormat::Table => "table",
+                QueryFormat::Csv => "csv",
+                QueryFormat::Json => "json",
+            };
+            print!("{}", query::query(&lake, &statement, f).await?);
+            Ok(0)
+        }
+        Command::Ddl {
+            command: DdlCommand::Athena { database },
+        } => {
+            let lake = Lake::open(&cli.lake)?;
+            print!("{}", query::athena_ddl(&lake, &database).await?);
             Ok(0)
         }
         Command::Status { source } => {

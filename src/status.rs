@@ -76,5 +76,43 @@ pub async fn render(lake: &Lake, source: Option<&str>) -> Result<String> {
             l.last_run
         ));
     }
+    out.push_str(&tables(lake).await?);
+    Ok(out)
+}
+
+/// Each modelled table: Delta version, rows, and the catalogue position its model consumed.
+async fn tables(lake: &Lake) -> Result<String> {
+    let rels = crate::query::delta_tables(lake).await?;
+    let rels: Vec<_> = rels.into_iter().filter(|r| !r.starts_with('_')).collect();
+    if rels.is_empty() {
+        return Ok(String::new());
+    }
+    let mut out = format!(
+        "\n{:<44} {:>8} {:>10} {:>10}\n",
+        "table", "version", "rows", "watermark"
+    );
+    for rel in rels {
+        let Some(t) = state::open_table(lake, &rel).await? else {
+            continue;
+        };
+        let snap = t.snapshot()?;
+        let rows: i64 = snap
+            .log_data()
+            .iter()
+            .filter_map(|f| f.num_records())
+            .map(|n| n as i64)
+            .sum();
+        let name = rel.replace('/', ".");
+        let wm = snap
+            .transaction_version(t.log_store().as_ref(), format!("ingest-model/{name}"))
+            .await?;
+        out.push_str(&format!(
+            "{:<44} {:>8} {:>10} {:>10}\n",
+            name,
+            t.version().map_or("-".into(), |v| v.to_string()),
+            rows,
+            wm.map_or("-".into(), |v| format!("seq {v}"))
+        ));
+    }
     Ok(out)
 }

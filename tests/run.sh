@@ -10,10 +10,10 @@ export CARGO_TERM_COLOR=never
 # DuckDB 1.4.4 with its delta extension, for the reader checks.
 VENV="${INGEST_VENV:-$HOME/.cache/ingest-venv}"
 delta_ext() { ls "$VENV"/lib/python*/site-packages/duckdb_ext/extensions/v1.4.4/*/delta.duckdb_extension 2>/dev/null | head -1; }
-if ! "$VENV/bin/python" -c "import duckdb" 2>/dev/null || [ -z "$(delta_ext)" ]; then
+if ! "$VENV/bin/python" -c "import duckdb, pytz" 2>/dev/null || [ -z "$(delta_ext)" ]; then
   echo "== installing DuckDB into $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb==1.4.4 duckdb-ext-delta
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb==1.4.4 duckdb-ext-delta pytz
 fi
 export INGEST_PYTHON="$VENV/bin/python"
 INGEST_DUCKDB_DELTA="$(delta_ext)"

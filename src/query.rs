@@ -1,0 +1,102 @@
+//! `ingest query` and `ingest ddl athena`: every Delta table of the lake (`schema.table`,
+//! plus `_ingest.catalogue`) and every raw stream (`raw.<source>_<stream>`) registered in
+//! one DataFusion session. Reads only.
+use crate::error::{Error, Result};
+use crate::lake::state::{self, open_table};
+use crate::lake::Lake;
+use crate::transform::raw;
+use deltalake::arrow::util::pretty::pretty_format_batches;
+use deltalake::datafusion::catalog::MemorySchemaProvider;
+use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::prelude::SessionContext;
+use std::sync::Arc;
+
+/// `schema/table` folders of the lake that hold a Delta table.
+pub async fn delta_tables(lake: &Lake) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let root = lake.path("");
+    let top = lake
+        .store
+        .list_with_delimiter(if lake.path("x").as_ref() == "x" {
+            None
+        } else {
+            Some(&root)
+        })
+        .await?;
+    for schema in top.common_prefixes {
+        let s = schema.filename().unwrap_or_default().to_string();
+        for table in lake.store.list_with_delimiter(Some(&schema)).await?.common_prefixes {
+            let t = table.filename().unwrap_or_default().to_string();
+            let rel = format!("{s}/{t}");
+            if open_table(lake, &rel).await?.is_some() {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub async fn context(lake: &Lake) -> Result<SessionContext> {
+    let ctx = SessionContext::new();
+    let cat = ctx.catalog("datafusion").expect("default catalog");
+    for rel in delta_tables(lake).await? {
+        let (s, t) = rel.split_once('/').unwrap();
+        if cat.schema(s).is_none() {
+            cat.register_schema(s, Arc::new(MemorySchemaProvider::new()))?;
+        }
+        let table = open_table(lake, &rel).await?.unwrap();
+        table.update_datafusion_session(&ctx.state())?;
+        ctx.register_table(format!("{s}.{t}").as_str(), table.table_provider().await?)?;
+    }
+    let rows = state::read_catalogue(lake, None).await?;
+    if cat.schema("raw").is_none() {
+        cat.register_schema("raw", Arc::new(MemorySchemaProvider::new()))?;
+    }
+    for (name, files) in raw::streams(&rows) {
+        if let Some((schema, batches)) = raw::load(lake, &files).await? {
+            ctx.register_table(name.as_str(), Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+        }
+    }
+    Ok(ctx)
+}
+
+pub async fn query(lake: &Lake, sql: &str, format: &str) -> Result<String> {
+    let ctx = context(lake).await?;
+    let df = ctx.sql(sql).await.map_err(|e| Error::Usage(format!("query: {e}")))?;
+    let batches = df.collect().await?;
+    Ok(match format {
+        "csv" => {
+            let mut w = deltalake::arrow::csv::Writer::new(Vec::new());
+            for b in &batches {
+                w.write(b)?;
+            }
+            String::from_utf8_lossy(&w.into_inner()).to_string()
+        }
+        "json" => {
+            let mut w = deltalake::arrow::json::LineDelimitedWriter::new(Vec::new());
+            let refs: Vec<_> = batches.iter().collect();
+            w.write_batches(&refs)?;
+            w.finish()?;
+            String::from_utf8_lossy(&w.into_inner()).to_string()
+        }
+        _ => format!("{}\n", pretty_format_batches(&batches)?),
+    })
+}
+
+/// `CREATE EXTERNAL TABLE` statements for Athena engine v3 (Delta tables need no columns).
+pub async fn athena_ddl(lake: &Lake, database: &str) -> Result<String> {
+    let mut out = String::new();
+    for rel in delta_tables(lake).await? {
+        if rel.starts_with('_') {
+            continue;
+        }
+        let name = rel.replace('/', "_");
+        let loc = lake.table_url(&rel).to_string().replace("s3a://", "s3://");
+        out.push_str(&format!(
+            "CREATE EXTERNAL TABLE IF NOT EXISTS {database}.{name}\nLOCATION '{}'\nTBLPROPERTIES ('table_type' = 'DELTA');\n\n",
+            loc.trim_end_matches('/')
+        ));
+    }
+    Ok(out)
+}

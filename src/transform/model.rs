@@ -1,0 +1,219 @@
+//! SQL model files (`sql/**/*.sql`): a `-- key: value` header declaring what SQL cannot
+//! (target, unique key, ordering, mode, partition columns) and the SELECT itself. Parsing
+//! and header validation only; errors name file and line.
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Upsert the new input by `unique_key`, a newer `order_by` wins.
+    Merge,
+    /// Append the new input.
+    Append,
+    /// Rebuild the whole table from all input on every run.
+    Replace,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub file: String,
+    /// `schema.table`
+    pub target: String,
+    pub unique_key: Vec<String>,
+    pub order_by: Option<String>,
+    pub mode: Mode,
+    pub partition_by: Vec<String>,
+    pub sql: String,
+    /// 1-based line where the SQL body starts in the file.
+    pub sql_line: usize,
+}
+
+impl Model {
+    pub fn name(&self) -> &str {
+        &self.target
+    }
+    /// Folder of the target table, relative to the lake root.
+    pub fn table_rel(&self) -> String {
+        self.target.replace('.', "/")
+    }
+    pub fn err_at(&self, line: Option<usize>, msg: impl Into<String>) -> Error {
+        Error::config(&self.file, line, None, msg)
+    }
+    /// Best guess of the line where `needle` appears in the SQL body.
+    pub fn line_of(&self, needle: &str) -> Option<usize> {
+        let n = needle
+            .trim_matches(|c| c == '\'' || c == '"' || c == '`')
+            .to_lowercase();
+        if n.is_empty() {
+            return None;
+        }
+        self.sql
+            .lines()
+            .position(|l| l.to_lowercase().contains(&n))
+            .map(|i| i + self.sql_line)
+    }
+}
+
+fn ident_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+pub fn parse(file: &str, text: &str) -> Result<Model> {
+    let mut target = None;
+    let mut unique_key = Vec::new();
+    let mut order_by = None;
+    let mut mode = None;
+    let mut partition_by = Vec::new();
+    let mut body_start = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        let Some(c) = t.strip_prefix("--") else {
+            body_start = Some(i);
+            break;
+        };
+        let Some((k, v)) = c.split_once(':') else { continue };
+        let (k, v) = (k.trim(), v.trim());
+        let err = |m: String| Error::config(file, Some(i + 1), Some(k), m);
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        match k {
+            "target" => {
+                let parts: Vec<&str> = v.split('.').collect();
+                if parts.len() != 2
+                    || !parts.iter().all(|p| ident_ok(p))
+                    || parts[0] == "raw"
+                    || parts[0].starts_with('_')
+                {
+                    return Err(err(format!(
+                        "`{v}`: expected <schema>.<table> in lower_snake_case (not raw.*)"
+                    )));
+                }
+                target = Some(v.to_string());
+            }
+            "unique_key" => {
+                unique_key = list(v);
+                if let Some(bad) = unique_key.iter().find(|c| !ident_ok(c)) {
+                    return Err(err(format!("`{bad}` is not a column name")));
+                }
+            }
+            "order_by" => order_by = Some(v.to_string()).filter(|s| !s.is_empty()),
+            "mode" => {
+                mode = Some(match v {
+                    "merge" => Mode::Merge,
+                    "append" => Mode::Append,
+                    "replace" => Mode::Replace,
+                    o => return Err(err(format!("`{o}`: expected merge, append or replace"))),
+                })
+            }
+            "partition_by" => {
+                partition_by = list(v);
+                if let Some(bad) = partition_by.iter().find(|c| !ident_ok(c)) {
+                    return Err(err(format!("`{bad}` is not a column name")));
+                }
+            }
+            "description" | "owner" => {}
+            other => {
+                return Err(err(format!(
+                    "unknown header key `{other}` (target, unique_key, order_by, mode, partition_by, description)"
+                )))
+            }
+        }
+    }
+    let Some(start) = body_start else {
+        return Err(Error::config(file, None, None, "no SQL after the header"));
+    };
+    let target = target.ok_or_else(|| {
+        Error::config(
+            file,
+            Some(1),
+            Some("target"),
+            "the header has no `-- target: schema.table`",
+        )
+    })?;
+    let mode = mode.unwrap_or(Mode::Merge);
+    if mode == Mode::Merge && unique_key.is_empty() {
+        return Err(Error::config(
+            file,
+            Some(1),
+            Some("unique_key"),
+            "mode merge needs `-- unique_key: col[, col]`",
+        ));
+    }
+    let sql: String = text.lines().skip(start).collect::<Vec<_>>().join("\n");
+    let sql = sql.trim().trim_end_matches(';').to_string();
+    Ok(Model {
+        file: file.to_string(),
+        target,
+        unique_key,
+        order_by,
+        mode,
+        partition_by,
+        sql,
+        sql_line: start + 1,
+    })
+}
+
+/// Every model under `dir` (recursively), sorted by path.
+pub fn load_dir(dir: &Path) -> Result<Vec<Model>> {
+    if !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "no SQL model folder at {} (set --sql)",
+            dir.display()
+        )));
+    }
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "sql") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut models: Vec<Model> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        let m = parse(&f.display().to_string(), &text)?;
+        if let Some(other) = models.iter().find(|o| o.target == m.target) {
+            return Err(m.err_at(Some(1), format!("target {} is also built by {}", m.target, other.file)));
+        }
+        models.push(m);
+    }
+    Ok(models)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_and_body() {
+        let m = parse(
+            "x.sql",
+            "-- target: silver.t\n-- unique_key: id, page_id\n-- order_by: updated_at\n\nSELECT 1 AS id\nFROM raw.a;\n",
+        )
+        .unwrap();
+        assert_eq!(m.unique_key, vec!["id", "page_id"]);
+        assert_eq!(m.sql_line, 5);
+        assert_eq!(m.sql, "SELECT 1 AS id\nFROM raw.a");
+        let e = parse("x.sql", "-- target: silver.t\n-- unique_kye: id\nSELECT 1").unwrap_err();
+        assert!(e.to_string().starts_with("x.sql:2"), "{e}");
+        assert!(
+            parse("x.sql", "-- target: silver.t\nSELECT 1").is_err(),
+            "merge needs a key"
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! Writing a model's output into its Delta table: dedupe by unique key (latest by `order_by`,
+//! then landing order), types Delta/Athena/DuckDB accept, then MERGE / append / overwrite with
+//! the model's watermark as an application transaction in the same commit.
+use super::model::{Mode, Model};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use deltalake::datafusion::prelude::{cast, col, DataFrame, SessionContext};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use std::sync::Arc;
+
+pub fn txn_app(m: &Model) -> String {
+    format!("ingest-model/{}", m.target)
+}
+
+/// Keep one row per unique key: the latest by `order_by`, then by `_ingest_order`.
+pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame) -> Result<DataFrame> {
+    let cols: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let has_order = cols.iter().any(|c| c == "_ingest_order");
+    if m.mode != Mode::Merge {
+        return Ok(if has_order {
+            df.drop_columns(&["_ingest_order"])?
+        } else {
+            df
+        });
+    }
+    for k in &m.unique_key {
+        if !cols.contains(k) {
+            return Err(m.err_at(
+                Some(1),
+                format!(
+                    "unique_key column `{k}` is not in the model's output ({})",
+                    cols.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut order = Vec::new();
+    if let Some(o) = &m.order_by {
+        if !cols.contains(o) {
+            return Err(m.err_at(Some(1), format!("order_by column `{o}` is not in the model's output")));
+        }
+        order.push(format!("\"{o}\" DESC NULLS LAST"));
+    }
+    if has_order {
+        order.push("\"_ingest_order\" DESC".into());
+    }
+    if order.is_empty() {
+        order.push("1".into());
+    }
+    let view = format!("__out_{}", m.target.replace('.', "_"));
+    let _ = ctx.deregister_table(view.as_str());
+    ctx.register_table(view.as_str(), df.into_view())?;
+    let keys: Vec<String> = m.unique_key.iter().map(|k| format!("\"{k}\"")).collect();
+    let sql = format!(
+        "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {}) AS __rn FROM {view}) WHERE __rn = 1",
+        keys.join(", "),
+        order.join(", ")
+    );
+    let mut drop = vec!["__rn"];
+    if has_order {
+        drop.push("_ingest_order");
+    }
+    Ok(ctx.sql(&sql).await?.drop_columns(&drop)?)
+}
+
+/// A type Delta stores and Athena / DuckDB read: UTC microsecond timestamps, signed
+/// integers, no Null type.
+fn delta_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Null => DataType::Utf8,
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => DataType::Int64,
+        DataType::Float16 => DataType::Float32,
+        DataType::Timestamp(_, _) => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => DataType::List(Arc::new(field(f))),
+        DataType::Struct(fs) => DataType::Struct(Fields::from(fs.iter().map(|f| field(f)).collect::<Vec<_>>())),
+        other => other.clone(),
+    }
+}
+
+fn field(f: &Field) -> Field {
+    Field::new(f.name(), delta_type(f.data_type()), true)
+}
+
+pub fn normalize(df: DataFrame) -> Result<DataFrame> {
+    let exprs: Vec<_> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = delta_type(f.data_type());
+            let c = col(format!("\"{}\"", f.name()));
+            if &t == f.data_type() {
+                c
+            } else {
+                cast(c, t).alias(f.name())
+            }
+        })
+        .collect();
+    Ok(df.select(exprs)?)
+}
+
+pub struct Written {
+    pub table_version: i64,
+    pub rows: usize,
+}
+
+fn builder(lake: &Lake, m: &Model) -> Result<DeltaTable> {
+    let rel = m.table_rel();
+    if let Some(d) = &lake.local_dir {
+        std::fs::create_dir_all(d.join(&rel))?;
+    }
+    Ok(DeltaTableBuilder::from_url(lake.table_url(&rel))?
+        .with_storage_backend(lake.store.clone(), lake.table_url(&rel))
+        .build()?)
+}
+
+/// Write `df` into the model's table with `props` (txn + metadata) in the same commit.
+pub async fn write(
+    lake: &Lake,
+    m: &Model,
+    existing: Option<DeltaTable>,
+    df: DataFrame,
+    props: CommitProperties,
+    full_refresh: bool,
+) -> Result<Written> {
+    let config = [
+        ("delta.checkpointInterval".to_string(), Some("20".to_string())),
+        (
+            "delta.logRetentionDuration".to_string(),
+            Some("interval 30 days".to_string()),
+        ),
+    ];
+    match (existing, m.mode) {
+        (Some(t), Mode::Merge) if !full_refresh => {
+            let cols: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+            let rows = df.clone().count().await?;
+            let mut pred: Vec<String> = m
+                .unique_key
+                .iter()
+                .map(|k| format!("target.`{k}` = source.`{k}`"))
+                .collect();
+            for p in &m.partition_by {
+                // Literal partition values in the join condition keep untouched files out of the rewrite.
+                let vals = df.clone().select_columns(&[p.as_str()])?.distinct()?.collect().await?;
+                let mut lits = Vec::new();
+                for b in &vals {
+                    if let Some(a) = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<deltalake::arrow::array::StringArray>()
+                    {
+                        lits.extend(a.iter().flatten().map(|v| format!("'{}'", v.replace('\'', "''"))));
+                    }
+                }
+                if !lits.is_empty() && lits.len() <= 1000 {
+                    pred.push(format!("target.`{p}` IN ({})", lits.join(", ")));
+                }
+            }
+            let newer = m
+                .order_by
+                .as_ref()
+                .map(|o| format!("source.`{o}` >= target.`{o}` OR target.`{o}` IS NULL OR source.`{o}` IS NULL"));
+            let (t, _metrics) = t
+                .merge(df, pred.join(" AND "))
+                .with_source_alias("source")
+                .with_target_alias("target")
+                .with_merge_schema(true)
+                .with_commit_properties(props)
+                .when_matched_update(|mut u| {
+                    if let Some(n) = &newer {
+                        u = u.predicate(n.as_str());
+                    }
+                    for c in &cols {
+                        u = u.update(format!("`{c}`"), format!("source.`{c}`"));
+                    }
+                    u
+                })?
+                .when_not_matched_insert(|mut i| {
+                    for c in &cols {
+                        i = i.set(format!("`{c}`"), format!("source.`{c}`"));
+                    }
+                    i
+                })?
+                .await?;
+            Ok(Written {
+                table_version: t.version().unwrap_or(0) as i64,
+                rows,
+            })
+        }
+        (existing, mode) => {
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let mut batches: Vec<RecordBatch> = df.collect().await?;
+            let rows = batches.iter().map(|b| b.num_rows()).sum();
+            if batches.is_empty() {
+                batches.push(RecordBatch::new_empty(schema));
+            }
+            let (t, save) = match existing {
+                Some(t) if mode == Mode::Append && !full_refresh => (t, SaveMode::Append),
+                Some(t) => (t, SaveMode::Overwrite),
+                None => (builder(lake, m)?, SaveMode::Append),
+            };
+            let schema_mode = if save == SaveMode::Overwrite {
+                deltalake::operations::write::SchemaMode::Overwrite
+            } else {
+                deltalake::operations::write::SchemaMode::Merge
+            };
+            let mut w = t
+                .write(batches)
+                .with_save_mode(save)
+                .with_schema_mode(schema_mode)
+                .with_table_name(m.target.replace('.', "_"))
+                .with_configuration(config)
+                .with_commit_properties(props);
+            if !m.partition_by.is_empty() {
+                w = w.with_partition_columns(m.partition_by.clone());
+            }
+            let t = w.await.map_err(|e| Error::Lake(format!("{}: {e}", m.target)))?;
+            Ok(Written {
+                table_version: t.version().unwrap_or(0) as i64,
+                rows,
+            })
+        }
+    }
+}
