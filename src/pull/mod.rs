@@ -117,10 +117,12 @@ impl PullReport {
 }
 
 pub async fn known_state(lake: &Lake, source: &str) -> Result<Known> {
-    let rows = state::read_catalogue(lake, Some(source)).await?;
+    let all = state::read_catalogue(lake, None).await?;
     let mut k = Known::default();
+    // Landing positions are global across sources: transforms consume "everything after seq N".
+    k.next_seq = all.iter().map(|r| r.seq + 1).max().unwrap_or(0);
+    let rows: Vec<_> = all.into_iter().filter(|r| r.source == source).collect();
     for r in &rows {
-        k.next_seq = k.next_seq.max(r.seq + 1);
         if let Some(w) = &r.watermark {
             let e = k
                 .watermarks

@@ -58,6 +58,10 @@ fn sql_error(m: &Model, msg: &str) -> Error {
         .and_then(|n| n.parse::<usize>().ok())
         .map(|l| l + m.sql_line - 1)
         .or_else(|| {
+            msg.contains("found: EOF")
+                .then(|| m.sql_line + m.sql.lines().count() - 1)
+        })
+        .or_else(|| {
             // "table 'x' not found", "No field named y"
             let quoted: Vec<&str> = msg.split(['\'', '"', '`']).collect();
             quoted
@@ -198,6 +202,15 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                 }
                 missing.push(r.clone());
             } else if r.starts_with("raw.") {
+                // A source that has landed streams but not this one: a typo, not "not yet".
+                let sources: BTreeSet<&str> = catalogue.iter().map(|c| c.source.as_str()).collect();
+                if sources.iter().any(|s| r.starts_with(&format!("raw.{s}_"))) {
+                    let known: Vec<&str> = streams.keys().map(String::as_str).collect();
+                    return Err(sql_error(
+                        m,
+                        &format!("unknown table '{r}' (raw streams: {})", known.join(", ")),
+                    ));
+                }
                 missing.push(r.clone());
             } else if let Some(t) = state::open_table(lake, &r.replace('.', "/")).await? {
                 register_delta(&ctx, r, &t).await?;

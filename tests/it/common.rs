@@ -16,7 +16,6 @@ pub struct Sim {
     child: Child,
     pub base: String,
     pub env: Vec<(String, String)>,
-    pub stdout: String,
 }
 
 impl Sim {
@@ -32,13 +31,11 @@ impl Sim {
         let mut base = String::new();
         out.read_line(&mut base).unwrap();
         let mut env = Vec::new();
-        let mut stdout = base.clone();
         loop {
             let mut l = String::new();
             if out.read_line(&mut l).unwrap() == 0 || l.trim().is_empty() {
                 break;
             }
-            stdout.push_str(&l);
             let (k, v) = l.trim().strip_prefix("export ").unwrap().split_once('=').unwrap();
             env.push((k.to_string(), v.to_string()));
         }
@@ -51,7 +48,6 @@ impl Sim {
             child,
             base: base.trim().to_string(),
             env,
-            stdout,
         }
     }
 
@@ -121,7 +117,7 @@ pub fn raw_files(lake: &Path) -> BTreeMap<String, Vec<Value>> {
     let mut out = BTreeMap::new();
     for f in walk(lake) {
         let rel = f.strip_prefix(lake).unwrap().to_string_lossy().to_string();
-        if rel.starts_with("_ingest") {
+        if rel.starts_with("_ingest") || rel.contains("_delta_log") || !rel.ends_with(".json") {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap();
@@ -201,4 +197,36 @@ pub fn duckdb(code: &str) -> String {
         script
     );
     String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// `ingest --sql <dir> <args>` on a lake (no simulator needed).
+pub fn ingest_sql(lake: &Path, sql: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--lake")
+        .arg(lake)
+        .arg("--sql")
+        .arg(sql)
+        .args(args)
+        .env_remove("INGEST_LAKE")
+        .output()
+        .expect("run ingest")
+}
+
+pub fn shipped_sql() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sql")
+}
+
+/// Rows of `ingest query --format json`.
+pub fn query(lake: &Path, sql: &str) -> Vec<Value> {
+    let o = ingest_sql(lake, &shipped_sql(), &["query", "--format", "json", sql]);
+    let out = ok(&o);
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    for f in walk(from) {
+        let dst = to.join(f.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dst).unwrap();
+    }
 }

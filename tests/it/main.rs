@@ -5,3 +5,4 @@ mod faults;
 mod input;
 mod pull_c2s;
 mod pull_pancake;
+mod transform;

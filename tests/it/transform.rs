@@ -1,0 +1,420 @@
+//! `ingest transform` on simulator data: silver tables hold one row per id with the latest
+//! version, gold matches an independent computation, a second run reads only the new files,
+//! DuckDB reads every table, bad models exit 2, and a kill -9 mid-transform recovers exactly.
+use crate::common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn secs(s: &str) -> i64 {
+    let s = if s.len() == 19 { format!("{s}Z") } else { s.to_string() };
+    chrono::DateTime::parse_from_rfc3339(&s)
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+        .timestamp()
+}
+
+/// Latest version per id across every raw file of a stream (by cursor, then landing order).
+fn latest(lake: &Path, stream_dir: &str, id: &str, cursor: &dyn Fn(&Value) -> i64) -> BTreeMap<String, Value> {
+    let mut by_seq: Vec<(i64, String)> = catalogue(lake)
+        .into_iter()
+        .filter_map(|r| Some((r.seq, r.path?)))
+        .collect();
+    by_seq.sort();
+    let files = raw_files(lake);
+    let mut out: BTreeMap<String, Value> = BTreeMap::new();
+    for (_, path) in by_seq.iter().filter(|(_, p)| p.contains(stream_dir)) {
+        for r in &files[path] {
+            let k = r[id].as_str().unwrap().to_string();
+            if out.get(&k).is_none_or(|o| cursor(o) <= cursor(r)) {
+                out.insert(k, r.clone());
+            }
+        }
+    }
+    out
+}
+
+fn lead_updated(r: &Value) -> i64 {
+    secs(r["attributes"]["updated_at"].as_str().unwrap())
+}
+fn conv_updated(r: &Value) -> i64 {
+    secs(r["updated_at"].as_str().unwrap())
+}
+
+fn check_tables(lake: &Path) {
+    // Leads: one row per id, the latest version's values.
+    let want = latest(lake, "c2s/_/leads/", "id", &lead_updated);
+    let got = query(lake, "SELECT id, status, source_name, to_unixtime(updated_at) AS u, to_unixtime(created_at) AS c FROM silver.c2s_leads");
+    assert_eq!(got.len(), want.len(), "silver.c2s_leads rows vs distinct ids");
+    for g in &got {
+        let w = &want[g["id"].as_str().unwrap()];
+        assert_eq!(g["status"], w["attributes"]["lead_status"]["alias"], "{g}");
+        assert_eq!(g["u"].as_i64().unwrap(), lead_updated(w), "{g}");
+    }
+    // Conversations.
+    let convs = latest(lake, "/conversations/", "id", &conv_updated);
+    let got = query(
+        lake,
+        "SELECT id, page_id, message_count, to_unixtime(updated_at) AS u FROM silver.pancake_conversations",
+    );
+    assert_eq!(got.len(), convs.len());
+    for g in &got {
+        let w = &convs[g["id"].as_str().unwrap()];
+        assert_eq!(g["message_count"], w["message_count"]);
+        assert_eq!(g["page_id"], w["page_id"]);
+        assert_eq!(g["u"].as_i64().unwrap(), conv_updated(w));
+    }
+    // Gold, computed independently from the raw files.
+    let mut per_day: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for w in convs.values() {
+        *per_day
+            .entry((
+                w["page_id"].as_str().unwrap().into(),
+                w["inserted_at"].as_str().unwrap()[..10].into(),
+            ))
+            .or_default() += 1;
+    }
+    let got: BTreeMap<(String, String), i64> = query(
+        lake,
+        "SELECT page_id, CAST(day AS VARCHAR) AS day, conversations FROM gold.pancake_conversations_per_day",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            (r["page_id"].as_str().unwrap().into(), r["day"].as_str().unwrap().into()),
+            r["conversations"].as_i64().unwrap(),
+        )
+    })
+    .collect();
+    assert_eq!(got, per_day);
+    let mut leads_day: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+    for w in want.values() {
+        let created = chrono::DateTime::parse_from_rfc3339(w["attributes"]["created_at"].as_str().unwrap())
+            .unwrap()
+            .to_utc();
+        let a = &w["attributes"];
+        *leads_day
+            .entry((
+                created.format("%Y-%m-%d").to_string(),
+                a["lead_status"]["alias"].as_str().unwrap().into(),
+                a["lead_source"]["name"].as_str().unwrap().into(),
+            ))
+            .or_default() += 1;
+    }
+    let got: BTreeMap<(String, String, String), i64> = query(
+        lake,
+        "SELECT CAST(day AS VARCHAR) AS day, status, source_name, leads FROM gold.c2s_leads_per_day",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            (
+                r["day"].as_str().unwrap().into(),
+                r["status"].as_str().unwrap().into(),
+                r["source_name"].as_str().unwrap().into(),
+            ),
+            r["leads"].as_i64().unwrap(),
+        )
+    })
+    .collect();
+    assert_eq!(got, leads_day);
+    // Child table: one row per (conversation, tag) of the latest version.
+    let tags: usize = convs.values().map(|w| w["tags"].as_array().unwrap().len()).sum();
+    assert_eq!(
+        query(lake, "SELECT count(*) AS n FROM silver.pancake_conversation_tags")[0]["n"]
+            .as_u64()
+            .unwrap() as usize,
+        tags
+    );
+}
+
+/// The `commitInfo` and `txn` actions of a table's latest commit.
+fn last_commit(table: &Path) -> (Value, Vec<Value>) {
+    let mut logs: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    logs.sort();
+    let text = std::fs::read_to_string(logs.last().unwrap()).unwrap();
+    let actions: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let info = actions.iter().find_map(|a| a.get("commitInfo").cloned()).unwrap();
+    let txns = actions.iter().filter_map(|a| a.get("txn").cloned()).collect();
+    (info, txns)
+}
+
+const TABLES: &[&str] = &[
+    "silver/c2s_leads",
+    "silver/pancake_conversations",
+    "silver/pancake_conversation_tags",
+    "silver/pancake_conversation_customers",
+    "silver/pancake_page_customers",
+    "silver/pancake_posts",
+    "silver/pancake_tags",
+    "silver/pancake_user_list",
+    "silver/pancake_users",
+    "silver/pancake_user_statistics",
+    "silver/pancake_engagement_statistics",
+    "silver/pancake_users_engagements",
+    "silver/pancake_new_customer_statistics",
+    "silver/pancake_ads",
+    "silver/pancake_campaign",
+    "gold/c2s_leads_per_day",
+    "gold/pancake_conversations_per_day",
+];
+
+#[test]
+fn transform_merges_new_files_exactly_once_and_duckdb_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    {
+        let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--seed", "11"]);
+        ok(&ingest(
+            Some(&sim),
+            &lake,
+            &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-07"],
+        ));
+        ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
+    }
+    let out = ok(&ingest_sql(&lake, &shipped_sql(), &["transform"]));
+    assert!(out.contains("silver.c2s_leads"), "{out}");
+    check_tables(&lake);
+    let seq1 = catalogue(&lake).iter().map(|r| r.seq).max().unwrap();
+    let (_, txns) = last_commit(&lake.join("silver/pancake_conversations"));
+    assert_eq!(
+        txns,
+        vec![serde_json::json!({"appId": "ingest-model/silver.pancake_conversations", "version": seq1})]
+    );
+
+    // Nothing new: nothing is applied again.
+    let again = ok(&ingest_sql(&lake, &shipped_sql(), &["transform"]));
+    assert!(
+        again
+            .lines()
+            .filter(|l| l.starts_with("silver."))
+            .all(|l| l.contains("up to date")),
+        "{again}"
+    );
+
+    // Three more simulated days.
+    {
+        let sim = Sim::start(&["--rate-window", "1", "--days", "10", "--seed", "11"]);
+        ok(&ingest(Some(&sim), &lake, &["pull", "pancake", "--to", "2023-09-10"]));
+        ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
+    }
+    let cat = catalogue(&lake);
+    let seq2 = cat.iter().map(|r| r.seq).max().unwrap();
+    let mut new_conv: Vec<String> = cat
+        .iter()
+        .filter(|r| r.seq > seq1 && r.stream == "conversations")
+        .filter_map(|r| r.path.clone())
+        .collect();
+    new_conv.sort();
+    new_conv.dedup();
+    assert!(!new_conv.is_empty());
+    ok(&ingest_sql(&lake, &shipped_sql(), &["transform"]));
+    let (info, txns) = last_commit(&lake.join("silver/pancake_conversations"));
+    let mut read: Vec<String> = info["ingest"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    read.sort();
+    assert_eq!(read, new_conv, "the second transform must read only the new files");
+    assert_eq!(
+        txns,
+        vec![serde_json::json!({"appId": "ingest-model/silver.pancake_conversations", "version": seq2})]
+    );
+    check_tables(&lake);
+    let updated = query(
+        &lake,
+        "SELECT count(*) AS n FROM silver.pancake_conversations WHERE updated_at >= TIMESTAMP '2023-09-08T00:00:00Z'",
+    );
+    assert!(updated[0]["n"].as_i64().unwrap() > 0);
+
+    // DuckDB reads every table and agrees with `ingest query`.
+    let mut code = String::new();
+    for t in TABLES {
+        code.push_str(&format!(
+            "print(con.execute(\"SELECT count(*) FROM delta_scan('{}')\").fetchone()[0])\n",
+            lake.join(t).display()
+        ));
+    }
+    code.push_str(&format!(
+        "for r in con.execute(\"SELECT id, status, epoch(updated_at)::BIGINT FROM delta_scan('{}') ORDER BY id LIMIT 5\").fetchall(): print(*r)\n",
+        lake.join("silver/c2s_leads").display()
+    ));
+    let duck = duckdb(&code);
+    let mut want = String::new();
+    for t in TABLES {
+        let n = query(&lake, &format!("SELECT count(*) AS n FROM {}", t.replace('/', ".")))[0]["n"]
+            .as_i64()
+            .unwrap();
+        assert!(n > 0, "{t} is empty");
+        want.push_str(&format!("{n}\n"));
+    }
+    for r in query(
+        &lake,
+        "SELECT id, status, to_unixtime(updated_at) AS u FROM silver.c2s_leads ORDER BY id LIMIT 5",
+    ) {
+        want.push_str(&format!(
+            "{} {} {}\n",
+            r["id"].as_str().unwrap(),
+            r["status"].as_str().unwrap(),
+            r["u"]
+        ));
+    }
+    assert_eq!(duck, want);
+
+    // Athena DDL names every table.
+    let ddl = ok(&ingest_sql(&lake, &shipped_sql(), &["ddl", "athena"]));
+    assert_eq!(
+        ddl.matches("TBLPROPERTIES ('table_type' = 'DELTA')").count(),
+        TABLES.len(),
+        "{ddl}"
+    );
+}
+
+fn broken_sql(dir: &Path, file: &str, from: &str, to: &str) -> std::path::PathBuf {
+    let sql = dir.join("sql");
+    let _ = std::fs::remove_dir_all(&sql);
+    copy_dir(&shipped_sql(), &sql);
+    let p = sql.join(file);
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains(from), "{from}");
+    std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    sql
+}
+
+fn line_of(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap()
+        + 1
+}
+
+/// Every table's rows, ordered, as JSON text.
+fn snapshot(lake: &Path) -> BTreeMap<String, Vec<Value>> {
+    TABLES
+        .iter()
+        .map(|t| {
+            let name = t.replace('/', ".");
+            let mut rows = query(lake, &format!("SELECT * FROM {name}"));
+            rows.sort_by_key(|r| r.to_string());
+            (name, rows)
+        })
+        .collect()
+}
+
+#[test]
+fn bad_models_exit_2_and_a_killed_transform_recovers_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    {
+        let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--scale", "4"]);
+        ok(&ingest(
+            Some(&sim),
+            &lake,
+            &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-07"],
+        ));
+        ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
+    }
+    let pristine = dir.path().join("pristine");
+    copy_dir(&lake, &pristine);
+
+    // Bad SQL, an unknown table, a bad header: exit 2, file and line, nothing written.
+    let cases = [
+        (
+            "silver/c2s_leads.sql",
+            "FROM raw.c2s_leads",
+            "FROM raw.c2s_leads WHERE",
+            "WHERE",
+        ),
+        (
+            "silver/c2s_leads.sql",
+            "FROM raw.c2s_leads",
+            "FROM raw.c2s_lead",
+            "raw.c2s_lead",
+        ),
+        (
+            "gold/c2s_leads_per_day.sql",
+            "FROM silver.c2s_leads",
+            "FROM silver.c2s_leeds",
+            "silver.c2s_leeds",
+        ),
+        (
+            "silver/pancake_posts.sql",
+            "-- mode: merge",
+            "-- mode: upsert",
+            "upsert",
+        ),
+        (
+            "silver/pancake_posts.sql",
+            "comment_count AS BIGINT",
+            "no_such_column AS BIGINT",
+            "no_such_column",
+        ),
+    ];
+    for (file, from, to, needle) in cases {
+        let sql = broken_sql(dir.path(), file, from, to);
+        let o = ingest_sql(&lake, &sql, &["transform"]);
+        let msg = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{file} {to}: {msg}");
+        let line = line_of(&sql.join(file), needle);
+        assert!(
+            msg.contains(&format!("{file}:{line}")),
+            "{file} {to}: want line {line}: {msg}"
+        );
+        assert!(
+            !lake.join("silver").exists() && !lake.join("gold").exists(),
+            "a bad model wrote a table"
+        );
+    }
+
+    // A clean transform, and a transform killed mid-run then rerun: same tables.
+    let clean = dir.path().join("clean");
+    copy_dir(&pristine, &clean);
+    ok(&ingest_sql(&clean, &shipped_sql(), &["transform"]));
+    let want = snapshot(&clean);
+    let mut child = Command::new(BIN)
+        .arg("--lake")
+        .arg(&lake)
+        .arg("--sql")
+        .arg(shipped_sql())
+        .arg("transform")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = lake.join("silver/c2s_leads/_delta_log");
+    for _ in 0..2000 {
+        if first.exists() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let ended_early = child.try_wait().unwrap().is_some();
+    child.kill().ok();
+    child.wait().unwrap();
+    let built: BTreeSet<&str> = TABLES
+        .iter()
+        .copied()
+        .filter(|t| lake.join(t).join("_delta_log").exists())
+        .collect();
+    eprintln!(
+        "killed with {} of {} tables built (ended early: {ended_early})",
+        built.len(),
+        TABLES.len()
+    );
+    assert!(
+        !ended_early && built.len() < TABLES.len(),
+        "the transform finished before the kill"
+    );
+    ok(&ingest_sql(&lake, &shipped_sql(), &["transform"]));
+    assert_eq!(snapshot(&lake), want);
+}
