@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): on the same generated raw data (>= 1 GB of NDJSON Pancake
+# conversations pulled from the simulator over 365 days), the time and peak RSS of
+#   1. `ingest transform silver.pancake_conversations` (full build), and
+#   2. DuckDB doing the same job (read_json + dedupe by id on updated_at + write Parquet);
+# then the time of a 1-day incremental transform on that 365-day lake against the same day
+# transformed on an empty lake.
+#   tests/bench/transform.sh                      # release build, ~1 GB
+#   PROFILE=debug SCALE=5 tests/bench/transform.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PROFILE=${PROFILE:-release}
+SCALE=${SCALE:-70}
+PAGES=${PAGES:-2}
+DAYS=365
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
+if [ "$PROFILE" = release ]; then cargo build --release --locked -q; else cargo build --locked -q; fi
+BIN="$CARGO_TARGET_DIR/$PROFILE/ingest"
+VENV="${INGEST_VENV:-$HOME/.cache/ingest-venv}"
+EXT=$(ls "$VENV"/lib/python*/site-packages/duckdb_ext/extensions/v1.4.4/*/delta.duckdb_extension 2>/dev/null | head -1 || true)
+[ -x "$VENV/bin/python" ] || { echo "run tests/run.sh first (it installs DuckDB in $VENV)"; exit 2; }
+WORK=${WORK:-$(mktemp -d)}
+SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp sql/silver/pancake_conversations.sql "$SQL/silver/"
+SIMPID=""
+trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
+
+sim() { # days
+  [ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null && sleep 0.2
+  "$BIN" fixtures serve --no-rate-limit --days "$1" --scale "$SCALE" --pages "$PAGES" > "$WORK/sim.out" &
+  SIMPID=$!
+  for _ in $(seq 100); do grep -q '^$' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
+  eval "$(grep '^export' "$WORK/sim.out")"
+}
+timed() { # label, command...
+  local label=$1; shift
+  /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }
+  read -r secs kb < "$WORK/t"
+  printf '%-44s %8.2f s %8d MiB\n' "$label" "$secs" "$((kb / 1024))"
+}
+day() { date -u -d "2023-09-01 + $1 days" +%F; }
+
+echo "== generating: $PAGES pages x $DAYS days, scale $SCALE"
+sim $DAYS
+timed "pull conversations ($DAYS days)" "$BIN" -q --lake "$WORK/lake" --pipelines pipelines pull pancake --streams conversations --from 2023-09-01 --to "$(day $((DAYS - 1)))"
+RAW_BYTES=$(du -cb "$WORK"/lake/pancake/*/conversations/*.json | tail -1 | cut -f1)
+RAW_FILES=$(ls "$WORK"/lake/pancake/*/conversations/*.json | wc -l)
+echo "raw: $RAW_FILES files, $((RAW_BYTES / 1048576)) MiB NDJSON"
+
+echo "== full build"
+timed "ingest transform (full)" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
+ROWS=$("$BIN" -q --lake "$WORK/lake" query "SELECT count(*) AS n FROM silver.pancake_conversations" --format csv | tail -1)
+cat > "$WORK/duck.py" <<PY
+import duckdb
+con = duckdb.connect()
+con.execute("SET memory_limit='16GB'")
+con.execute("""
+COPY (
+  SELECT * EXCLUDE (rn) FROM (
+    SELECT id, page_id, type, snippet, message_count::BIGINT AS message_count, seen,
+           assignee_ids[1] AS assignee_id, customers, tags,
+           inserted_at::TIMESTAMP AS inserted_at, updated_at::TIMESTAMP AS updated_at,
+           row_number() OVER (PARTITION BY id ORDER BY updated_at::TIMESTAMP DESC) AS rn
+    FROM read_json('$WORK/lake/pancake/*/conversations/*.json', format = 'newline_delimited'))
+  WHERE rn = 1
+) TO '$WORK/duck.parquet' (FORMAT parquet)
+""")
+print(con.execute("SELECT count(*) FROM '$WORK/duck.parquet'").fetchone()[0])
+PY
+timed "duckdb read_json + dedupe + parquet" "$VENV/bin/python" "$WORK/duck.py"
+DUCK_ROWS=$(cat "$WORK/out.txt")
+echo "rows: ingest $ROWS, duckdb $DUCK_ROWS"
+
+echo "== one more day"
+sim $((DAYS + 1))
+NEXT=$(day $DAYS)
+"$BIN" -q --lake "$WORK/lake" --pipelines pipelines pull pancake --streams conversations --to "$NEXT" > /dev/null
+timed "1-day incremental on the $DAYS-day lake" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
+"$BIN" -q --lake "$WORK/empty" --pipelines pipelines pull pancake --streams conversations --from "$NEXT" --to "$NEXT" > /dev/null
+timed "the same day on an empty lake" "$BIN" -q --lake "$WORK/empty" --sql "$SQL" transform
