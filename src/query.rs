@@ -69,7 +69,7 @@ pub async fn query(lake: &Lake, sql: &str, format: &str) -> Result<String> {
         "csv" => {
             let mut w = deltalake::arrow::csv::Writer::new(Vec::new());
             for b in &batches {
-                w.write(b)?;
+                w.write(&flatten_nested(b)?)?;
             }
             String::from_utf8_lossy(&w.into_inner()).to_string()
         }
@@ -82,6 +82,32 @@ pub async fn query(lake: &Lake, sql: &str, format: &str) -> Result<String> {
         }
         _ => format!("{}\n", pretty_format_batches(&batches)?),
     })
+}
+
+/// CSV has no nested values: structs, lists and maps are written as their text form.
+fn flatten_nested(b: &deltalake::arrow::array::RecordBatch) -> Result<deltalake::arrow::array::RecordBatch> {
+    use deltalake::arrow::array::{ArrayRef, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    use deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if f.data_type().is_nested() {
+            let fmt = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())?;
+            let v: StringArray = (0..c.len())
+                .map(|i| c.is_valid(i).then(|| fmt.value(i).to_string()))
+                .collect();
+            fields.push(Field::new(f.name(), DataType::Utf8, true));
+            cols.push(std::sync::Arc::new(v));
+        } else {
+            fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+        }
+    }
+    Ok(deltalake::arrow::array::RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(fields)),
+        cols,
+    )?)
 }
 
 /// `CREATE EXTERNAL TABLE` statements for Athena engine v3 (Delta tables need no columns).

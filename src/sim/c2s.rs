@@ -50,7 +50,7 @@ pub fn lead(seed: u64, e: &data::Entity, now: DateTime<Utc>) -> Option<Value> {
     let first = pick(h >> 3, data::FIRST);
     let last = pick(h >> 7, data::LAST);
     let src = (h >> 11) % SOURCES.len() as u64;
-    Some(json!({
+    let mut lead = json!({
         "type": "lead",
         "id": format!("{:012x}", data::mix(seed, &[KIND, e.day as u64, e.idx]) & 0xffff_ffff_ffff),
         "attributes": {
@@ -66,7 +66,12 @@ pub fn lead(seed: u64, e: &data::Entity, now: DateTime<Utc>) -> Option<Value> {
             "created_at": fmt(e.versions[0]),
             "updated_at": fmt(e.versions[v]),
         }
-    }))
+    });
+    // Schema drift: from the eighth simulated day on, leads carry a field earlier ones lack.
+    if e.day >= 7 {
+        lead["relationships"] = json!({"campaign": {"id": format!("cmp-{}", (h >> 31) % 20), "medium": pick(h >> 37, &["cpc", "organic", "social"])}});
+    }
+    Some(lead)
 }
 
 pub fn handle(

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
-use deltalake::datafusion::prelude::{cast, col, DataFrame, SessionContext};
+use deltalake::datafusion::prelude::{cast, col, DataFrame, Expr, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
@@ -86,20 +86,46 @@ fn field(f: &Field) -> Field {
     Field::new(f.name(), delta_type(f.data_type()), true)
 }
 
+/// The expression writing `e` (of type `t`) as a Delta-friendly type; None drops it.
+/// Fields that are always null (JSON `null`, inferred as the Null type) are left out until
+/// a later file gives them a type: merge-schema then adds them instead of failing on a
+/// string column that should have been a struct.
+fn delta_expr(e: Expr, t: &DataType) -> Option<Expr> {
+    use deltalake::datafusion::functions::core::expr_fn::{get_field, named_struct};
+    use deltalake::datafusion::prelude::{lit, when};
+    match t {
+        DataType::Null => None,
+        DataType::Struct(fields) => {
+            let mut parts = Vec::new();
+            for f in fields {
+                if let Some(x) = delta_expr(get_field(e.clone(), f.name().as_str()), f.data_type()) {
+                    parts.push(lit(f.name().as_str()));
+                    parts.push(x);
+                }
+            }
+            if parts.is_empty() {
+                return None;
+            }
+            let built = named_struct(parts);
+            Some(
+                when(e.is_null(), lit(deltalake::datafusion::scalar::ScalarValue::Null))
+                    .otherwise(built)
+                    .ok()?,
+            )
+        }
+        other => {
+            let want = delta_type(other);
+            Some(if &want == other { e } else { cast(e, want) })
+        }
+    }
+}
+
 pub fn normalize(df: DataFrame) -> Result<DataFrame> {
-    let exprs: Vec<_> = df
+    let exprs: Vec<Expr> = df
         .schema()
         .fields()
         .iter()
-        .map(|f| {
-            let t = delta_type(f.data_type());
-            let c = col(format!("\"{}\"", f.name()));
-            if &t == f.data_type() {
-                c
-            } else {
-                cast(c, t).alias(f.name())
-            }
-        })
+        .filter_map(|f| delta_expr(col(format!("\"{}\"", f.name())), f.data_type()).map(|e| e.alias(f.name())))
         .collect();
     Ok(df.select(exprs)?)
 }

@@ -418,3 +418,58 @@ fn bad_models_exit_2_and_a_killed_transform_recovers_exactly() {
     ok(&ingest_sql(&lake, &shipped_sql(), &["transform"]));
     assert_eq!(snapshot(&lake), want);
 }
+
+#[test]
+fn schema_drift_adds_columns_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let sql = dir.path().join("sql");
+    std::fs::create_dir_all(sql.join("bronze")).unwrap();
+    std::fs::write(
+        sql.join("bronze/c2s_leads.sql"),
+        "-- target: bronze.c2s_leads\n-- unique_key: id\n-- order_by: updated_at\n-- mode: merge\n\
+         SELECT * EXCLUDE (_partition, _window_start, _window_end, _file, _landed_at),\n  attributes['updated_at'] AS updated_at\nFROM raw.c2s_leads\n",
+    )
+    .unwrap();
+    {
+        let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--seed", "3"]);
+        ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
+    }
+    ok(&ingest_sql(&lake, &sql, &["transform"]));
+    let cols = |lake: &Path| -> BTreeSet<String> {
+        let o = ingest_sql(
+            lake,
+            &sql,
+            &["query", "--format", "csv", "SELECT * FROM bronze.c2s_leads LIMIT 1"],
+        );
+        ok(&o).lines().next().unwrap().split(',').map(str::to_string).collect()
+    };
+    let before = cols(&lake);
+    assert!(!before.contains("relationships"), "{before:?}");
+    {
+        let sim = Sim::start(&["--rate-window", "1", "--days", "10", "--seed", "3"]);
+        ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
+    }
+    ok(&ingest_sql(&lake, &sql, &["transform"]));
+    let after = cols(&lake);
+    assert!(
+        after.contains("relationships") && after.is_superset(&before),
+        "{after:?}"
+    );
+    let raw = latest(&lake, "c2s/_/leads/", "id", &lead_updated);
+    let with = raw.values().filter(|r| r.get("relationships").is_some()).count();
+    assert!(with > 0);
+    let q = |s: &str| -> i64 {
+        let o = ingest_sql(&lake, &sql, &["query", "--format", "json", s]);
+        serde_json::from_str::<Value>(ok(&o).lines().next().unwrap()).unwrap()["n"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(q("SELECT count(*) AS n FROM bronze.c2s_leads") as usize, raw.len());
+    assert_eq!(
+        q("SELECT count(*) AS n FROM bronze.c2s_leads WHERE relationships IS NOT NULL") as usize,
+        with
+    );
+    let duck = duckdb(&format!("print(con.execute(\"SELECT count(*) FROM delta_scan('{}') WHERE relationships.campaign.id IS NOT NULL\").fetchone()[0])", lake.join("bronze/c2s_leads").display()));
+    assert_eq!(duck.trim(), with.to_string());
+}
