@@ -291,8 +291,17 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         let meta = serde_json::json!({"run_id": run_id, "model": m.target, "mode": format!("{:?}", m.mode).to_lowercase(), "catalogue_seq": max_seq, "files": files_read});
         let props = CommitProperties::default()
             .with_application_transaction(Transaction::new(write::txn_app(m), max_seq))
-            .with_metadata(vec![("ingest".to_string(), meta)]);
-        let written = write::write(lake, m, existing, df, props, opts.full_refresh).await?;
+            .with_metadata(vec![("ingest".to_string(), meta)])
+            // Never rebase onto a concurrent commit: two runs of one model cannot both apply.
+            .with_max_retries(0);
+        let written = write::write(lake, m, existing, df, props, opts.full_refresh).await.map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("Failed to commit") || msg.contains("already exists") || msg.contains("commit attempts") {
+                Error::Lake(format!("{}: another run committed to this table first; nothing of this run was applied to it, rerun to continue ({msg})", m.target))
+            } else {
+                e
+            }
+        })?;
         tracing::info!(model = %m.target, files = files_read.len(), rows = written.rows, version = written.table_version, "model written");
         let t = state::open_table(lake, &m.table_rel())
             .await?

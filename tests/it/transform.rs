@@ -416,7 +416,11 @@ fn bad_models_exit_2_and_a_killed_transform_recovers_exactly() {
         "the transform finished before the kill"
     );
     ok(&ingest_sql(&lake, &shipped_sql(), &["transform"]));
-    assert_eq!(snapshot(&lake), want);
+    let got = snapshot(&lake);
+    for (t, rows) in &want {
+        assert_eq!(got[t].len(), rows.len(), "{t}: row count after kill and rerun");
+    }
+    assert!(got == want, "tables differ from a clean run's");
 }
 
 #[test]
@@ -472,4 +476,59 @@ fn schema_drift_adds_columns_instead_of_failing() {
     );
     let duck = duckdb(&format!("print(con.execute(\"SELECT count(*) FROM delta_scan('{}') WHERE relationships.campaign.id IS NOT NULL\").fetchone()[0])", lake.join("bronze/c2s_leads").display()));
     assert_eq!(duck.trim(), with.to_string());
+}
+
+#[test]
+fn two_concurrent_transforms_cannot_both_apply_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    {
+        let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--seed", "5"]);
+        ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
+        ok(&ingest(
+            Some(&sim),
+            &lake,
+            &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-07"],
+        ));
+    }
+    let clean = dir.path().join("clean");
+    copy_dir(&lake, &clean);
+    ok(&ingest_sql(&clean, &shipped_sql(), &["transform"]));
+    let spawn = || {
+        Command::new(BIN)
+            .arg("--lake")
+            .arg(&lake)
+            .arg("--sql")
+            .arg(shipped_sql())
+            .arg("transform")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    eprintln!(
+        "concurrent runs: {:?} {:?}\n{}",
+        a.status.code(),
+        b.status.code(),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert!(a.status.success() || b.status.success(), "both concurrent runs failed");
+    // Whatever the interleaving, a rerun finishes the job and nothing was applied twice.
+    assert!(
+        !(a.status.success() && b.status.success()),
+        "both concurrent runs committed"
+    );
+    ok(&ingest_sql(&lake, &shipped_sql(), &["transform"]));
+    let (got, want) = (snapshot(&lake), snapshot(&clean));
+    for (t, rows) in &want {
+        assert_eq!(got[t].len(), rows.len(), "{t}: row count after concurrent runs");
+    }
+    assert!(got == want, "tables differ from a clean run's");
+    let dup = query(
+        &lake,
+        "SELECT count(*) AS n FROM (SELECT id FROM silver.pancake_conversations GROUP BY id HAVING count(*) > 1)",
+    );
+    assert_eq!(dup[0]["n"], 0);
 }
