@@ -75,7 +75,7 @@ pub enum Command {
         #[command(subcommand)]
         command: FixturesCommand,
     },
-    /// Start the simulator in-process, pull every bundled source from it, and summarise.
+    /// Start the simulator in-process, pull every bundled source, run the SQL models, summarise.
     ///
     /// Uses the pipelines built into the binary, so it works from any folder; the lake is
     /// --lake (default ./lake).

@@ -123,7 +123,7 @@ pub async fn run(lake_spec: &str) -> Result<i32> {
         .local_dir
         .as_ref()
         .map(|d| d.display().to_string())
-        .unwrap_or_else(|| lake.url.to_string());
+        .unwrap_or_else(|| lake.url.as_str().trim_end_matches('/').to_string());
     println!("Raw files: {root}/<source>/<partition>/<stream>/file_<date>.json; tables: {root}/<schema>/<table>.");
     println!("`ingest status` and `ingest query` read them; so does DuckDB:");
     println!(
