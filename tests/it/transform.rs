@@ -8,6 +8,33 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// A lake holding 7 simulated days of Pancake and C2S, pulled from a simulator started with `sim_args`.
+fn pulled(dir: &Path, sim_args: &[&str]) -> std::path::PathBuf {
+    let lake = dir.join("lake");
+    let sim = Sim::start(sim_args);
+    ok(&ingest(
+        Some(&sim),
+        &lake,
+        &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-07"],
+    ));
+    ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
+    lake
+}
+
+/// `ingest transform` on `lake` with the shipped models, as a child process.
+fn spawn_transform(lake: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .arg("--lake")
+        .arg(lake)
+        .arg("--sql")
+        .arg(shipped_sql())
+        .arg("transform")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn secs(s: &str) -> i64 {
     let s = if s.len() == 19 { format!("{s}Z") } else { s.to_string() };
     chrono::DateTime::parse_from_rfc3339(&s)
@@ -168,16 +195,7 @@ const TABLES: &[&str] = &[
 #[test]
 fn transform_merges_new_files_exactly_once_and_duckdb_agrees() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    {
-        let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--seed", "11"]);
-        ok(&ingest(
-            Some(&sim),
-            &lake,
-            &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-07"],
-        ));
-        ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
-    }
+    let lake = pulled(dir.path(), &["--rate-window", "1", "--days", "7", "--seed", "11"]);
     let out = ok(&ingest_sql(&lake, &shipped_sql(), &["transform"]));
     assert!(out.contains("silver.c2s_leads"), "{out}");
     check_tables(&lake);
@@ -314,16 +332,7 @@ fn snapshot(lake: &Path) -> BTreeMap<String, Vec<Value>> {
 #[test]
 fn bad_models_exit_2_and_a_killed_transform_recovers_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    {
-        let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--scale", "4"]);
-        ok(&ingest(
-            Some(&sim),
-            &lake,
-            &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-07"],
-        ));
-        ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
-    }
+    let lake = pulled(dir.path(), &["--rate-window", "1", "--days", "7", "--scale", "4"]);
     let pristine = dir.path().join("pristine");
     copy_dir(&lake, &pristine);
 
@@ -381,16 +390,7 @@ fn bad_models_exit_2_and_a_killed_transform_recovers_exactly() {
     copy_dir(&pristine, &clean);
     ok(&ingest_sql(&clean, &shipped_sql(), &["transform"]));
     let want = snapshot(&clean);
-    let mut child = Command::new(BIN)
-        .arg("--lake")
-        .arg(&lake)
-        .arg("--sql")
-        .arg(shipped_sql())
-        .arg("transform")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_transform(&lake);
     let first = lake.join("silver/c2s_leads/_delta_log");
     for _ in 0..2000 {
         if first.exists() || child.try_wait().unwrap().is_some() {
@@ -481,32 +481,11 @@ fn schema_drift_adds_columns_instead_of_failing() {
 #[test]
 fn two_concurrent_transforms_cannot_both_apply_the_same_files() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    {
-        let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--seed", "5"]);
-        ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
-        ok(&ingest(
-            Some(&sim),
-            &lake,
-            &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-07"],
-        ));
-    }
+    let lake = pulled(dir.path(), &["--rate-window", "1", "--days", "7", "--seed", "5"]);
     let clean = dir.path().join("clean");
     copy_dir(&lake, &clean);
     ok(&ingest_sql(&clean, &shipped_sql(), &["transform"]));
-    let spawn = || {
-        Command::new(BIN)
-            .arg("--lake")
-            .arg(&lake)
-            .arg("--sql")
-            .arg(shipped_sql())
-            .arg("transform")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (spawn(), spawn());
+    let (a, b) = (spawn_transform(&lake), spawn_transform(&lake));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     eprintln!(
         "concurrent runs: {:?} {:?}\n{}",
