@@ -37,7 +37,6 @@ impl Bar {
             b.set_message(format!("{pages} pages, {records} records"));
         }
     }
-    pub fn set_message(&self, _m: String) {}
     pub fn finish(&self, msg: String) {
         if let Some(b) = &self.bar {
             b.finish_with_message(msg);

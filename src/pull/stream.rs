@@ -68,7 +68,6 @@ impl StreamRun<'_> {
             if !landed.is_empty() {
                 self.writer.land(Landing { rows: landed, txns }).await?;
             }
-            self.progress.set_message(format!("{} windows", rep.windows));
         }
         rep.elapsed = started.elapsed();
         Ok(rep)

@@ -375,9 +375,6 @@ fn ads(sim: &Sim, page: u64, q: &HashMap<String, String>, campaigns: bool) -> Re
     let mut rows = Vec::new();
     for d in data::day_of(s).max(0)..=data::day_of(u).min(sim.cfg.days as i64 - 1) {
         let day = data::start() + Duration::days(d);
-        if day < s - Duration::seconds(1) && d != data::day_of(s) {
-            continue;
-        }
         let h = data::mix(sim.cfg.seed, &[if campaigns { 35 } else { 34 }, page, d as u64]);
         let count = if campaigns { (d % 5 == 2) as u64 } else { h % 3 };
         for i in 0..count {

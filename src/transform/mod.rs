@@ -121,11 +121,6 @@ fn order(models: &[Model], refs: &BTreeMap<String, Vec<String>>, wanted: &[Strin
     Ok(out)
 }
 
-fn new_context() -> Result<SessionContext> {
-    let ctx = SessionContext::new();
-    Ok(ctx)
-}
-
 fn ensure_schema(ctx: &SessionContext, name: &str) {
     let cat = ctx.catalog("datafusion").expect("default catalog");
     if cat.schema(name).is_none() {
@@ -175,7 +170,7 @@ async fn register_raw(
 
 pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformOptions) -> Result<Vec<ModelReport>> {
     let all = model::load_dir(sql_dir)?;
-    let ctx = new_context()?;
+    let ctx = SessionContext::new();
     let mut refs = BTreeMap::new();
     for m in &all {
         refs.insert(m.target.clone(), references(&ctx, m)?);
