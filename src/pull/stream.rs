@@ -63,6 +63,7 @@ impl StreamRun<'_> {
         let passes = self.plan(watermark.as_deref())?;
         for pass in passes {
             let landed = self.fetch_pass(&pass, &mut rep).await?;
+            tracing::debug!(partition = %self.part.id, stream = %self.s.name, file_date = %pass.date, records = rep.records, "window landed");
             version += 1;
             let txns = vec![(txn_app(&self.p.name, &self.part.id, &self.s.name), version)];
             if !landed.is_empty() {
@@ -284,6 +285,9 @@ impl StreamRun<'_> {
                     rep.records += recs.len() as u64;
                 }
                 self.progress.set_counts(rep.pages, rep.records);
+                if rep.pages % 25 == 0 {
+                    tracing::info!(stream = %what, pages = rep.pages, records = rep.records, "pulling");
+                }
                 // Where next?
                 let short = pg.page_size.is_some_and(|s| (page_count as u64) < s);
                 let mut more = match pg.kind {
