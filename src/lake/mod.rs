@@ -187,3 +187,29 @@ pub fn content_hash(records: &[serde_json::Value]) -> String {
     }
     hex::encode(h.finalize())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lake_urls_parse() {
+        let s3 = Lake::open("s3://bucket/some/prefix/").unwrap();
+        assert_eq!(s3.url.as_str(), "s3://bucket/some/prefix/");
+        assert_eq!(
+            s3.path("pancake/1001/tags/file_2023-09-01.json").as_ref(),
+            "some/prefix/pancake/1001/tags/file_2023-09-01.json"
+        );
+        assert_eq!(
+            s3.table_url("silver/c2s_leads").as_str(),
+            "s3://bucket/some/prefix/silver/c2s_leads/"
+        );
+        let mem = Lake::open("memory://").unwrap();
+        assert_eq!(mem.path("a/b").as_ref(), "a/b");
+        let dir = tempfile::tempdir().unwrap();
+        let local = Lake::open(&format!("file://{}/lake", dir.path().display())).unwrap();
+        assert!(local.local_dir.as_ref().unwrap().ends_with("lake"));
+        assert!(Lake::open("ftp://x").is_err());
+        assert!(Lake::open("s3://").is_err());
+    }
+}
