@@ -1,6 +1,7 @@
 -- target: silver.pancake_user_statistics
 -- unique_key: page_id, user_id, hour
 -- mode: merge
+-- partition_by: page_id
 -- description: Hourly statistics per staff user; `hour` is Asia/Ho_Chi_Minh local time on the wire.
 SELECT page_id, user_id, to_timestamp(concat(hour, '+07:00')) AS hour,
   CAST(inbox_count AS BIGINT) AS inbox_count, CAST(comment_count AS BIGINT) AS comment_count,

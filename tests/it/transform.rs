@@ -247,6 +247,10 @@ fn transform_merges_new_files_exactly_once_and_duckdb_agrees() {
         vec![serde_json::json!({"appId": "ingest-model/silver.pancake_conversations", "version": seq2})]
     );
     check_tables(&lake);
+    // A partitioned model: one folder per page, merged with literal partition predicates.
+    assert!(lake.join("silver/pancake_user_statistics/page_id=1001").is_dir());
+    let (info, _) = last_commit(&lake.join("silver/pancake_user_statistics"));
+    assert_eq!(info["operation"], "MERGE", "{info}");
     let updated = query(
         &lake,
         "SELECT count(*) AS n FROM silver.pancake_conversations WHERE updated_at >= TIMESTAMP '2023-09-08T00:00:00Z'",
@@ -505,6 +509,9 @@ fn two_concurrent_transforms_cannot_both_apply_the_same_files() {
         assert_eq!(got[t].len(), rows.len(), "{t}: row count after concurrent runs");
     }
     assert!(got == want, "tables differ from a clean run's");
+    // --full-refresh rebuilds every table from all landed files: the same tables again.
+    ok(&ingest_sql(&lake, &shipped_sql(), &["transform", "--full-refresh"]));
+    assert!(snapshot(&lake) == want, "--full-refresh built different tables");
     let dup = query(
         &lake,
         "SELECT count(*) AS n FROM (SELECT id FROM silver.pancake_conversations GROUP BY id HAVING count(*) > 1)",
