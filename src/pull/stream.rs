@@ -199,6 +199,7 @@ impl StreamRun<'_> {
         let mut page_no = pg.start.unwrap_or(1);
         let mut offset: u64 = 0;
         let mut cursor: Option<String> = None;
+        let mut cursors: HashSet<String> = HashSet::new();
         let mut next_url: Option<String> = None;
         let what = format!("{}/{}/{}", self.p.name, self.part.id, self.s.name);
         let result: Result<()> = async {
@@ -312,7 +313,14 @@ impl StreamRun<'_> {
                             .as_ref()
                             .and_then(|r| records::at_str(r, pg.from.as_deref().unwrap()))
                             .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
-                        let more = page_count > 0 && !short && next.is_some() && next != cursor;
+                        if let Some(n) = &next {
+                            if !cursors.insert(n.clone()) {
+                                return Err(Error::Http(format!(
+                                    "{what}: the API sent cursor {n:?} twice; stopping instead of paging in a loop"
+                                )));
+                            }
+                        }
+                        let more = page_count > 0 && !short && next.is_some();
                         cursor = next;
                         more
                     }

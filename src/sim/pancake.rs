@@ -62,7 +62,7 @@ fn users(seed: u64, page: u64) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Versions of entities of `kind` whose time falls in `[s, u]` (inclusive), newest first.
+/// Entities of `kind` with a version in `[s, u]` (inclusive), at their latest such version, newest first.
 fn versions_in(
     sim: &Sim,
     kind: u64,
@@ -82,13 +82,17 @@ fn versions_in(
         data::day_of(s) - lag..=data::day_of(u),
         sim.cfg.days,
     ) {
-        for (v, t) in e.versions.iter().enumerate() {
-            if created_only && v > 0 {
-                break;
-            }
-            if *t >= s && *t <= u && *t <= now {
-                out.push((e.clone(), v));
-            }
+        // A window shows each record once: its latest version updated inside the window.
+        let last = e
+            .versions
+            .iter()
+            .enumerate()
+            .take(if created_only { 1 } else { usize::MAX })
+            .filter(|(_, t)| **t >= s && **t <= u && **t <= now)
+            .map(|(v, _)| v)
+            .last();
+        if let Some(v) = last {
+            out.push((e.clone(), v));
         }
     }
     out.sort_by(|a, b| {
