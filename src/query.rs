@@ -37,7 +37,9 @@ pub async fn delta_tables(lake: &Lake) -> Result<Vec<String>> {
     Ok(out)
 }
 
-pub async fn context(lake: &Lake) -> Result<SessionContext> {
+/// A session with every Delta table registered, and the raw streams `sql` refers to (raw
+/// streams are decoded into memory, so only those a statement reads are loaded).
+pub async fn context(lake: &Lake, sql: &str) -> Result<SessionContext> {
     let ctx = SessionContext::new();
     let cat = ctx.catalog("datafusion").expect("default catalog");
     for rel in delta_tables(lake).await? {
@@ -53,7 +55,16 @@ pub async fn context(lake: &Lake) -> Result<SessionContext> {
     if cat.schema("raw").is_none() {
         cat.register_schema("raw", Arc::new(MemorySchemaProvider::new()))?;
     }
+    let state = ctx.state();
+    let wanted: Vec<String> = state
+        .sql_to_statement(sql, &deltalake::datafusion::config::Dialect::Generic)
+        .and_then(|stmt| state.resolve_table_references(&stmt))
+        .map(|refs| refs.iter().map(|r| r.to_string().to_lowercase()).collect())
+        .map_err(|e| Error::Usage(format!("query: {e}")))?;
     for (name, files) in raw::streams(&rows) {
+        if !wanted.contains(&name) {
+            continue;
+        }
         if let Some((schema, batches)) = raw::load(lake, &files).await? {
             ctx.register_table(name.as_str(), Arc::new(MemTable::try_new(schema, vec![batches])?))?;
         }
@@ -62,7 +73,7 @@ pub async fn context(lake: &Lake) -> Result<SessionContext> {
 }
 
 pub async fn query(lake: &Lake, sql: &str, format: &str) -> Result<String> {
-    let ctx = context(lake).await?;
+    let ctx = context(lake, sql).await?;
     let df = ctx.sql(sql).await.map_err(|e| Error::Usage(format!("query: {e}")))?;
     let batches = df.collect().await?;
     Ok(match format {

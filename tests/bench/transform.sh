@@ -5,12 +5,12 @@
 #   2. DuckDB doing the same job (read_json + dedupe by id on updated_at + write Parquet);
 # then the time of a 1-day incremental transform on that 365-day lake against the same day
 # transformed on an empty lake.
-#   tests/bench/transform.sh                      # release build, ~1 GB
+#   tests/bench/transform.sh                      # release build, ~1 GB (scale 70 gave 939 MiB)
 #   PROFILE=debug SCALE=5 tests/bench/transform.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROFILE=${PROFILE:-release}
-SCALE=${SCALE:-70}
+SCALE=${SCALE:-75}
 PAGES=${PAGES:-2}
 DAYS=365
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
