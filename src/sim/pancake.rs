@@ -187,11 +187,13 @@ fn tags(_page: u64) -> Reply {
 
 fn conversations(sim: &Sim, page: u64, q: &HashMap<String, String>) -> Result<Reply, Reply> {
     let w = unix_window(q, false)?.unwrap_or((data::start(), data::sim_now(sim.cfg.days)));
-    let all = versions_in(sim, CONV, page, 30 * sim.cfg.scale as u64, w, false);
-    let rows: Vec<Value> = all
-        .iter()
-        .map(|(e, v)| conversation(sim.cfg.seed, page, e, *v, TAGS.len()))
-        .collect();
+    // Generated once per window and page, then served page by page.
+    let rows = sim.cached(format!("conv/{page}/{}/{}", w.0, w.1), || {
+        versions_in(sim, CONV, page, 30 * sim.cfg.scale as u64, w, false)
+            .iter()
+            .map(|(e, v)| conversation(sim.cfg.seed, page, e, *v, TAGS.len()))
+            .collect()
+    });
     let from = match q.get("last_conversation_id") {
         Some(id) => rows
             .iter()
