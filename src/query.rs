@@ -28,7 +28,7 @@ pub async fn delta_tables(lake: &Lake) -> Result<Vec<String>> {
         for table in lake.store.list_with_delimiter(Some(&schema)).await?.common_prefixes {
             let t = table.filename().unwrap_or_default().to_string();
             let rel = format!("{s}/{t}");
-            if open_table(lake, &rel).await?.is_some() {
+            if state::table_exists(lake, &rel).await? {
                 out.push(rel);
             }
         }

@@ -178,16 +178,6 @@ impl RawFile {
     }
 }
 
-/// Hash of what a RawFile holding `records` would contain, without writing it.
-pub fn content_hash(records: &[serde_json::Value]) -> String {
-    let mut h = sha2::Sha256::new();
-    for r in records {
-        h.update(serde_json::to_vec(r).unwrap_or_default());
-        h.update(b"\n");
-    }
-    hex::encode(h.finalize())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

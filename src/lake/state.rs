@@ -12,7 +12,7 @@ use deltalake::kernel::Transaction;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 pub const CATALOGUE: &str = "_ingest/catalogue";
 
@@ -66,10 +66,15 @@ pub fn txn_app(source: &str, partition: &str, request: &str) -> String {
     format!("ingest/{source}/{partition}/{request}")
 }
 
+/// Whether `rel` holds a Delta log (a listing, without loading the table).
+pub async fn table_exists(lake: &Lake, rel: &str) -> Result<bool> {
+    let log = lake.path(&format!("{}/_delta_log", rel.trim_matches('/')));
+    Ok(!lake.store.list_with_delimiter(Some(&log)).await?.objects.is_empty())
+}
+
 /// Open a Delta table of the lake (None when it does not exist yet).
 pub async fn open_table(lake: &Lake, rel: &str) -> Result<Option<DeltaTable>> {
-    let log = lake.path(&format!("{}/_delta_log", rel.trim_matches('/')));
-    if lake.store.list_with_delimiter(Some(&log)).await?.objects.is_empty() {
+    if !table_exists(lake, rel).await? {
         return Ok(None);
     }
     let mut t = DeltaTableBuilder::from_url(lake.table_url(rel))?
@@ -172,15 +177,10 @@ pub struct Landing {
     pub txns: Vec<(String, i64)>,
 }
 
-enum Msg {
-    Land(Landing),
-    Flush(oneshot::Sender<Result<(), String>>),
-}
-
 /// The single writer of the catalogue in a run: landings queue up and are committed in groups,
 /// in order, so per stream the committed rows are always a prefix of what was landed.
 pub struct StateWriter {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Landing>,
     task: tokio::task::JoinHandle<Result<u64>>,
 }
 
@@ -195,21 +195,9 @@ impl StateWriter {
 
     pub async fn land(&self, l: Landing) -> Result<()> {
         self.tx
-            .send(Msg::Land(l))
+            .send(l)
             .await
             .map_err(|_| Error::Lake("the catalogue writer stopped".into()))
-    }
-
-    /// Wait until everything sent so far is committed.
-    pub async fn flush(&self) -> Result<()> {
-        let (t, r) = oneshot::channel();
-        self.tx
-            .send(Msg::Flush(t))
-            .await
-            .map_err(|_| Error::Lake("the catalogue writer stopped".into()))?;
-        r.await
-            .map_err(|_| Error::Lake("the catalogue writer stopped".into()))?
-            .map_err(Error::Lake)
     }
 
     /// Commit what is left; returns the number of commits made.
@@ -222,7 +210,7 @@ impl StateWriter {
 async fn commit_loop(
     lake: Lake,
     mut table: Option<DeltaTable>,
-    mut rx: mpsc::Receiver<Msg>,
+    mut rx: mpsc::Receiver<Landing>,
     mut next_seq: i64,
 ) -> Result<u64> {
     let mut commits = 0u64;
@@ -237,19 +225,13 @@ async fn commit_loop(
         }
         let mut rows = Vec::new();
         let mut txns: Vec<(String, i64)> = Vec::new();
-        let mut acks = Vec::new();
-        for m in group {
-            match m {
-                Msg::Land(l) => {
-                    rows.extend(l.rows);
-                    for (app, v) in l.txns {
-                        match txns.iter_mut().find(|(a, _)| *a == app) {
-                            Some(t) => t.1 = t.1.max(v),
-                            None => txns.push((app, v)),
-                        }
-                    }
+        for l in group {
+            rows.extend(l.rows);
+            for (app, v) in l.txns {
+                match txns.iter_mut().find(|(a, _)| *a == app) {
+                    Some(t) => t.1 = t.1.max(v),
+                    None => txns.push((app, v)),
                 }
-                Msg::Flush(ack) => acks.push(ack),
             }
         }
         if failed.is_none() && (!rows.is_empty() || !txns.is_empty()) {
@@ -277,9 +259,6 @@ async fn commit_loop(
                 }
                 Err(e) => failed = Some(e),
             }
-        }
-        for a in acks {
-            let _ = a.send(failed.as_ref().map_or(Ok(()), |e| Err(e.to_string())));
         }
     }
     match failed {

@@ -29,9 +29,6 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn name(&self) -> &str {
-        &self.target
-    }
     /// Folder of the target table, relative to the lake root.
     pub fn table_rel(&self) -> String {
         self.target.replace('.', "/")
