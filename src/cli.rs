@@ -70,6 +70,12 @@ pub enum Command {
         /// Only this source
         source: Option<String>,
     },
+    /// Remove raw files that no catalogue row lists: landings of crashed runs and superseded
+    /// files. Takes each source's lease, so it never races a running pull.
+    Vacuum {
+        /// Only this source
+        source: Option<String>,
+    },
     /// The bundled API simulator.
     Fixtures {
         #[command(subcommand)]
@@ -98,6 +104,9 @@ pub struct PullArgs {
     /// Ignore watermarks and reload from --from or the pipeline's start
     #[arg(long)]
     pub full_refresh: bool,
+    /// If a pull of this source is running, wait for it instead of exiting 1
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -157,6 +166,22 @@ pub struct ServeArgs {
     pub slow_every: u64,
     #[arg(long, default_value_t = 0)]
     pub slow_ms: u64,
+    /// Percent of C2S leads updated every second while serving (and one new lead a second);
+    /// `GET <base>/_sim/freeze` stops the changes, `GET <base>/_sim/truth/c2s` shows the state
+    #[arg(long, default_value_t = 0.0)]
+    pub live_updates: f64,
+    /// Timestamps with milliseconds; each day's first record in its last second
+    #[arg(long)]
+    pub fractional: bool,
+    /// Every Nth C2S request ignores updated_gte/updated_lt (as the real API sometimes does)
+    #[arg(long, default_value_t = 0)]
+    pub ignore_filter_every: u64,
+    /// Answer 429 without a Retry-After header
+    #[arg(long)]
+    pub no_retry_after: bool,
+    /// Late Pancake conversations appear in the last simulated day after this many seconds
+    #[arg(long)]
+    pub late_after: Option<f64>,
 }
 
 impl ServeArgs {
@@ -172,6 +197,11 @@ impl ServeArgs {
             truncate_every: self.truncate_every,
             slow_every: self.slow_every,
             slow_ms: self.slow_ms,
+            live_updates: self.live_updates,
+            fractional: self.fractional,
+            ignore_filter_every: self.ignore_filter_every,
+            no_retry_after: self.no_retry_after,
+            late_after: self.late_after,
         }
     }
 }

@@ -108,6 +108,7 @@ pub async fn run(lake_spec: &str) -> Result<i32> {
             streams: None,
             full_refresh: false,
             progress: true,
+            wait: true,
         };
         let report = pull::pull(&p, &lake, &opts).await?;
         println!("== pull {name}\n{}", report.table());
@@ -117,6 +118,9 @@ pub async fn run(lake_spec: &str) -> Result<i32> {
     }
     let reports = crate::transform::transform(&lake, &sql, &Default::default()).await?;
     println!("== transform\n{}", crate::transform::render(&reports));
+    if let Some(f) = reports.iter().find_map(|r| r.failed.clone()) {
+        return Err(Error::Other(format!("a model failed: {f}")));
+    }
     let summary = "SELECT status, source_name, sum(leads) AS leads FROM gold.c2s_leads_per_day GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 8";
     println!("== {summary}\n{}", crate::query::query(&lake, summary, "table").await?);
     let root = lake

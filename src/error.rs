@@ -46,6 +46,9 @@ pub enum Error {
     DataFusion(#[from] deltalake::datafusion::error::DataFusionError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// Another run holds the source (exit 1).
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Other(String),
 }

@@ -4,6 +4,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod json;
+pub mod time;
 pub mod http;
 pub mod lake;
 pub mod pull;

@@ -70,6 +70,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 streams: a.streams,
                 full_refresh: a.full_refresh,
                 progress: !cli.quiet,
+                wait: a.wait,
             };
             let report = pull::pull(&p, &lake, &opts).await?;
             print!("{}", report.table());
@@ -84,6 +85,13 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             let opts = transform::TransformOptions { models, full_refresh };
             let reports = transform::transform(&lake, &cli.sql, &opts).await?;
             print!("{}", transform::render(&reports));
+            if transform::any_failed(&reports) {
+                for r in reports.iter().filter(|r| r.failed.is_some()) {
+                    eprintln!("error: {}", r.failed.as_deref().unwrap_or_default());
+                }
+                eprintln!("error: some models failed (above); the others committed, rerun after fixing");
+                return Ok(1);
+            }
             Ok(0)
         }
         Command::Query { statement, format } => {
@@ -105,7 +113,15 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Status { source } => {
             let lake = Lake::open(&cli.lake)?;
-            print!("{}", status::render(&lake, source.as_deref()).await?);
+            let dir = cli.pipelines.clone();
+            let template = move |s: &str| status::template_of(&dir, s);
+            print!("{}", status::render(&lake, source.as_deref(), &template).await?);
+            Ok(0)
+        }
+        Command::Vacuum { source } => {
+            let lake = Lake::open(&cli.lake)?;
+            let n = status::vacuum(&lake, &cli.pipelines, source.as_deref()).await?;
+            println!("removed {n} raw file(s) that no catalogue row lists");
             Ok(0)
         }
         Command::Fixtures {

@@ -65,9 +65,9 @@ pub async fn context(lake: &Lake, sql: &str) -> Result<SessionContext> {
         if !wanted.contains(&name) {
             continue;
         }
-        if let Some((schema, batches)) = raw::load(lake, &files).await? {
-            ctx.register_table(name.as_str(), Arc::new(MemTable::try_new(schema, vec![batches])?))?;
-        }
+        let data_schema = Arc::new(raw::stream_schema(lake, &files, &deltalake::arrow::datatypes::Schema::empty()).await?);
+        let (schema, batches) = raw::load(lake, &files, data_schema).await?;
+        ctx.register_table(name.as_str(), Arc::new(MemTable::try_new(schema, vec![batches])?))?;
     }
     Ok(ctx)
 }

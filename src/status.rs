@@ -15,7 +15,27 @@ struct Line {
     last_run: String,
 }
 
-pub async fn render(lake: &Lake, source: Option<&str>) -> Result<String> {
+/// Raw files of each source that no current catalogue row lists (a crashed landing, or a
+/// superseded file not yet removed); `templates` gives each source's path template.
+pub async fn orphans(
+    lake: &Lake,
+    rows: &[LandedFile],
+    template: &dyn Fn(&str) -> String,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let current: std::collections::HashSet<String> =
+        state::current_files(rows).into_iter().filter_map(|r| r.path).collect();
+    let sources: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+    let mut out = BTreeMap::new();
+    for s in sources {
+        let o = lake.orphans(&template(s), s, &current).await?;
+        if !o.is_empty() {
+            out.insert(s.to_string(), o);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn render(lake: &Lake, source: Option<&str>, template: &dyn Fn(&str) -> String) -> Result<String> {
     let rows: Vec<LandedFile> = state::read_catalogue(lake, source).await?;
     let version = state::open_table(lake, state::CATALOGUE)
         .await?
@@ -30,13 +50,8 @@ pub async fn render(lake: &Lake, source: Option<&str>) -> Result<String> {
         out.push_str("nothing landed yet\n");
         return Ok(out);
     }
-    // Latest row per path wins (a re-landed window replaces its file).
-    let mut latest: BTreeMap<String, &LandedFile> = BTreeMap::new();
-    for r in &rows {
-        if let Some(p) = &r.path {
-            latest.insert(p.clone(), r);
-        }
-    }
+    // The current landing of each slot (a re-landed window supersedes its file).
+    let latest = state::current_files(&rows);
     let mut lines: BTreeMap<(String, String, String), Line> = BTreeMap::new();
     for r in &rows {
         let l = lines
@@ -50,7 +65,7 @@ pub async fn render(lake: &Lake, source: Option<&str>) -> Result<String> {
             l.last_run = r.run_id.chars().take(8).collect();
         }
     }
-    for r in latest.values() {
+    for r in &latest {
         let l = lines
             .get_mut(&(r.source.clone(), r.partition.clone(), r.stream.clone()))
             .unwrap();
@@ -75,6 +90,27 @@ pub async fn render(lake: &Lake, source: Option<&str>) -> Result<String> {
             l.last_landed,
             l.last_run
         ));
+    }
+    let sources: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+    for s in sources {
+        if let Some(h) = crate::lake::lease::holder(lake, s).await? {
+            out.push_str(&format!(
+                "\n{s}: a pull is running since {} ({}, pid {})\n",
+                h.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                h.host,
+                h.pid
+            ));
+        }
+    }
+    let orphans = orphans(lake, &rows, template).await?;
+    for (s, files) in &orphans {
+        out.push_str(&format!(
+            "\n{s}: {} raw file(s) no catalogue row lists (a crashed or superseded landing; the next pull of {s} or `ingest vacuum` removes them):\n",
+            files.len()
+        ));
+        for f in files {
+            out.push_str(&format!("  {f}\n"));
+        }
     }
     out.push_str(&tables(lake).await?);
     Ok(out)
@@ -115,4 +151,31 @@ async fn tables(lake: &Lake) -> Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// A source's raw path template: its pipeline's, else the default.
+pub fn template_of(dir: &std::path::Path, source: &str) -> String {
+    crate::config::load(dir, source)
+        .map(|p| p.path_template)
+        .unwrap_or_else(|_| crate::config::default_path_template())
+}
+
+/// `ingest vacuum`: under each source's lease, remove its orphan raw files.
+pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, source: Option<&str>) -> Result<usize> {
+    let rows = state::read_catalogue(lake, source).await?;
+    let sources: std::collections::BTreeSet<String> = rows.iter().map(|r| r.source.clone()).collect();
+    let mut n = 0;
+    for s in sources {
+        let lease = crate::lake::lease::acquire(lake, &s, true).await?;
+        let res = async {
+            // Read again under the lease: a pull may have committed since.
+            let rows = state::read_catalogue(lake, Some(&s)).await?;
+            let o = orphans(lake, &rows, &|src| template_of(pipelines, src)).await?;
+            lake.remove_all(o.get(&s).map(Vec::as_slice).unwrap_or(&[])).await
+        }
+        .await;
+        lease.release().await;
+        n += res?;
+    }
+    Ok(n)
 }

@@ -5,7 +5,7 @@ pub mod interp;
 mod validate;
 
 pub use validate::{
-    list_sources, load, parse_date, parse_duration, split_path as validate_split, Auth, Incremental, Output, Partition,
+    list_sources, load, parse_date, parse_duration, Auth, Incremental, Output, Partition,
     Pipeline, Stream, Window, WireFormat,
 };
 
@@ -61,7 +61,7 @@ fn default_concurrency() -> usize {
 fn default_timeout() -> u64 {
     30
 }
-fn default_path_template() -> String {
+pub fn default_path_template() -> String {
     "{source}/{partition}/{stream}/file_{date}.json".into()
 }
 
@@ -172,7 +172,7 @@ pub struct StreamConfig {
     #[serde(default)]
     pub outputs: Vec<OutputConfig>,
     #[serde(default)]
-    pub pagination: Option<PaginationConfig>,
+    pub pagination: Option<Pagination>,
     /// Date windows between `--from` and `--to`.
     pub window: Option<WindowConfig>,
     /// Incremental cursor on a record field.
@@ -194,43 +194,100 @@ pub struct OutputConfig {
     pub map_key: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum PaginationKind {
+/// How a stream walks its pages: `type` picks the kind, each kind takes only its own fields.
+/// Common to most kinds: `size_param` (query parameter carrying the page size), `page_size`
+/// (records per page; a shorter page ends the walk) and `continue_if` (keep going only while
+/// it holds: a JSON path that is truthy, or `a.b < c.d` with `<,<=,>,>=,==,!=`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Pagination {
+    /// One request.
     None,
-    /// `param` = 1, 2, 3…; stop on an empty or short page, or when `page*page_size ≥ total`.
-    PageNumber,
-    /// `param` = 0, n, 2n…
-    Offset,
-    /// `param` = a field (`from`) of the last record of the previous page.
-    Cursor,
-    /// The next URL is at a JSON path (`next`) in the body.
-    NextLink,
-    /// The next URL is the `Link: <…>; rel="next"` header.
-    LinkHeader,
+    /// `param` = start, start+1, …; stops on an empty or short page, or when
+    /// `pages × page_size ≥ total` (`total`: JSON path of the record count).
+    PageNumber {
+        param: String,
+        #[serde(default = "one")]
+        start: i64,
+        size_param: Option<String>,
+        page_size: Option<u64>,
+        total: Option<String>,
+        continue_if: Option<String>,
+    },
+    /// `param` = 0, n, 2n… records; stops like page_number.
+    Offset {
+        param: String,
+        size_param: Option<String>,
+        page_size: u64,
+        total: Option<String>,
+        continue_if: Option<String>,
+    },
+    /// `param` = the field `from` of the previous page's last record; a cursor sent twice is
+    /// an error (the API would loop).
+    Cursor {
+        param: String,
+        from: String,
+        size_param: Option<String>,
+        page_size: Option<u64>,
+        continue_if: Option<String>,
+    },
+    /// The next page's URL is at the JSON path `next` of the body (quote segments holding
+    /// dots: `'"@odata.nextLink"'`).
+    NextLink {
+        next: String,
+        size_param: Option<String>,
+        page_size: Option<u64>,
+        continue_if: Option<String>,
+    },
+    /// The next page's URL is the `Link: <…>; rel="next"` header.
+    LinkHeader {
+        size_param: Option<String>,
+        page_size: Option<u64>,
+        continue_if: Option<String>,
+    },
+    /// For a cursor-incremental stream sorted by its cursor (C2S `sort=updated_at`): every
+    /// request restarts at page 1 with the incremental bound moved up to the last cursor seen,
+    /// so a record updated mid-pull (it moves to the end) cannot shift another past a page
+    /// boundary; `param` pages only inside one timestamp with more than a page of records.
+    /// Repeats at the boundary are dropped by (primary key, cursor); a response that ignored
+    /// the bound (all records older) is asked again, and after 5 such the walk pages through
+    /// the whole list.
+    Keyset {
+        param: String,
+        size_param: Option<String>,
+        page_size: u64,
+    },
 }
 
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct PaginationConfig {
-    #[serde(rename = "type")]
-    pub kind: PaginationKind,
-    /// Query parameter carrying the page number, offset or cursor.
-    pub param: Option<String>,
-    /// First page number (page_number) — default 1.
-    pub start: Option<i64>,
-    /// Query parameter carrying the page size, if any.
-    pub size_param: Option<String>,
-    /// Records per page; a shorter page ends the stream.
-    pub page_size: Option<u64>,
-    /// JSON path of the total record count.
-    pub total: Option<String>,
-    /// Record field used as the next cursor (cursor).
-    pub from: Option<String>,
-    /// JSON path of the next page's URL (next_link).
-    pub next: Option<String>,
-    /// Keep going only while this holds: a JSON path (truthy) or `a.b < c.d` (`<,<=,>,>=,==,!=`).
-    pub continue_if: Option<String>,
+impl Pagination {
+    pub fn continue_if(&self) -> Option<&str> {
+        match self {
+            Pagination::PageNumber { continue_if, .. }
+            | Pagination::Offset { continue_if, .. }
+            | Pagination::Cursor { continue_if, .. }
+            | Pagination::NextLink { continue_if, .. }
+            | Pagination::LinkHeader { continue_if, .. } => continue_if.as_deref(),
+            Pagination::None | Pagination::Keyset { .. } => None,
+        }
+    }
+
+    /// The page-size query parameter and value, if the kind sends one.
+    pub fn size(&self) -> (Option<&str>, Option<u64>) {
+        match self {
+            Pagination::None => (None, None),
+            Pagination::PageNumber { size_param, page_size, .. }
+            | Pagination::Cursor { size_param, page_size, .. }
+            | Pagination::NextLink { size_param, page_size, .. }
+            | Pagination::LinkHeader { size_param, page_size, .. } => (size_param.as_deref(), *page_size),
+            Pagination::Offset { size_param, page_size, .. } | Pagination::Keyset { size_param, page_size, .. } => {
+                (size_param.as_deref(), Some(*page_size))
+            }
+        }
+    }
+}
+
+fn one() -> i64 {
+    1
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -253,7 +310,11 @@ pub struct WindowConfig {
     /// Time zone the wire dates are written in (IANA name).
     #[serde(default = "default_tz")]
     pub timezone: String,
-    /// `exclusive` (end = next window start) or `inclusive` (end = next start − 1 s).
+    /// `exclusive`: the end sent is the next window's start. With an API whose `until` is
+    /// inclusive, windows then share one instant, which the models' dedupe absorbs: use it
+    /// whenever records carry fractions of a second. `inclusive`: end = next start − 1 s, only
+    /// for APIs whose records sit on whole seconds (hourly statistics), else a record in the
+    /// last second of a window is never fetched.
     #[serde(default = "default_end")]
     pub end: String,
     /// Windows re-read before the watermark on an incremental run, e.g. `1d`.

@@ -48,7 +48,7 @@ pub struct Stream {
     pub path: String,
     pub params: BTreeMap<String, String>,
     pub outputs: Vec<Output>,
-    pub pagination: PaginationConfig,
+    pub pagination: Pagination,
     pub window: Option<Window>,
     pub incremental: Option<Incremental>,
     pub primary_key: Option<Vec<String>>,
@@ -316,35 +316,18 @@ impl Checker<'_> {
                 })
                 .collect(),
         };
-        let pagination = sc.pagination.clone().unwrap_or(PaginationConfig {
-            kind: PaginationKind::None,
-            param: None,
-            start: None,
-            size_param: None,
-            page_size: None,
-            total: None,
-            from: None,
-            next: None,
-            continue_if: None,
-        });
+        let pagination = sc.pagination.clone().unwrap_or(Pagination::None);
         let pk = |k: &'static str| -> Vec<&str> { vec!["streams", name, "pagination", k] };
-        match pagination.kind {
-            PaginationKind::PageNumber | PaginationKind::Offset if pagination.param.is_none() => {
-                return Err(self.err(&pk("param"), "is required for this pagination type"))
-            }
-            PaginationKind::Offset if pagination.page_size.is_none() => {
-                return Err(self.err(&pk("page_size"), "is required for offset pagination"))
-            }
-            PaginationKind::Cursor if pagination.param.is_none() || pagination.from.is_none() => {
-                return Err(self.err(&pk("from"), "cursor pagination needs `param` and `from`"))
-            }
-            PaginationKind::NextLink if pagination.next.is_none() => {
-                return Err(self.err(&pk("next"), "next_link pagination needs `next` (a JSON path)"))
-            }
-            _ => {}
+        if let Some(ci) = pagination.continue_if() {
+            crate::json::Condition::parse(ci).map_err(|m| self.err(&pk("continue_if"), m))?;
         }
-        if let Some(ci) = &pagination.continue_if {
-            crate::pull::records::Condition::parse(ci).map_err(|m| self.err(&pk("continue_if"), m))?;
+        if matches!(pagination, Pagination::Keyset { .. })
+            && !sc.incremental.as_ref().is_some_and(|i| i.param.is_some())
+        {
+            return Err(self.err(
+                &pk("type"),
+                "keyset pagination needs an `incremental` cursor with a `param` (the bound it moves)",
+            ));
         }
         let window = match &sc.window {
             Some(w) => Some(self.window(name, w)?),
@@ -416,9 +399,7 @@ impl Checker<'_> {
     }
 }
 
-pub fn split_path(p: &str) -> Vec<String> {
-    p.split('.').filter(|s| !s.is_empty()).map(str::to_string).collect()
-}
+pub use crate::json::split_path;
 
 pub fn parse_date(s: &str) -> std::result::Result<NaiveDate, String> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD)"))

@@ -1,5 +1,7 @@
 //! The lake root (`--lake`): local path, `file://`, `s3://bucket/prefix`, `memory://`, all
 //! through `object_store`; and the raw NDJSON writer, whose files appear whole or not at all.
+pub mod lease;
+pub mod schema;
 pub mod state;
 
 use crate::error::{Error, Result};
@@ -104,6 +106,53 @@ impl Lake {
             .expect("valid table url")
     }
 
+    /// Raw files of `source` on storage (paths relative to the lake) that the catalogue does
+    /// not list as current: a crashed run's unrecorded files, superseded files not yet removed,
+    /// and local staging leftovers (`…#n`). Only paths the `template` can produce are
+    /// considered, under its fixed prefix (never the whole lake).
+    pub async fn orphans(
+        &self,
+        template: &str,
+        source: &str,
+        current: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let t = template.replace("{source}", source);
+        let fixed = &t[..t.find('{').unwrap_or(t.len())];
+        let Some(cut) = fixed.rfind('/') else {
+            return Ok(Vec::new());
+        };
+        let prefix = &fixed[..cut];
+        if prefix.is_empty() || prefix.starts_with('_') {
+            return Ok(Vec::new());
+        }
+        let mut re = String::from("^");
+        let mut rest = t.as_str();
+        while let Some(a) = rest.find('{') {
+            re.push_str(&regex::escape(&rest[..a]));
+            let b = rest[a..].find('}').map_or(rest.len(), |b| a + b + 1);
+            re.push_str(if &rest[a..b] == "{date}" { "[^/]*" } else { "[^/]+" });
+            rest = &rest[b.min(rest.len())..];
+        }
+        re.push_str(&regex::escape(rest));
+        re.push_str("(#[0-9]+)?$");
+        let re = regex::Regex::new(&re).map_err(|e| Error::Lake(e.to_string()))?;
+        let root = self.path(prefix);
+        let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
+        let listed: Vec<object_store::ObjectMeta> = match self.store.list(Some(&root)).try_collect().await {
+            Ok(v) => v,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out: Vec<String> = listed
+            .into_iter()
+            .map(|m| m.location.as_ref()[strip..].to_string())
+            .filter(|rel| re.is_match(rel) && !current.contains(rel))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Remove staging leftovers of a killed run under `rel` (local lakes only: object stores
     /// with multipart uploads never show an unfinished object).
     pub fn sweep_staging(&self, rel: &str) {
@@ -125,6 +174,20 @@ impl Lake {
             }
         }
     }
+
+    /// Delete `orphans` (see [`Lake::orphans`]); returns how many went.
+    pub async fn remove_all(&self, orphans: &[String]) -> Result<usize> {
+        let mut n = 0;
+        for rel in orphans {
+            match self.store.delete(&self.path(rel)).await {
+                Ok(()) => n += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            tracing::info!(file = %rel, "removed a raw file the catalogue does not list (crashed or superseded landing)");
+        }
+        Ok(n)
+    }
 }
 
 /// A raw NDJSON file being written: lines stream into a multipart upload that becomes
@@ -135,6 +198,7 @@ pub struct RawFile {
     pub records: u64,
     pub bytes: u64,
     hash: sha2::Sha256,
+    schema: deltalake::arrow::datatypes::Schema,
 }
 
 impl RawFile {
@@ -146,6 +210,7 @@ impl RawFile {
             records: 0,
             bytes: 0,
             hash: sha2::Sha256::new(),
+            schema: deltalake::arrow::datatypes::Schema::empty(),
         })
     }
 
@@ -157,6 +222,8 @@ impl RawFile {
             buf.push(b'\n');
         }
         let w = self.writer.as_mut().expect("open raw file");
+        let inferred = deltalake::arrow::json::reader::infer_json_schema_from_iterator(records.iter().map(Ok))?;
+        self.schema = schema::union(&self.schema, &inferred);
         w.wait_for_capacity(4).await?;
         w.write(&buf);
         self.hash.update(&buf);
@@ -165,10 +232,10 @@ impl RawFile {
         Ok(())
     }
 
-    /// Complete the upload; returns the content's sha256.
-    pub async fn finish(mut self) -> Result<String> {
+    /// Complete the upload; returns the content's sha256 and its schema (see [`schema`]).
+    pub async fn finish(mut self) -> Result<(String, String)> {
         self.writer.take().expect("open raw file").finish().await?;
-        Ok(hex::encode(self.hash.clone().finalize()))
+        Ok((hex::encode(self.hash.clone().finalize()), schema::to_json(&self.schema)))
     }
 
     pub async fn abort(mut self) {

@@ -1,7 +1,27 @@
-//! Pull state in Delta: the catalogue of landed files at `<lake>/_ingest/catalogue`. Every row
-//! carries its stream's watermark after that landing, so a landing and the watermark it earns
-//! are one Delta commit; each commit also records an application transaction per stream
-//! (`ingest/<source>/<partition>/<request>` → landing count) so a replay is detectable.
+//! Pull state in Delta: the catalogue of landed files at `<lake>/_ingest/catalogue`, and the
+//! one place that explains how positions, txn versions and watermarks relate.
+//!
+//! - **The catalogue is the truth.** A raw file exists for readers only once a catalogue row
+//!   names it. Landing protocol (one writer per source, fenced by [`super::lease`]):
+//!   1. the stream writes its NDJSON under a name no catalogue row has ever used
+//!      (`file_<date>.json`, else `file_<date>_<n>.json`), visible only when complete;
+//!   2. the row is committed (with the watermark it earns, below);
+//!   3. the file it supersedes (same `slot`: the same window of the same stream) is deleted.
+//!   A crash after 1 leaves an unrecorded file; after 2, a superseded one. Both are *orphans*
+//!   (on disk, not a current catalogued file): `ingest status` lists them, and the next pull of
+//!   that source (holding the lease) or `ingest vacuum` removes them. After a successful run
+//!   the raw folders hold exactly the current catalogued files.
+//! - **Positions** (`seq`) are assigned at commit time from the Delta version being
+//!   committed: `seq = version * SEQ_PER_COMMIT + i`. Catalogue commits never rebase
+//!   (`max_retries 0`): on a conflict the writer reloads and renumbers. So positions strictly
+//!   increase in commit order whoever commits (pulls of different sources run side by side),
+//!   and a transform that consumed "up to N" has seen every row committed before any row > N.
+//! - **Watermarks** are a column of the landing rows, so a landing and the watermark it earns
+//!   are one Delta commit; a stream's watermark is the max over its rows.
+//! - **txn versions**: each commit records an application transaction per stream
+//!   (`ingest/<source>/<partition>/<request>` → landings so far), so a replay is detectable;
+//!   models record `ingest-model/<target>` → the catalogue position they consumed (see
+//!   `transform`).
 use super::Lake;
 use crate::error::{Error, Result};
 use deltalake::arrow::array::RecordBatch;
@@ -12,6 +32,7 @@ use deltalake::kernel::Transaction;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 
 pub const CATALOGUE: &str = "_ingest/catalogue";
@@ -38,6 +59,50 @@ pub struct LandedFile {
     pub watermark: Option<String>,
     pub run_id: String,
     pub landed_at: String,
+    /// What this landing replaces: a later row with the same slot supersedes it (windows
+    /// re-pulled); a cursor stream's landings each have their own slot. None = `path`.
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// The file's inferred schema (see `lake::schema`).
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+/// Positions a commit may hand out: `seq = version * SEQ_PER_COMMIT + i`.
+pub const SEQ_PER_COMMIT: i64 = 100_000;
+
+impl LandedFile {
+    pub fn slot_key(&self) -> Option<&str> {
+        self.slot.as_deref().or(self.path.as_deref())
+    }
+}
+
+/// The current landing of each slot (the latest by position), with a path, in position order.
+pub fn current_files(rows: &[LandedFile]) -> Vec<LandedFile> {
+    let mut latest: std::collections::HashMap<(&str, &str, &str, &str), &LandedFile> = Default::default();
+    for r in rows {
+        if let (Some(_), Some(slot)) = (&r.path, r.slot_key()) {
+            let k = (r.source.as_str(), r.partition.as_str(), r.stream.as_str(), slot);
+            if latest.get(&k).is_none_or(|o| o.seq < r.seq) {
+                latest.insert(k, r);
+            }
+        }
+    }
+    let mut out: Vec<LandedFile> = latest.into_values().cloned().collect();
+    out.sort_by_key(|r| r.seq);
+    out
+}
+
+/// Whether a Delta error is another writer having committed first (typed, not by message).
+pub fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::TransactionError as T;
+    matches!(
+        e,
+        deltalake::DeltaTableError::VersionAlreadyExists(_)
+            | deltalake::DeltaTableError::Transaction {
+                source: T::VersionAlreadyExists(_) | T::MaxCommitAttempts(_) | T::CommitConflict(_)
+            }
+    )
 }
 
 fn schema() -> SchemaRef {
@@ -59,6 +124,8 @@ fn schema() -> SchemaRef {
         Field::new("watermark", DataType::Utf8, true),
         Field::new("run_id", DataType::Utf8, false),
         Field::new("landed_at", ts(), false),
+        Field::new("slot", DataType::Utf8, true),
+        Field::new("schema", DataType::Utf8, true),
     ]))
 }
 
@@ -160,7 +227,7 @@ fn batches_to_rows(batches: &[RecordBatch]) -> Result<Vec<LandedFile>> {
 
 /// Arrow's JSON writer prints `2023-09-01T00:00:00Z`-like values; keep them RFC 3339.
 fn normalize_ts(s: &str) -> String {
-    crate::pull::records::parse_instant(s, &chrono_tz::UTC)
+    crate::time::parse_instant(s, &chrono_tz::UTC)
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| s.to_string())
 }
@@ -171,29 +238,77 @@ fn rows_to_batch(rows: &[LandedFile]) -> Result<RecordBatch> {
     dec.flush()?.ok_or_else(|| Error::Lake("empty catalogue batch".into()))
 }
 
-/// One group of catalogue rows committed together, with the stream versions it advances.
+/// One group of catalogue rows committed together, with the stream versions it advances and
+/// the files it supersedes (deleted once the commit has landed).
 pub struct Landing {
     pub rows: Vec<LandedFile>,
     pub txns: Vec<(String, i64)>,
+    pub remove: Vec<String>,
+}
+
+/// Commit `rows` (positions assigned here) and `txns` as one catalogue commit. Never rebases
+/// onto another writer's commit: on a conflict it reloads, renumbers and tries again.
+pub async fn commit_rows(
+    lake: &Lake,
+    table: Option<DeltaTable>,
+    rows: &mut [LandedFile],
+    txns: &[(String, i64)],
+) -> Result<DeltaTable> {
+    let mut table = table;
+    for attempt in 0..200u32 {
+        let t = match table.take() {
+            Some(t) => t,
+            None => open_or_create(lake).await?,
+        };
+        let version = t.version().map_or(0, |v| v as i64 + 1);
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.seq = version * SEQ_PER_COMMIT + i as i64;
+        }
+        let batch = rows_to_batch(rows)?;
+        let props = CommitProperties::default()
+            .with_application_transactions(txns.iter().map(|(a, v)| Transaction::new(a, *v)).collect())
+            .with_max_retries(0);
+        match t
+            .write(vec![batch])
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+            .with_commit_properties(props)
+            .await
+        {
+            Ok(t) => return Ok(t),
+            Err(e) if is_conflict(&e) => {
+                tracing::debug!(attempt, "catalogue commit conflict; renumbering onto the latest version");
+                tokio::time::sleep(std::time::Duration::from_millis(5 + (attempt as u64 % 10) * 7)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Lake("the catalogue kept changing under 200 commit attempts".into()))
 }
 
 /// The single writer of the catalogue in a run: landings queue up and are committed in groups,
-/// in order, so per stream the committed rows are always a prefix of what was landed.
+/// in order, so per stream the committed rows are always a prefix of what was landed. After
+/// a failed commit every later `land` fails (the run fails; nothing is silently dropped).
 pub struct StateWriter {
     tx: mpsc::Sender<Landing>,
     task: tokio::task::JoinHandle<Result<u64>>,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl StateWriter {
-    pub async fn start(lake: &Lake, next_seq: i64) -> Result<Self> {
+    /// `fence`: set when this run lost its lease; no commit is made after that.
+    pub async fn start(lake: &Lake, fence: Option<Arc<std::sync::atomic::AtomicBool>>) -> Result<Self> {
         // The table is created on the first commit: a run that lands nothing leaves no state.
         let table = open_table(lake, CATALOGUE).await?;
         let (tx, rx) = mpsc::channel(64);
-        let task = tokio::spawn(commit_loop(lake.clone(), table, rx, next_seq));
-        Ok(StateWriter { tx, task })
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        let task = tokio::spawn(commit_loop(lake.clone(), table, rx, failed.clone(), fence));
+        Ok(StateWriter { tx, task, failed })
     }
 
     pub async fn land(&self, l: Landing) -> Result<()> {
+        if let Some(e) = self.failed.lock().unwrap().clone() {
+            return Err(Error::Lake(format!("an earlier catalogue commit failed: {e}")));
+        }
         self.tx
             .send(l)
             .await
@@ -211,10 +326,11 @@ async fn commit_loop(
     lake: Lake,
     mut table: Option<DeltaTable>,
     mut rx: mpsc::Receiver<Landing>,
-    mut next_seq: i64,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
+    fence: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<u64> {
     let mut commits = 0u64;
-    let mut failed: Option<Error> = None;
+    let mut error: Option<Error> = None;
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < 512 {
@@ -225,8 +341,10 @@ async fn commit_loop(
         }
         let mut rows = Vec::new();
         let mut txns: Vec<(String, i64)> = Vec::new();
+        let mut remove = Vec::new();
         for l in group {
             rows.extend(l.rows);
+            remove.extend(l.remove);
             for (app, v) in l.txns {
                 match txns.iter_mut().find(|(a, _)| *a == app) {
                     Some(t) => t.1 = t.1.max(v),
@@ -234,34 +352,35 @@ async fn commit_loop(
                 }
             }
         }
-        if failed.is_none() && (!rows.is_empty() || !txns.is_empty()) {
-            for r in &mut rows {
-                r.seq = next_seq;
-                next_seq += 1;
-            }
-            let res = async {
-                let batch = rows_to_batch(&rows)?;
-                let current = match table.take() {
-                    Some(t) => t,
-                    None => open_or_create(&lake).await?,
-                };
-                let props = CommitProperties::default()
-                    .with_application_transactions(txns.iter().map(|(a, v)| Transaction::new(a, *v)).collect())
-                    .with_max_retries(20);
-                let t = current.write(vec![batch]).with_commit_properties(props).await?;
-                Ok::<_, Error>(t)
-            }
-            .await;
-            match res {
-                Ok(t) => {
-                    table = Some(t);
-                    commits += 1;
+        if error.is_some() || (rows.is_empty() && txns.is_empty()) {
+            // Landed files of a failed run stay orphans: the next run removes them.
+            continue;
+        }
+        if fence.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst)) {
+            let e = Error::Lake("this run lost its lease to another pull of the source; nothing more is committed".into());
+            *failed.lock().unwrap() = Some(e.to_string());
+            error = Some(e);
+            continue;
+        }
+        match commit_rows(&lake, table.take(), &mut rows, &txns).await {
+            Ok(t) => {
+                table = Some(t);
+                commits += 1;
+                for rel in remove {
+                    if let Err(e) = lake.store.delete(&lake.path(&rel)).await {
+                        if !matches!(e, object_store::Error::NotFound { .. }) {
+                            tracing::warn!(file = %rel, "cannot remove a superseded file (the next run will): {e}");
+                        }
+                    }
                 }
-                Err(e) => failed = Some(e),
+            }
+            Err(e) => {
+                *failed.lock().unwrap() = Some(e.to_string());
+                error = Some(e);
             }
         }
     }
-    match failed {
+    match error {
         Some(e) => Err(e),
         None => Ok(commits),
     }

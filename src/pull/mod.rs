@@ -1,6 +1,7 @@
 //! `ingest pull`: runs every (partition, stream) of a pipeline concurrently up to the source's
 //! limit, through one HTTP client (one request budget) and one catalogue writer, then prints
 //! a summary. Reads state before starting; writes raw files and catalogue rows only.
+pub mod paginate;
 pub mod progress;
 pub mod records;
 mod stream;
@@ -9,6 +10,7 @@ pub mod window;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Client;
+use crate::lake::lease;
 use crate::lake::state::{self, StateWriter};
 use crate::lake::Lake;
 use chrono::{NaiveDate, Utc};
@@ -24,6 +26,8 @@ pub struct PullOptions {
     pub streams: Option<Vec<String>>,
     pub full_refresh: bool,
     pub progress: bool,
+    /// Wait for a running pull of the same source instead of failing.
+    pub wait: bool,
 }
 
 /// What the catalogue already says, read once before the run.
@@ -31,11 +35,12 @@ pub struct PullOptions {
 pub struct Known {
     /// (partition, request) → watermark.
     pub watermarks: HashMap<(String, String), String>,
-    /// path → sha256 of its latest landing.
-    pub paths: HashMap<String, String>,
+    /// Current file of each (partition, stream, slot) → (path, sha256).
+    pub current: HashMap<(String, String, String), (String, Option<String>)>,
+    /// Every path any catalogue row of the source ever named: never reused for a new landing.
+    pub used: std::collections::HashSet<String>,
     /// txn app id → version.
     pub versions: HashMap<String, i64>,
-    pub next_seq: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -117,11 +122,8 @@ impl PullReport {
 }
 
 pub async fn known_state(lake: &Lake, source: &str) -> Result<Known> {
-    let all = state::read_catalogue(lake, None).await?;
+    let rows = state::read_catalogue(lake, Some(source)).await?;
     let mut k = Known::default();
-    // Landing positions are global across sources: transforms consume "everything after seq N".
-    k.next_seq = all.iter().map(|r| r.seq + 1).max().unwrap_or(0);
-    let rows: Vec<_> = all.into_iter().filter(|r| r.source == source).collect();
     for r in &rows {
         if let Some(w) = &r.watermark {
             let e = k
@@ -132,9 +134,14 @@ pub async fn known_state(lake: &Lake, source: &str) -> Result<Known> {
                 *e = w.clone();
             }
         }
-        if let (Some(p), Some(h)) = (&r.path, &r.sha256) {
-            k.paths.insert(p.clone(), h.clone());
+        if let Some(p) = &r.path {
+            k.used.insert(p.clone());
         }
+    }
+    for r in state::current_files(&rows) {
+        let slot = r.slot_key().unwrap_or_default().to_string();
+        k.current
+            .insert((r.partition.clone(), r.stream.clone(), slot), (r.path.clone().unwrap_or_default(), r.sha256.clone()));
     }
     if let Some(t) = state::open_table(lake, state::CATALOGUE).await? {
         let snap = t.snapshot()?;
@@ -177,9 +184,31 @@ pub async fn pull(p: &Pipeline, lake: &Lake, opts: &PullOptions) -> Result<PullR
     check_streams(p, &opts.streams)?;
     let started = std::time::Instant::now();
     let client = Client::new(p).map_err(|e| Error::Other(e.to_string()))?;
+    let lease = lease::acquire(lake, &p.name, opts.wait).await?;
+    let res = pull_leased(p, lake, opts, &client, &lease).await;
+    lease.release().await;
+    let mut rep = res?;
+    rep.elapsed = started.elapsed();
+    Ok(rep)
+}
+
+/// Paths of the current catalogued files of `source`.
+pub fn current_paths(known: &Known) -> std::collections::HashSet<String> {
+    known.current.values().map(|(p, _)| p.clone()).collect()
+}
+
+async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Client, lease: &lease::Lease) -> Result<PullReport> {
+    let started = std::time::Instant::now();
+    // Holding the lease, no other run of this source is writing: anything on disk that the
+    // catalogue does not list as current is a crashed or superseded landing.
     lake.sweep_staging(&p.name);
     let known = known_state(lake, &p.name).await?;
-    let writer = StateWriter::start(lake, known.next_seq).await?;
+    let orphans = lake.orphans(&p.path_template, &p.name, &current_paths(&known)).await?;
+    if !orphans.is_empty() {
+        let n = lake.remove_all(&orphans).await?;
+        tracing::info!(source = %p.name, files = n, "removed raw files no catalogue row lists");
+    }
+    let writer = StateWriter::start(lake, Some(lease.lost.clone())).await?;
     let run_id = uuid::Uuid::new_v4().to_string();
     let now = Utc::now();
     let prog = progress::Progress::new(opts.progress);
@@ -199,7 +228,7 @@ pub async fn pull(p: &Pipeline, lake: &Lake, opts: &PullOptions) -> Result<PullR
     let reports: Vec<StreamReport> = futures::stream::iter(jobs)
         .map(|(part, s)| {
             let bar = prog.bar(&format!("{}/{}", part.id, s.name));
-            let (client, known, writer, run_id) = (&client, &known, &writer, &run_id);
+            let (known, writer, run_id) = (&known, &writer, &run_id);
             async move {
             let run = stream::StreamRun {
                 p,

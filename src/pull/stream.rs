@@ -1,18 +1,24 @@
 //! Runs one (partition, stream): plans its windows, walks the pages of each, writes records to
 //! raw files as pages arrive and hands each finished window to the catalogue writer with the
 //! watermark it earns. Never holds more than one page of records in memory.
-use super::records::{self, Condition};
+use super::records;
+use crate::json;
+use crate::time::{cursor_instant, parse_instant};
 use super::window::{self, Span};
 use super::{Known, PullOptions, StreamReport};
-use crate::config::PaginationKind;
+use super::paginate::{Bound, Page, Paginator};
 use crate::config::{Partition, Pipeline, Stream};
 use crate::error::{Error, Result};
 use crate::http::Client;
 use crate::lake::state::{txn_app, LandedFile, Landing, StateWriter};
 use crate::lake::{Lake, RawFile};
 use chrono::{DateTime, SecondsFormat, Utc};
+use object_store::ObjectStoreExt;
 use serde_json::Value;
 use std::collections::HashSet;
+
+/// A stream that still has pages after this many fails instead of landing a partial window.
+const MAX_PAGES: u64 = 1_000_000;
 
 pub struct StreamRun<'a> {
     pub p: &'a Pipeline,
@@ -62,12 +68,12 @@ impl StreamRun<'_> {
             .unwrap_or(0);
         let passes = self.plan(watermark.as_deref())?;
         for pass in passes {
-            let landed = self.fetch_pass(&pass, &mut rep).await?;
+            let (landed, remove) = self.fetch_pass(&pass, &mut rep).await?;
             tracing::debug!(partition = %self.part.id, stream = %self.s.name, file_date = %pass.date, records = rep.records, "window landed");
             version += 1;
             let txns = vec![(txn_app(&self.p.name, &self.part.id, &self.s.name), version)];
             if !landed.is_empty() {
-                self.writer.land(Landing { rows: landed, txns }).await?;
+                self.writer.land(Landing { rows: landed, txns, remove }).await?;
             }
         }
         rep.elapsed = started.elapsed();
@@ -75,7 +81,7 @@ impl StreamRun<'_> {
     }
 
     fn plan(&self, watermark: Option<&str>) -> Result<Vec<Pass>> {
-        let wm = watermark.and_then(|w| records::parse_instant(w, &chrono_tz::UTC));
+        let wm = watermark.and_then(|w| parse_instant(w, &chrono_tz::UTC));
         if let Some(w) = &self.s.window {
             let from = match (self.opts.from, wm) {
                 (Some(d), _) => window::day_start(d),
@@ -155,58 +161,61 @@ impl StreamRun<'_> {
         ctx
     }
 
-    fn file_rel(&self, stream: &str, date: &str) -> String {
+    /// The slot a landing of `stream` for `date` fills, and a path for it that no catalogue
+    /// row ever named and nothing occupies: a file is never overwritten in place. A window's
+    /// slot is its base path (a re-pull supersedes it); each cursor-stream landing is its own.
+    async fn fresh_rel(&self, stream: &str, date: &str) -> Result<(String, String)> {
         let base = self
             .p
             .path_template
             .replace("{source}", &self.p.name)
             .replace("{partition}", &self.part.id)
-            .replace("{stream}", stream);
-        if self.s.incremental.is_some() {
-            // A cursor stream lands a new file per run: never overwrite a catalogued one.
-            for n in 1.. {
-                let d = if n == 1 {
-                    date.to_string()
-                } else {
-                    format!("{date}_{n}")
-                };
-                let rel = base.replace("{date}", &d);
-                if !self.known.paths.contains_key(&rel) {
-                    return rel;
-                }
+            .replace("{stream}", stream)
+            .replace("{date}", date);
+        let dot = base.rfind('.').filter(|d| *d > base.rfind('/').map_or(0, |s| s + 1)).unwrap_or(base.len());
+        let (stem, ext) = base.split_at(dot);
+        for n in 1u32.. {
+            let rel = if n == 1 { base.clone() } else { format!("{stem}_{n}{ext}") };
+            if self.known.used.contains(&rel) {
+                continue;
             }
+            match self.lake.store.head(&self.lake.path(&rel)).await {
+                Ok(_) => continue,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let slot = if self.s.incremental.is_some() { rel.clone() } else { base };
+            return Ok((rel, slot));
         }
-        base.replace("{date}", date)
+        unreachable!()
     }
 
-    async fn fetch_pass(&self, pass: &Pass, rep: &mut StreamReport) -> Result<Vec<LandedFile>> {
+    async fn fetch_pass(&self, pass: &Pass, rep: &mut StreamReport) -> Result<(Vec<LandedFile>, Vec<String>)> {
         let ctx = self.context(pass.span);
         let url = format!(
             "{}{}",
             self.p.base_url,
             self.s.path.replace("{partition}", &self.part.id)
         );
-        let pg = &self.s.pagination;
-        let cond = pg
-            .continue_if
-            .as_deref()
-            .map(Condition::parse)
-            .transpose()
-            .map_err(Error::Other)?;
-        let mut files: Vec<Option<RawFile>> = self.s.outputs.iter().map(|_| None).collect();
+        let mut pager = Paginator::new(&self.s.pagination, pass.floor);
+        let inc = self.s.incremental.as_ref();
+        let fmt = |t: DateTime<Utc>| inc.map_or_else(String::new, |i| window::format_instant(t, &i.format, &i.tz));
+        let floor_fn = |t: DateTime<Utc>| inc.map_or(t, |i| window::floor_to_format(t, &i.format));
+        let bound = inc.and_then(|i| i.param.as_deref()).map(|param| Bound {
+            param,
+            format: &fmt,
+            floor: &floor_fn,
+        });
+        let mut files: Vec<Option<(RawFile, String)>> = self.s.outputs.iter().map(|_| None).collect();
         let mut seen: HashSet<String> = HashSet::new();
         let (mut min_c, mut max_c): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
-        let mut page_no = pg.start.unwrap_or(1);
-        let mut offset: u64 = 0;
-        let mut cursor: Option<String> = None;
-        let mut cursors: HashSet<String> = HashSet::new();
-        let mut next_url: Option<String> = None;
         let what = format!("{}/{}/{}", self.p.name, self.part.id, self.s.name);
         let result: Result<()> = async {
             loop {
+                let req = pager.request(bound.as_ref());
                 let mut q: Vec<(String, String)> = Vec::new();
-                let target = match &next_url {
-                    Some(u) => u.clone(),
+                let target = match req.url {
+                    Some(u) => u,
                     None => {
                         q.extend(
                             self.s
@@ -215,18 +224,9 @@ impl StreamRun<'_> {
                                 .map(|(k, v)| (k.clone(), v.replace("{partition}", &self.part.id))),
                         );
                         q.extend(pass.extra.iter().cloned());
-                        if let (Some(sp), Some(size)) = (&pg.size_param, pg.page_size) {
-                            q.push((sp.clone(), size.to_string()));
-                        }
-                        match pg.kind {
-                            PaginationKind::PageNumber => q.push((pg.param.clone().unwrap(), page_no.to_string())),
-                            PaginationKind::Offset => q.push((pg.param.clone().unwrap(), offset.to_string())),
-                            PaginationKind::Cursor => {
-                                if let Some(c) = &cursor {
-                                    q.push((pg.param.clone().unwrap(), c.clone()));
-                                }
-                            }
-                            _ => {}
+                        for (k, v) in req.query {
+                            q.retain(|(qk, _)| *qk != k);
+                            q.push((k, v));
                         }
                         url.clone()
                     }
@@ -241,15 +241,22 @@ impl StreamRun<'_> {
                 rep.throttled += got.throttled;
                 let mut page_count = 0usize;
                 let mut last_record: Option<Value> = None;
+                let mut page_cursors: Vec<DateTime<Utc>> = Vec::new();
                 for (i, out) in self.s.outputs.iter().enumerate() {
                     let mut recs = records::select(&got.body, &out.records, out.map_key.as_deref());
                     if i == 0 {
                         page_count = recs.len();
                         last_record = recs.last().cloned();
+                        if let Some(inc) = inc {
+                            page_cursors = recs
+                                .iter()
+                                .filter_map(|r| json::at(r, &inc.cursor).and_then(|v| cursor_instant(v, &inc.tz)))
+                                .collect();
+                        }
                     }
                     if let Some(inc) = &self.s.incremental {
                         recs.retain(|r| {
-                            let c = records::at(r, &inc.cursor).and_then(|v| records::cursor_instant(v, &inc.tz));
+                            let c = json::at(r, &inc.cursor).and_then(|v| cursor_instant(v, &inc.tz));
                             if let (Some(f), Some(c)) = (pass.floor, c) {
                                 if c < f {
                                     return false;
@@ -259,7 +266,7 @@ impl StreamRun<'_> {
                                 .s
                                 .primary_key
                                 .as_ref()
-                                .and_then(|pk| records::at(r, pk))
+                                .and_then(|pk| json::at(r, pk))
                                 .map(|v| v.to_string());
                             if let Some(id) = id {
                                 if !seen.insert(format!("{id}@{c:?}")) {
@@ -280,76 +287,37 @@ impl StreamRun<'_> {
                         records::inject(r, &ctx);
                     }
                     if files[i].is_none() {
-                        files[i] = Some(RawFile::create(self.lake, &self.file_rel(&out.stream, &pass.date)).await?);
+                        let (rel, slot) = self.fresh_rel(&out.stream, &pass.date).await?;
+                        files[i] = Some((RawFile::create(self.lake, &rel).await?, slot));
                     }
-                    files[i].as_mut().unwrap().write(&recs).await?;
+                    files[i].as_mut().unwrap().0.write(&recs).await?;
                     rep.records += recs.len() as u64;
                 }
                 self.progress.set_counts(rep.pages, rep.records);
                 if rep.pages % 25 == 0 {
                     tracing::info!(stream = %what, pages = rep.pages, records = rep.records, "pulling");
                 }
-                // Where next?
-                let short = pg.page_size.is_some_and(|s| (page_count as u64) < s);
-                let mut more = match pg.kind {
-                    PaginationKind::None => false,
-                    PaginationKind::PageNumber | PaginationKind::Offset => {
-                        let done_pages = (page_no - pg.start.unwrap_or(1) + 1) as u64;
-                        offset += page_count as u64;
-                        let reached = pg
-                            .total
-                            .as_deref()
-                            .and_then(|t| records::at_str(&got.body, t))
-                            .and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()))
-                            .is_some_and(|total| {
-                                let seen = pg.page_size.map_or(offset, |s| done_pages * s).max(offset);
-                                seen as f64 >= total
-                            });
-                        page_no += 1;
-                        page_count > 0 && !short && !reached
-                    }
-                    PaginationKind::Cursor => {
-                        let next = last_record
-                            .as_ref()
-                            .and_then(|r| records::at_str(r, pg.from.as_deref().unwrap()))
-                            .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
-                        if let Some(n) = &next {
-                            if !cursors.insert(n.clone()) {
-                                return Err(Error::Http(format!(
-                                    "{what}: the API sent cursor {n:?} twice; stopping instead of paging in a loop"
-                                )));
-                            }
-                        }
-                        let more = page_count > 0 && !short && next.is_some();
-                        cursor = next;
-                        more
-                    }
-                    PaginationKind::NextLink => {
-                        next_url = pg
-                            .next
-                            .as_deref()
-                            .and_then(|n| records::at_str(&got.body, n))
-                            .and_then(|v| v.as_str())
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string);
-                        next_url.is_some() && page_count > 0
-                    }
-                    PaginationKind::LinkHeader => {
-                        next_url = crate::http::next_link(&got.headers);
-                        next_url.is_some() && page_count > 0
-                    }
+                let page = Page {
+                    body: &got.body,
+                    headers: &got.headers,
+                    count: page_count,
+                    last: last_record.as_ref(),
+                    cursors: &page_cursors,
                 };
-                if let Some(c) = &cond {
-                    more = more && c.holds(&got.body);
-                }
-                if !more || rep.pages > 1_000_000 {
+                let more = pager.advance(&page, bound.as_ref(), &what).map_err(Error::Http)?;
+                if !more {
                     return Ok(());
+                }
+                if rep.pages >= MAX_PAGES {
+                    return Err(Error::Http(format!(
+                        "{what}: still more pages after {MAX_PAGES}; stopping without advancing the watermark"
+                    )));
                 }
             }
         }
         .await;
         if let Err(e) = result {
-            for f in files.into_iter().flatten() {
+            for (f, _) in files.into_iter().flatten() {
                 f.abort().await;
             }
             return Err(e);
@@ -374,6 +342,7 @@ impl StreamRun<'_> {
             .filter(|_| !self.opts.full_refresh);
         let advanced = old_wm.is_none() || watermark.as_ref() > old_wm;
         let mut rows = Vec::new();
+        let mut remove = Vec::new();
         let mut marker = None;
         for (i, out) in self.s.outputs.iter().enumerate() {
             let base = LandedFile {
@@ -393,32 +362,40 @@ impl StreamRun<'_> {
                 watermark: watermark.clone(),
                 run_id: self.run_id.to_string(),
                 landed_at: rfc(Utc::now()),
+                slot: None,
+                schema: None,
             };
             marker.get_or_insert_with(|| base.clone());
-            match files[i].take() {
-                Some(f) => {
-                    let (rel, n, b) = (f.rel.clone(), f.records as i64, f.bytes as i64);
-                    let sha = f.finish().await?;
-                    rep.bytes += b as u64;
-                    // A file re-landed with the very content already catalogued adds no row.
-                    if self.opts.full_refresh || self.known.paths.get(&rel) != Some(&sha) {
-                        rep.files += 1;
-                        rows.push(LandedFile {
-                            path: Some(rel),
-                            records: n,
-                            bytes: b,
-                            sha256: Some(sha),
-                            ..base
-                        });
+            if let Some((f, slot)) = files[i].take() {
+                let (rel, n, b) = (f.rel.clone(), f.records as i64, f.bytes as i64);
+                let (sha, schema) = f.finish().await?;
+                rep.bytes += b as u64;
+                let key = (self.part.id.clone(), out.stream.clone(), slot.clone());
+                let prev = self.known.current.get(&key);
+                if !self.opts.full_refresh && prev.is_some_and(|(_, h)| h.as_deref() == Some(sha.as_str())) {
+                    // The very content already catalogued for this slot: no new row, no new file.
+                    let _ = self.lake.store.delete(&self.lake.path(&rel)).await;
+                } else {
+                    rep.files += 1;
+                    if let Some((old, _)) = prev {
+                        remove.push(old.clone());
                     }
+                    rows.push(LandedFile {
+                        path: Some(rel),
+                        records: n,
+                        bytes: b,
+                        sha256: Some(sha),
+                        slot: Some(slot),
+                        schema: Some(schema),
+                        ..base
+                    });
                 }
-                None => {}
             }
         }
         if rows.is_empty() && advanced {
             // Nothing new landed, but the window is done: record the watermark it earns.
             rows.extend(marker);
         }
-        Ok(rows)
+        Ok((rows, remove))
     }
 }

@@ -43,6 +43,18 @@ pub fn format_instant(t: DateTime<Utc>, f: &WireFormat, tz: &Tz) -> String {
     }
 }
 
+/// `t` cut down to what `f` can express (whole seconds, whole milliseconds; strftime formats
+/// without `%f`/`%.f` are taken as whole seconds).
+pub fn floor_to_format(t: DateTime<Utc>, f: &WireFormat) -> DateTime<Utc> {
+    let micros = t.timestamp_micros();
+    let unit = match f {
+        WireFormat::UnixMs => 1_000,
+        WireFormat::Strftime(p) if p.contains("%f") || p.contains("%.f") || p.contains("%.3f") => 1,
+        _ => 1_000_000,
+    };
+    DateTime::from_timestamp_micros(micros - micros.rem_euclid(unit)).unwrap_or(t)
+}
+
 /// The query parameters a window adds to a request.
 pub fn params(w: &Window, span: Span) -> Vec<(String, String)> {
     let end = if w.inclusive_end {

@@ -74,6 +74,69 @@ pub fn lead(seed: u64, e: &data::Entity, now: DateTime<Utc>) -> Option<Value> {
     Some(lead)
 }
 
+/// The simulator's "now": the end of the simulated days, plus the wall-clock time served when
+/// leads change live.
+fn now(sim: &Sim) -> DateTime<Utc> {
+    let end = data::sim_now(sim.cfg.days);
+    if sim.cfg.live_updates > 0.0 {
+        end + chrono::Duration::microseconds(sim.elapsed().as_micros() as i64)
+    } else {
+        end
+    }
+}
+
+/// Every lead as the API shows it now: (created, updated, record). With `live_updates`, each
+/// served second k updates that percentage of the leads at `end + k s` and creates one lead.
+fn current(sim: &Sim) -> Vec<(DateTime<Utc>, DateTime<Utc>, Value)> {
+    let seed = sim.cfg.seed;
+    let end = data::sim_now(sim.cfg.days);
+    let now = now(sim);
+    let live_secs = if sim.cfg.live_updates > 0.0 { sim.elapsed().as_secs() } else { 0 };
+    let at = |k: u64, h: u64| {
+        let mut t = end + chrono::Duration::seconds(k as i64);
+        if data::fractional() {
+            t += chrono::Duration::milliseconds((h % 1000) as i64);
+        }
+        t
+    };
+    let mut all: Vec<data::Entity> =
+        data::entities(seed, KIND, 0, per_day(sim), 0..=sim.cfg.days as i64, sim.cfg.days).collect();
+    for k in 1..=live_secs {
+        let h = data::mix(seed, &[KIND, 99, k]);
+        all.push(data::Entity {
+            day: 100_000 + k as u32,
+            idx: 0,
+            h,
+            versions: vec![at(k, h)],
+        });
+    }
+    let threshold = (sim.cfg.live_updates * 100.0) as u64;
+    for e in all.iter_mut() {
+        for k in 1..=live_secs {
+            let h = data::mix(seed, &[KIND, 98, e.day as u64, e.idx, k]);
+            let t = at(k, h >> 20);
+            if h % 10_000 < threshold && t > *e.versions.last().unwrap() {
+                e.versions.push(t);
+            }
+        }
+    }
+    all.iter()
+        .filter_map(|e| {
+            let v = e.versions.iter().rposition(|t| *t <= now)?;
+            Some((e.versions[0], e.versions[v], lead(seed, e, now)?))
+        })
+        .collect()
+}
+
+/// `GET /_sim/truth/c2s`: every lead's id and `updated_at` as the API holds them now.
+pub fn truth(sim: &Sim) -> Value {
+    let leads: Vec<Value> = current(sim)
+        .into_iter()
+        .map(|(_, _, l)| json!({"id": l["id"], "updated_at": l["attributes"]["updated_at"]}))
+        .collect();
+    json!({"leads": leads})
+}
+
 pub fn handle(
     sim: &Sim,
     segs: &[&str],
@@ -118,23 +181,22 @@ fn leads(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<
             bounds.push((k, t));
         }
     }
-    let now = data::sim_now(sim.cfg.days);
-    let seed = sim.cfg.seed;
-    let mut rows: Vec<(DateTime<Utc>, DateTime<Utc>, Value)> =
-        data::entities(seed, KIND, 0, per_day(sim), 0..=sim.cfg.days as i64, sim.cfg.days)
-            .filter_map(|e| {
-                let v = e.versions.iter().rposition(|t| *t <= now)?;
-                Some((e.versions[0], e.versions[v], lead(seed, &e, now)?))
+    let ignore = sim.cfg.ignore_filter_every > 0
+        && (sim.c2s_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1) % sim.cfg.ignore_filter_every == 0;
+    if ignore {
+        bounds.clear();
+    }
+    let mut rows: Vec<(DateTime<Utc>, DateTime<Utc>, Value)> = current(sim)
+        .into_iter()
+        .filter(|(c, u, _)| {
+            bounds.iter().all(|(k, t)| match *k {
+                "updated_gte" => u >= t,
+                "updated_lt" => u < t,
+                "created_gte" => c >= t,
+                _ => c < t,
             })
-            .filter(|(c, u, _)| {
-                bounds.iter().all(|(k, t)| match *k {
-                    "updated_gte" => u >= t,
-                    "updated_lt" => u < t,
-                    "created_gte" => c >= t,
-                    _ => c < t,
-                })
-            })
-            .collect();
+        })
+        .collect();
     let sort = q.get("sort").map(String::as_str).unwrap_or("-created_at");
     let (desc, field) = match sort.strip_prefix('-') {
         Some(f) => (true, f),

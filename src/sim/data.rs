@@ -2,6 +2,20 @@
 //! so any window can be generated on its own and a longer run extends a shorter one.
 //! Records are created on a day and updated on later days (versions with newer `updated_at`).
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `--fractional`: times carry milliseconds, and the first record of each day is stamped in
+/// the last second of it (23:59:59.5), where an `until = end − 1 s` window never looks. One
+/// simulator per process (set when it starts).
+static FRACTIONAL: AtomicBool = AtomicBool::new(false);
+
+pub fn set_fractional(on: bool) {
+    FRACTIONAL.store(on, Ordering::SeqCst);
+}
+
+pub fn fractional() -> bool {
+    FRACTIONAL.load(Ordering::SeqCst)
+}
 
 pub fn mix(seed: u64, parts: &[u64]) -> u64 {
     let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
@@ -46,13 +60,23 @@ pub const MAX_LAG_DAYS: u32 = 3;
 
 pub fn entity(seed: u64, kind: u64, scope: u64, day: u32, idx: u64) -> Entity {
     let h = mix(seed, &[kind, scope, day as u64, idx]);
-    let created = start() + Duration::days(day as i64) + Duration::seconds((h % 86_000) as i64);
+    let frac = fractional();
+    let mut created = start() + Duration::days(day as i64) + Duration::seconds((h % 86_000) as i64);
+    if frac {
+        created += Duration::milliseconds(((h >> 44) % 1000) as i64);
+        if idx == 0 {
+            created = start() + Duration::days(day as i64 + 1) - Duration::milliseconds(500);
+        }
+    }
     let mut versions = vec![created];
     let updates = (h >> 20) % 3; // 0, 1 or 2 updates
     let mut t = created;
     for j in 0..updates {
         let lag = 3_600 + (mix(h, &[j]) % (MAX_LAG_DAYS as u64 * 86_400 / 2)) as i64;
         t += Duration::seconds(lag);
+        if frac {
+            t += Duration::milliseconds((mix(h, &[j, 1]) % 1000) as i64);
+        }
         versions.push(t);
     }
     Entity { day, idx, h, versions }

@@ -39,6 +39,17 @@ pub struct SimConfig {
     /// Every Nth request is delayed by `slow_ms` (0 = never).
     pub slow_every: u64,
     pub slow_ms: u64,
+    /// Percent of the C2S leads updated each wall-clock second while serving (plus one new
+    /// lead a second); 0 = data frozen during a pull. `GET /_sim/freeze` stops the changes.
+    pub live_updates: f64,
+    /// Times carry milliseconds; each day's first record sits in its last second.
+    pub fractional: bool,
+    /// Every Nth C2S request ignores `updated_gte`/`updated_lt` (0 = never), as APIS.md reports.
+    pub ignore_filter_every: u64,
+    /// Answer 429 without `Retry-After`.
+    pub no_retry_after: bool,
+    /// Late Pancake conversations appear in the last simulated day after this many seconds.
+    pub late_after: Option<f64>,
 }
 
 impl Default for SimConfig {
@@ -54,6 +65,11 @@ impl Default for SimConfig {
             truncate_every: 0,
             slow_every: 0,
             slow_ms: 0,
+            live_updates: 0.0,
+            fractional: false,
+            ignore_filter_every: 0,
+            no_retry_after: false,
+            late_after: None,
         }
     }
 }
@@ -95,16 +111,36 @@ pub struct Sim {
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
     counter: AtomicU64,
     cache: Mutex<HashMap<String, Arc<Vec<Value>>>>,
+    started: Instant,
+    frozen: Mutex<Option<Duration>>,
+    /// C2S requests served (for `ignore_filter_every`).
+    pub c2s_requests: AtomicU64,
 }
 
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
+        data::set_fractional(cfg.fractional);
         Sim {
             cfg,
             stats: Mutex::default(),
             windows: Mutex::default(),
             counter: AtomicU64::new(0),
             cache: Mutex::default(),
+            started: Instant::now(),
+            frozen: Mutex::default(),
+            c2s_requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Wall-clock time served so far (stops at `/_sim/freeze`): live changes are a function of it.
+    pub fn elapsed(&self) -> Duration {
+        self.frozen.lock().unwrap().unwrap_or_else(|| self.started.elapsed())
+    }
+
+    fn freeze(&self) {
+        let mut f = self.frozen.lock().unwrap();
+        if f.is_none() {
+            *f = Some(self.started.elapsed());
         }
     }
 
@@ -212,6 +248,16 @@ async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: He
     if path == "_sim/stats" {
         return respond(200, &sim.stats_json(), None, false);
     }
+    if path == "_sim/freeze" {
+        sim.freeze();
+        return respond(200, &json!({"frozen_after_secs": sim.elapsed().as_secs_f64()}), None, false);
+    }
+    if let Some(source) = path.strip_prefix("_sim/truth/") {
+        return match source {
+            "c2s" => respond(200, &c2s::truth(&sim), None, false),
+            _ => respond(404, &json!({"error": "no truth for this source"}), None, false),
+        };
+    }
     let n = sim.counter.fetch_add(1, Ordering::SeqCst) + 1;
     let every = |k: u64| k > 0 && n % k == 0;
     if every(sim.cfg.slow_every) {
@@ -227,7 +273,11 @@ async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: He
         Err(r) if r.status == 429 => {
             sim.count(&route, true, 0);
             let wait = r.body.get("retry_after").and_then(Value::as_f64).unwrap_or(1.0);
-            respond(429, &r.body, Some(wait), false)
+            let mut body = r.body;
+            if let Some(m) = body.as_object_mut() {
+                m.remove("retry_after");
+            }
+            respond(429, &body, Some(wait).filter(|_| !sim.cfg.no_retry_after), false)
         }
         Err(r) => {
             sim.count(&route, false, 0);

@@ -14,7 +14,32 @@ const POST: u64 = 22;
 const VN: chrono_tz::Tz = chrono_tz::Asia::Ho_Chi_Minh;
 
 fn naive(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S").to_string()
+    if data::fractional() {
+        t.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S").to_string()
+    }
+}
+
+/// `--late-after S`: conversations stamped two hours before the simulated "now" that show up
+/// only once the simulator has served for S seconds — late rows in an already pulled window.
+const LATE_PER_PAGE: u64 = 2;
+
+fn late(sim: &Sim, page: u64) -> Vec<Entity> {
+    let Some(after) = sim.cfg.late_after else {
+        return Vec::new();
+    };
+    if sim.elapsed().as_secs_f64() < after {
+        return Vec::new();
+    }
+    let now = data::sim_now(sim.cfg.days);
+    (0..LATE_PER_PAGE)
+        .map(|i| {
+            let mut e = data::entity(sim.cfg.seed, CONV, page, sim.cfg.days - 1, 1_000_000 + i);
+            e.versions = vec![now - Duration::hours(2) + Duration::minutes(i as i64)];
+            e
+        })
+        .collect()
 }
 
 type Window = (DateTime<Utc>, DateTime<Utc>);
@@ -188,9 +213,16 @@ fn tags(_page: u64) -> Reply {
 fn conversations(sim: &Sim, page: u64, q: &HashMap<String, String>) -> Result<Reply, Reply> {
     let w = unix_window(q, false)?.unwrap_or((data::start(), data::sim_now(sim.cfg.days)));
     // Generated once per window and page, then served page by page.
-    let rows = sim.cached(format!("conv/{page}/{}/{}", w.0, w.1), || {
-        versions_in(sim, CONV, page, 30 * sim.cfg.scale as u64, w, false)
-            .iter()
+    let late = late(sim, page);
+    let rows = sim.cached(format!("conv/{page}/{}/{}/{}", w.0, w.1, late.len()), || {
+        let mut vs = versions_in(sim, CONV, page, 30 * sim.cfg.scale as u64, w, false);
+        for e in late {
+            if e.versions[0] >= w.0 && e.versions[0] <= w.1 {
+                vs.push((e, 0));
+            }
+        }
+        vs.sort_by(|a, b| b.0.versions[b.1].cmp(&a.0.versions[a.1]).then(a.0.idx.cmp(&b.0.idx)));
+        vs.iter()
             .map(|(e, v)| conversation(sim.cfg.seed, page, e, *v, TAGS.len()))
             .collect()
     });
@@ -376,24 +408,39 @@ fn page_statistics(sim: &Sim, page: u64, q: &HashMap<String, String>) -> Result<
     Ok(Reply::ok(json!({"success": true, "data": rows}), n))
 }
 
+/// Ads and campaigns over `[since, until]`: one row per ad (metrics summed over the days the
+/// range covers) with exactly the fields APIS.md lists — no date, no id the docs lack. A day
+/// counts when the range holds more than its first instant.
 fn ads(sim: &Sim, page: u64, q: &HashMap<String, String>, campaigns: bool) -> Result<Reply, Reply> {
     let (s, u) = unix_window(q, true)?.unwrap();
-    let mut rows = Vec::new();
-    for d in data::day_of(s).max(0)..=data::day_of(u).min(sim.cfg.days as i64 - 1) {
-        let day = data::start() + Duration::days(d);
+    let mut by_key: Vec<(String, Value)> = Vec::new();
+    let last = data::day_of(u - Duration::seconds(1)).min(sim.cfg.days as i64 - 1);
+    for d in data::day_of(s).max(0)..=last {
         let h = data::mix(sim.cfg.seed, &[if campaigns { 35 } else { 34 }, page, d as u64]);
         let count = if campaigns { (d % 5 == 2) as u64 } else { h % 3 };
         for i in 0..count {
             let hi = data::mix(h, &[i]);
-            rows.push(if campaigns {
-                json!({"account_id": format!("act_{}", page * 7), "ad_id": format!("{}", hi % 1_000_000), "adset_id": format!("{}", (hi >> 20) % 1_000_000),
-                       "budget_remaining": (hi >> 30) % 500_000, "currency": "VND", "daily_budget": 200_000, "status": "ACTIVE", "date": day.format("%Y-%m-%d").to_string()})
+            let (key, row) = if campaigns {
+                let ad = format!("{}", data::mix(sim.cfg.seed, &[36, page, i]) % 1_000_000);
+                (ad.clone(), json!({"account_id": format!("act_{}", page * 7), "ad_id": ad, "adset_id": format!("{}", (hi >> 20) % 1_000_000),
+                       "budget_remaining": (hi >> 30) % 500_000, "currency": "VND", "daily_budget": 200_000, "status": "ACTIVE"}))
             } else {
-                json!({"ad_id": format!("{}", hi % 1_000_000), "name": format!("Quảng cáo {}", i + 1), "status": "ACTIVE", "currency": "VND",
-                       "reach": hi % 5000, "impressions": (hi >> 13) % 20000, "spend": (hi >> 27) % 1_000_000, "date": day.format("%Y-%m-%d").to_string()})
-            });
+                let name = format!("Quảng cáo {}", i + 1);
+                (name.clone(), json!({"name": name, "status": "ACTIVE", "currency": "VND",
+                       "reach": hi % 5000, "impressions": (hi >> 13) % 20000, "spend": (hi >> 27) % 1_000_000}))
+            };
+            match by_key.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, acc)) if !campaigns => {
+                    for f in ["reach", "impressions", "spend"] {
+                        acc[f] = json!(acc[f].as_u64().unwrap_or(0) + row[f].as_u64().unwrap_or(0));
+                    }
+                }
+                Some((_, acc)) => *acc = row,
+                None => by_key.push((key, row)),
+            }
         }
     }
+    let rows: Vec<Value> = by_key.into_iter().map(|(_, r)| r).collect();
     let n = rows.len();
     Ok(Reply::ok(Value::Array(rows), n))
 }

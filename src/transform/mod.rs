@@ -15,6 +15,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use model::{Mode, Model};
+use deltalake::arrow::datatypes::Schema;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,13 @@ pub struct ModelReport {
     pub table_version: Option<i64>,
     pub note: String,
     pub elapsed: Duration,
+    /// Why the model failed on its data (its table is untouched; dependents are skipped).
+    pub failed: Option<String>,
+}
+
+/// Whether any model failed (the command then exits 1).
+pub fn any_failed(reports: &[ModelReport]) -> bool {
+    reports.iter().any(|r| r.failed.is_some())
 }
 
 /// Tables a model's SQL refers to, lower-cased `schema.table` (or bare names).
@@ -147,24 +155,55 @@ async fn register_delta(ctx: &SessionContext, name: &str, t: &deltalake::DeltaTa
     register(ctx, name, t.table_provider().await?)
 }
 
+/// A field a model names that its raw input lacks: (raw table, field path). Top-level
+/// columns come as DataFusion's typed "field not found"; nested ones (`a['b']['c']`) as the
+/// struct accessor's error.
+fn missing_field(
+    e: &deltalake::datafusion::error::DataFusionError,
+    raw_refs: &[&String],
+) -> Option<(String, Vec<String>)> {
+    use deltalake::datafusion::common::SchemaError;
+    use deltalake::datafusion::error::DataFusionError;
+    let root = e.find_root();
+    let only = || (raw_refs.len() == 1).then(|| raw_refs[0].clone());
+    if let DataFusionError::SchemaError(err, _) = root {
+        if let SchemaError::FieldNotFound { field, .. } = err.as_ref() {
+            let table = match &field.relation {
+                Some(r) => {
+                    let r = r.to_string().to_lowercase();
+                    raw_refs.iter().find(|t| ***t == r).map(|t| (*t).clone()).or_else(only)
+                }
+                None => only(),
+            }?;
+            return Some((table, vec![field.name.clone()]));
+        }
+    }
+    None
+}
+
+/// A schema holding just `path` (nested structs down to a text leaf).
+fn schema_with_path(path: &[String]) -> Schema {
+    use deltalake::arrow::datatypes::{DataType, Field};
+    let mut t = DataType::Utf8;
+    for seg in path[1..].iter().rev() {
+        t = DataType::Struct(vec![Field::new(seg, t, true)].into());
+    }
+    Schema::new(vec![Field::new(&path[0], t, true)])
+}
+
+/// Register raw stream `name` holding `files` (none: empty, for planning), with the stream's
+/// schema over `all` its current files plus `extra` fields.
 async fn register_raw(
     ctx: &SessionContext,
     lake: &Lake,
     name: &str,
     files: &[LandedFile],
-    schema_from: &[LandedFile],
+    all: &[LandedFile],
+    extra: &Schema,
 ) -> Result<()> {
-    let loaded = match raw::load(lake, files).await? {
-        Some(x) => x,
-        None => {
-            // No new file: an empty table with the schema of the latest file.
-            let (schema, _) = raw::load(lake, &schema_from[schema_from.len() - 1..])
-                .await?
-                .expect("a file");
-            (schema, vec![])
-        }
-    };
-    let mem = MemTable::try_new(loaded.0, vec![loaded.1])?;
+    let data_schema = Arc::new(raw::stream_schema(lake, all, extra).await?);
+    let (schema, batches) = raw::load(lake, files, data_schema).await?;
+    let mem = MemTable::try_new(schema, vec![batches])?;
     register(ctx, name, Arc::new(mem))
 }
 
@@ -185,11 +224,14 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
     // outputs an empty table of the planned schema.
     let mut runnable = Vec::new();
     let mut reports = Vec::new();
+    // Fields models name that no landed record has: per raw table, read as NULL.
+    let mut extras: BTreeMap<String, Schema> = BTreeMap::new();
+    let empty = Schema::empty();
     for m in &models {
         let mut missing = Vec::new();
         for r in &refs[&m.target] {
             if let Some(files) = streams.get(r) {
-                register_raw(&ctx, lake, r, &[], files).await?;
+                register_raw(&ctx, lake, r, &[], files, extras.get(r).unwrap_or(&empty)).await?;
             } else if targets.contains(r.as_str()) {
                 // Registered below when its model is planned (or skipped).
                 if ctx.table_exist(r.as_str())? {
@@ -226,10 +268,28 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                 table_version: None,
                 note: format!("skipped: nothing landed yet for {}", missing.join(", ")),
                 elapsed: Duration::ZERO,
+                failed: None,
             });
             continue;
         }
-        let df = ctx.sql(&m.sql).await.map_err(|e| sql_error(m, &e.to_string()))?;
+        let raw_refs: Vec<&String> = refs[&m.target].iter().filter(|r| streams.contains_key(*r)).collect();
+        let mut tries = 0;
+        let df = loop {
+            match ctx.sql(&m.sql).await {
+                Ok(df) => break df,
+                Err(e) => {
+                    let Some((table, path)) = missing_field(&e, &raw_refs).filter(|_| tries < 100) else {
+                        return Err(sql_error(m, &e.to_string()));
+                    };
+                    tries += 1;
+                    tracing::warn!(model = %m.target, file = %m.file, table = %table, field = %path.join("."), "no landed record has this field; it reads as NULL");
+                    let add = schema_with_path(&path);
+                    let cur = extras.remove(&table).unwrap_or_else(Schema::empty);
+                    extras.insert(table.clone(), crate::lake::schema::union(&cur, &add));
+                    register_raw(&ctx, lake, &table, &[], &streams[&table], &extras[&table]).await?;
+                }
+            }
+        };
         let schema = Arc::new(df.schema().as_arrow().clone());
         register(&ctx, &m.target, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
         runnable.push(m.clone());
@@ -237,8 +297,70 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
 
     let run_id = uuid::Uuid::new_v4().to_string();
     let mut changed: BTreeSet<String> = BTreeSet::new();
+    let mut broken: BTreeSet<String> = BTreeSet::new();
     for m in &runnable {
         let started = Instant::now();
+        if let Some(up) = refs[&m.target].iter().find(|r| broken.contains(*r)) {
+            broken.insert(m.target.clone());
+            reports.push(ModelReport {
+                target: m.target.clone(),
+                files: 0,
+                rows: 0,
+                table_version: None,
+                note: format!("skipped: {up} failed"),
+                elapsed: Duration::ZERO,
+                failed: None,
+            });
+            continue;
+        }
+        let ran = run_model(lake, &ctx, m, &refs, &streams, &extras, &changed, opts, &run_id, max_seq, started).await;
+        match ran {
+            Ok((report, wrote)) => {
+                if wrote {
+                    changed.insert(m.target.clone());
+                }
+                reports.push(report);
+            }
+            Err(e) => {
+                let msg = crate::secret::redact(&format!("{} ({}): {e}", m.target, m.file));
+                tracing::error!(model = %m.target, "model failed: {msg}");
+                broken.insert(m.target.clone());
+                // Dependents must not read a half-registered output: show them the table as it is.
+                if let Ok(Some(t)) = state::open_table(lake, &m.table_rel()).await {
+                    let _ = register_delta(&ctx, &m.target, &t).await;
+                }
+                reports.push(ModelReport {
+                    target: m.target.clone(),
+                    files: 0,
+                    rows: 0,
+                    table_version: None,
+                    note: "FAILED".into(),
+                    elapsed: started.elapsed(),
+                    failed: Some(msg),
+                });
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// Run one planned model: read its new input, dedupe, write. Returns its report and whether
+/// it wrote a new table version.
+#[allow(clippy::too_many_arguments)]
+async fn run_model(
+    lake: &Lake,
+    ctx: &SessionContext,
+    m: &Model,
+    refs: &BTreeMap<String, Vec<String>>,
+    streams: &BTreeMap<String, Vec<LandedFile>>,
+    extras: &BTreeMap<String, Schema>,
+    changed: &BTreeSet<String>,
+    opts: &TransformOptions,
+    run_id: &str,
+    max_seq: i64,
+    started: Instant,
+) -> Result<(ModelReport, bool)> {
+    {
         let existing = state::open_table(lake, &m.table_rel()).await?;
         let consumed = match (&existing, opts.full_refresh, m.mode) {
             (Some(t), false, Mode::Merge | Mode::Append) => t
@@ -253,11 +375,15 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         for r in &refs[&m.target] {
             if let Some(files) = streams.get(r) {
                 has_raw = true;
-                let new: Vec<LandedFile> = files.iter().filter(|f| f.seq > consumed).cloned().collect();
+                let new: Vec<LandedFile> = files
+                    .iter()
+                    .filter(|f| m.reads_all || f.seq > consumed)
+                    .cloned()
+                    .collect();
                 files_read.extend(new.iter().filter_map(|f| f.path.clone()));
-                register_raw(&ctx, lake, r, &new, files).await?;
+                register_raw(ctx, lake, r, &new, files, extras.get(r).unwrap_or(&Schema::empty())).await?;
             } else if let Some(t) = state::open_table(lake, &r.replace('.', "/")).await? {
-                register_delta(&ctx, r, &t).await?;
+                register_delta(ctx, r, &t).await?;
             }
         }
         let upstream_changed = refs[&m.target].iter().any(|r| changed.contains(r));
@@ -268,20 +394,20 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         };
         if idle {
             if let Some(t) = &existing {
-                register_delta(&ctx, &m.target, t).await?;
+                register_delta(ctx, &m.target, t).await?;
             }
-            reports.push(ModelReport {
+            return Ok((ModelReport {
                 target: m.target.clone(),
                 files: 0,
                 rows: 0,
                 table_version: existing.as_ref().and_then(|t| t.version()).map(|v| v as i64),
                 note: "up to date".into(),
                 elapsed: started.elapsed(),
-            });
-            continue;
+                failed: None,
+            }, false));
         }
         let df = ctx.sql(&m.sql).await.map_err(|e| sql_error(m, &e.to_string()))?;
-        let df = write::dedupe(&ctx, m, df).await?;
+        let df = write::dedupe(ctx, m, df).await?;
         let df = write::normalize(df)?;
         let meta = serde_json::json!({"run_id": run_id, "model": m.target, "mode": format!("{:?}", m.mode).to_lowercase(), "catalogue_seq": max_seq, "files": files_read});
         let props = CommitProperties::default()
@@ -289,30 +415,56 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
             .with_metadata(vec![("ingest".to_string(), meta)])
             // Never rebase onto a concurrent commit: two runs of one model cannot both apply.
             .with_max_retries(0);
-        let written = write::write(lake, m, existing, df, props, opts.full_refresh).await.map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("Failed to commit") || msg.contains("already exists") || msg.contains("commit attempts") {
-                Error::Lake(format!("{}: another run committed to this table first; nothing of this run was applied to it, rerun to continue ({msg})", m.target))
-            } else {
-                e
+        let written = match write::write(lake, m, existing, df, props, opts.full_refresh).await {
+            Ok(w) => w,
+            Err(Error::Delta(e)) if state::is_conflict(&e) => {
+                return Err(Error::Lake(format!(
+                    "another run committed to this table first; nothing of this run was applied to it, rerun to continue ({e})"
+                )))
             }
-        })?;
+            Err(e) => return Err(diagnose(ctx, m, &files_read, e).await),
+        };
         tracing::info!(model = %m.target, files = files_read.len(), rows = written.rows, version = written.table_version, "model written");
         let t = state::open_table(lake, &m.table_rel())
             .await?
             .ok_or_else(|| Error::Lake(format!("{} vanished", m.target)))?;
-        register_delta(&ctx, &m.target, &t).await?;
-        changed.insert(m.target.clone());
-        reports.push(ModelReport {
+        register_delta(ctx, &m.target, &t).await?;
+        Ok((ModelReport {
             target: m.target.clone(),
             files: files_read.len(),
             rows: written.rows,
             table_version: Some(written.table_version),
             note: format!("{:?}", m.mode).to_lowercase(),
             elapsed: started.elapsed(),
-        });
+            failed: None,
+        }, true))
     }
-    Ok(reports)
+}
+
+/// A model that failed on its data: find the output column whose expression fails and say
+/// which files were read, so the error names model, column, value (in DataFusion's message)
+/// and input.
+async fn diagnose(ctx: &SessionContext, m: &Model, files: &[String], e: Error) -> Error {
+    let mut col = None;
+    if let Ok(df) = ctx.sql(&m.sql).await {
+        let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        for n in names {
+            let probe = df.clone().select_columns(&[n.as_str()]).map(|d| d.collect());
+            if let Ok(fut) = probe {
+                if fut.await.is_err() {
+                    col = Some(n);
+                    break;
+                }
+            }
+        }
+    }
+    let shown: Vec<&str> = files.iter().take(3).map(String::as_str).collect();
+    Error::Other(format!(
+        "{}{e}; raw files read: {}{}",
+        col.map(|c| format!("column `{c}`: ")).unwrap_or_default(),
+        shown.join(", "),
+        if files.len() > 3 { format!(" and {} more", files.len() - 3) } else { String::new() }
+    ))
 }
 
 pub fn render(reports: &[ModelReport]) -> String {

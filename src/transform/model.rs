@@ -23,6 +23,9 @@ pub struct Model {
     pub order_by: Option<String>,
     pub mode: Mode,
     pub partition_by: Vec<String>,
+    /// `-- reads: all`: raw streams are read whole (every current file), not only the files
+    /// the model has not consumed — for joins between raw streams.
+    pub reads_all: bool,
     pub sql: String,
     /// 1-based line where the SQL body starts in the file.
     pub sql_line: usize,
@@ -63,6 +66,7 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
     let mut order_by = None;
     let mut mode = None;
     let mut partition_by = Vec::new();
+    let mut reads_all = false;
     let mut body_start = None;
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
@@ -117,10 +121,17 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
                     return Err(err(format!("`{bad}` is not a column name")));
                 }
             }
-            "description" | "owner" => {}
+            "reads" => {
+                reads_all = match v {
+                    "all" => true,
+                    "new" => false,
+                    o => return Err(err(format!("`{o}`: expected all or new"))),
+                }
+            }
+            "description" | "owner" | "note" => {}
             other => {
                 return Err(err(format!(
-                    "unknown header key `{other}` (target, unique_key, order_by, mode, partition_by, description)"
+                    "unknown header key `{other}` (target, unique_key, order_by, mode, partition_by, reads, description, note)"
                 )))
             }
         }
@@ -154,6 +165,7 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
         order_by,
         mode,
         partition_by,
+        reads_all,
         sql,
         sql_line: start + 1,
     })

@@ -9,7 +9,7 @@ use deltalake::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, Ti
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use object_store::ObjectStoreExt;
 use std::collections::BTreeMap;
-use std::io::{BufReader, Cursor, Read};
+use std::io::{BufReader, Cursor};
 use std::sync::Arc;
 
 /// `raw.<source>_<stream>`
@@ -17,30 +17,19 @@ pub fn table_name(source: &str, stream: &str) -> String {
     format!("raw.{source}_{stream}")
 }
 
-/// Landed files per raw table name: the latest landing of each path, in landing order.
+/// Current landed files per raw table name (the latest landing of each slot: a re-pulled
+/// window supersedes the earlier file), in landing order.
 pub fn streams(rows: &[LandedFile]) -> BTreeMap<String, Vec<LandedFile>> {
-    let mut latest: BTreeMap<(String, String), &LandedFile> = BTreeMap::new();
-    for r in rows {
-        if let Some(p) = &r.path {
-            let k = (table_name(&r.source, &r.stream), p.clone());
-            if latest.get(&k).is_none_or(|o| o.seq < r.seq) {
-                latest.insert(k, r);
-            }
-        }
-    }
     let mut out: BTreeMap<String, Vec<LandedFile>> = BTreeMap::new();
-    for ((t, _), r) in latest {
-        out.entry(t).or_default().push(r.clone());
-    }
-    for v in out.values_mut() {
-        v.sort_by_key(|r| r.seq);
+    for r in crate::lake::state::current_files(rows) {
+        out.entry(table_name(&r.source, &r.stream)).or_default().push(r);
     }
     out
 }
 
 fn ts(s: &Option<String>) -> Option<i64> {
     s.as_deref()
-        .and_then(|v| crate::pull::records::parse_instant(v, &chrono_tz::UTC))
+        .and_then(|v| crate::time::parse_instant(v, &chrono_tz::UTC))
         .map(|d| d.timestamp_micros())
 }
 
@@ -56,30 +45,53 @@ fn meta_fields() -> Vec<Field> {
     ]
 }
 
-/// Read `files` into batches sharing one schema. None when there is no file.
-pub async fn load(lake: &Lake, files: &[LandedFile]) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-    if files.is_empty() {
-        return Ok(None);
+async fn superseded(lake: &Lake, f: &LandedFile) -> Result<bool> {
+    let rows = crate::lake::state::read_catalogue(lake, Some(&f.source)).await?;
+    Ok(rows
+        .iter()
+        .any(|r| r.seq > f.seq && r.partition == f.partition && r.stream == f.stream && r.slot_key() == f.slot_key()))
+}
+
+/// The schema of a raw stream: the union of its current files' schemas recorded at pull time
+/// (files landed before schemas were recorded are inferred from their content), plus `extra`
+/// fields models name that no record has (they read as NULL).
+pub async fn stream_schema(lake: &Lake, all: &[LandedFile], extra: &Schema) -> Result<Schema> {
+    let mut s = Schema::empty();
+    for f in all {
+        let one = match f.schema.as_deref().and_then(crate::lake::schema::from_json) {
+            Some(x) => x,
+            None => {
+                let bytes = read(lake, f).await?;
+                deltalake::arrow::json::reader::infer_json_schema(BufReader::new(Cursor::new(bytes)), None)?.0
+            }
+        };
+        s = crate::lake::schema::union(&s, &one);
     }
+    Ok(crate::lake::schema::union(&s, extra))
+}
+
+async fn read(lake: &Lake, f: &LandedFile) -> Result<bytes::Bytes> {
+    let path = f.path.as_deref().unwrap_or_default();
+    match lake.store.get(&lake.path(path)).await {
+        Ok(g) => Ok(g.bytes().await?),
+        // Superseded by a landing committed after this run read the catalogue (that one
+        // has a later position, so the next run merges it): nothing to read here.
+        Err(object_store::Error::NotFound { .. }) if superseded(lake, f).await? => {
+            tracing::info!(file = %path, "skipping a raw file superseded while the transform ran");
+            Ok(bytes::Bytes::new())
+        }
+        Err(e) => Err(Error::Lake(format!(
+            "raw file {path} listed in the catalogue cannot be read: {e}"
+        ))),
+    }
+}
+
+/// Read `files` into batches of `data_schema` plus the meta columns.
+pub async fn load(lake: &Lake, files: &[LandedFile], data_schema: SchemaRef) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let mut contents = Vec::with_capacity(files.len());
     for f in files {
-        let path = f.path.as_deref().unwrap();
-        let bytes = lake
-            .store
-            .get(&lake.path(path))
-            .await
-            .map_err(|e| Error::Lake(format!("raw file {path} listed in the catalogue cannot be read: {e}")))?
-            .bytes()
-            .await?;
-        contents.push(bytes);
+        contents.push(read(lake, f).await?);
     }
-    let chained: Box<dyn Read> = contents
-        .iter()
-        .fold(Box::new(std::io::empty()) as Box<dyn Read>, |acc, b| {
-            Box::new(acc.chain(Cursor::new(b.clone())))
-        });
-    let (inferred, _) = deltalake::arrow::json::reader::infer_json_schema(BufReader::new(chained), None)?;
-    let data_schema = Arc::new(inferred);
     let mut fields: Vec<Field> = data_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(meta_fields());
     let schema = Arc::new(Schema::new(fields));
@@ -91,7 +103,9 @@ pub async fn load(lake: &Lake, files: &[LandedFile]) -> Result<Option<(SchemaRef
             .build(Cursor::new(bytes))?;
         let mut line: i64 = 0;
         for b in reader {
-            let b = b?;
+            let b = b.map_err(|e| {
+                Error::Other(format!("raw file {}: {e}", f.path.as_deref().unwrap_or_default()))
+            })?;
             let n = b.num_rows();
             let mut cols: Vec<ArrayRef> = b.columns().to_vec();
             let tsa =
@@ -108,5 +122,5 @@ pub async fn load(lake: &Lake, files: &[LandedFile]) -> Result<Option<(SchemaRef
             out.push(RecordBatch::try_new(schema.clone(), cols)?);
         }
     }
-    Ok(Some((schema, out)))
+    Ok((schema, out))
 }

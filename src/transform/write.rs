@@ -190,7 +190,8 @@ pub async fn write(
             let newer = m
                 .order_by
                 .as_ref()
-                .map(|o| format!("source.`{o}` >= target.`{o}` OR target.`{o}` IS NULL OR source.`{o}` IS NULL"));
+                            // A NULL order_by never replaces a row that has one.
+            .map(|o| format!("source.`{o}` >= target.`{o}` OR target.`{o}` IS NULL"));
             let (t, _metrics) = t
                 .merge(df, pred.join(" AND "))
                 .with_source_alias("source")

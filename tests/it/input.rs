@@ -83,7 +83,7 @@ fn bad_input_exits_2_before_any_write() {
     );
 
     // A bad value: line and field.
-    let p = edited(dir.path(), "lookback = \"0s\"", "lookback = \"soon\"");
+    let p = edited(dir.path(), "lookback = \"1m\"", "lookback = \"soon\"");
     let (code, msg) = run(&p, &lake, &tok, &["pull", "c2s"]);
     assert_eq!(code, 2, "{msg}");
     assert!(msg.contains("incremental.lookback") && msg.contains("soon"), "{msg}");

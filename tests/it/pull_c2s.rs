@@ -1,5 +1,6 @@
 //! C2S against the simulator at 10 requests per 3 s: the budget is saturated but never
-//! exceeded; the first run is a full load, the second is incremental on `updated_gte`.
+//! exceeded; the first run is a full load, the second is incremental on `updated_gte`
+//! (keyset paging: each request restarts at the last `updated_at` seen).
 use crate::common::*;
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -21,11 +22,13 @@ fn c2s_full_then_incremental_within_the_rate_budget() {
     assert_eq!(files.len(), 1, "{:?}", files.keys());
     let (rel, recs) = files.iter().next().unwrap();
     assert!(rel.starts_with("c2s/_/leads/file_"), "{rel}");
-    assert_eq!(recs.len() as u64, leads["records"].as_u64().unwrap());
+    // Keyset paging re-serves the boundary second's rows: dropped as exact repeats.
+    let served = leads["records"].as_u64().unwrap();
+    assert!(recs.len() as u64 <= served && served <= recs.len() as u64 + 2 * pages, "{served} served, {} landed", recs.len());
     assert_eq!(recs.len(), 7 * 20 * 10, "one lead per id created in 7 days");
     let ids: BTreeSet<&str> = recs.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), recs.len());
-    assert_eq!(pages, (recs.len() as u64).div_ceil(50));
+    assert!(pages <= (recs.len() as u64).div_ceil(48) + 1, "{pages} pages for {} leads", recs.len());
     let ideal = pages as f64 / 10.0 * 3.0;
     eprintln!("c2s: {pages} pages in {elapsed:.2}s, ideal {ideal:.2}s");
     assert!(
@@ -63,12 +66,10 @@ fn c2s_full_then_incremental_within_the_rate_budget() {
         let u = chrono::DateTime::parse_from_rfc3339(r["attributes"]["updated_at"].as_str().unwrap())
             .unwrap()
             .to_utc();
-        assert!(u >= max_updated, "{u} is older than the watermark {max_updated}");
+        let floor = max_updated - chrono::Duration::minutes(1);
+        assert!(u >= floor, "{u} is older than the watermark minus the lookback {floor}");
     }
-    assert_eq!(
-        stats["by_route"]["c2s/leads"]["requests"].as_u64().unwrap(),
-        (recs2.len() as u64).div_ceil(50)
-    );
+    assert!(stats["by_route"]["c2s/leads"]["requests"].as_u64().unwrap() <= (recs2.len() as u64).div_ceil(48) + 1);
     // Leads updated after the first run's horizon reappear with a newer version.
     let again = recs2.iter().filter(|r| ids.contains(r["id"].as_str().unwrap())).count();
     assert!(again > 0, "no updated lead came back");

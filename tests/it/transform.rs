@@ -22,7 +22,7 @@ fn pulled(dir: &Path, sim_args: &[&str]) -> std::path::PathBuf {
 }
 
 /// `ingest transform` on `lake` with the shipped models, as a child process.
-fn spawn_transform(lake: &Path) -> std::process::Child {
+pub fn spawn_transform(lake: &Path) -> std::process::Child {
     Command::new(BIN)
         .arg("--lake")
         .arg(lake)
@@ -35,7 +35,7 @@ fn spawn_transform(lake: &Path) -> std::process::Child {
         .unwrap()
 }
 
-fn secs(s: &str) -> i64 {
+pub fn secs(s: &str) -> i64 {
     let s = if s.len() == 19 { format!("{s}Z") } else { s.to_string() };
     chrono::DateTime::parse_from_rfc3339(&s)
         .unwrap_or_else(|e| panic!("{s}: {e}"))
@@ -43,7 +43,7 @@ fn secs(s: &str) -> i64 {
 }
 
 /// Latest version per id across every raw file of a stream (by cursor, then landing order).
-fn latest(lake: &Path, stream_dir: &str, id: &str, cursor: &dyn Fn(&Value) -> i64) -> BTreeMap<String, Value> {
+pub fn latest(lake: &Path, stream_dir: &str, id: &str, cursor: &dyn Fn(&Value) -> i64) -> BTreeMap<String, Value> {
     let mut by_seq: Vec<(i64, String)> = catalogue(lake)
         .into_iter()
         .filter_map(|r| Some((r.seq, r.path?)))
@@ -52,7 +52,8 @@ fn latest(lake: &Path, stream_dir: &str, id: &str, cursor: &dyn Fn(&Value) -> i6
     let files = raw_files(lake);
     let mut out: BTreeMap<String, Value> = BTreeMap::new();
     for (_, path) in by_seq.iter().filter(|(_, p)| p.contains(stream_dir)) {
-        for r in &files[path] {
+        // Superseded files (a re-pulled window) are gone: only current ones count.
+        for r in files.get(path).into_iter().flatten() {
             let k = r[id].as_str().unwrap().to_string();
             if out.get(&k).is_none_or(|o| cursor(o) <= cursor(r)) {
                 out.insert(k, r.clone());
@@ -62,14 +63,14 @@ fn latest(lake: &Path, stream_dir: &str, id: &str, cursor: &dyn Fn(&Value) -> i6
     out
 }
 
-fn lead_updated(r: &Value) -> i64 {
+pub fn lead_updated(r: &Value) -> i64 {
     secs(r["attributes"]["updated_at"].as_str().unwrap())
 }
-fn conv_updated(r: &Value) -> i64 {
+pub fn conv_updated(r: &Value) -> i64 {
     secs(r["updated_at"].as_str().unwrap())
 }
 
-fn check_tables(lake: &Path) {
+pub fn check_tables(lake: &Path) {
     // Leads: one row per id, the latest version's values.
     let want = latest(lake, "c2s/_/leads/", "id", &lead_updated);
     let got = query(lake, "SELECT id, status, source_name, to_unixtime(updated_at) AS u, to_unixtime(created_at) AS c FROM silver.c2s_leads");

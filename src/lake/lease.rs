@@ -1,0 +1,197 @@
+//! One writer per (lake, source): a lease object at `<lake>/_ingest/leases/<source>.json`,
+//! created with an object-store conditional put (`PutMode::Create`), so of two pulls started
+//! together exactly one gets it. The holder rewrites it every `ttl / 3` with a new expiry; a
+//! lease whose expiry has passed, or whose holder's process is gone (same host), is stale and
+//! taken over, so a killed run never blocks the source for longer than `ttl`. A holder that
+//! finds its lease taken (it stalled past its expiry) raises its fence: the catalogue writer
+//! then refuses every further commit of that run.
+use super::Lake;
+use crate::error::{Error, Result};
+use chrono::{DateTime, Utc};
+use object_store::{ObjectStore as _, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Holder {
+    pub holder: String,
+    pub host: String,
+    pub pid: u32,
+    pub since: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+}
+
+impl Holder {
+    fn stale(&self, now: DateTime<Utc>) -> bool {
+        now > self.expires || (self.host == host() && !pid_alive(self.pid))
+    }
+}
+
+pub fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    // Linux: a live process has /proc/<pid>; a zombie counts as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => !std::path::Path::new("/proc/self").exists(),
+    }
+}
+
+pub fn ttl() -> Duration {
+    std::env::var("INGEST_LEASE_TTL_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(30))
+}
+
+pub struct Lease {
+    lake: Lake,
+    rel: String,
+    pub me: Holder,
+    /// Raised when the lease was lost; the catalogue writer checks it before each commit.
+    pub lost: Arc<AtomicBool>,
+    beat: tokio::task::JoinHandle<()>,
+}
+
+fn rel(source: &str) -> String {
+    format!("_ingest/leases/{source}.json")
+}
+
+/// Who holds the lease of `source` now (None: free or stale).
+pub async fn holder(lake: &Lake, source: &str) -> Result<Option<Holder>> {
+    match lake.store.get(&lake.path(&rel(source))).await {
+        Ok(g) => {
+            let b = g.bytes().await?;
+            Ok(serde_json::from_slice::<Holder>(&b).ok().filter(|h| !h.stale(Utc::now())))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Take the lease of `source`. Busy: waits when `wait`, else fails (exit 1) naming the holder.
+pub async fn acquire(lake: &Lake, source: &str, wait: bool) -> Result<Lease> {
+    let ttl = ttl();
+    let path = lake.path(&rel(source));
+    let mut announced = false;
+    loop {
+        let now = Utc::now();
+        let me = Holder {
+            holder: uuid::Uuid::new_v4().to_string(),
+            host: host(),
+            pid: std::process::id(),
+            since: now,
+            expires: now + chrono::Duration::from_std(ttl).unwrap(),
+        };
+        let body = PutPayload::from(serde_json::to_vec(&me).unwrap());
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match lake.store.put_opts(&path, body, opts).await {
+            Ok(_) => {
+                let lost = Arc::new(AtomicBool::new(false));
+                let beat = tokio::spawn(heartbeat(lake.clone(), path.clone(), me.clone(), ttl, lost.clone()));
+                return Ok(Lease {
+                    lake: lake.clone(),
+                    rel: rel(source),
+                    me,
+                    lost,
+                    beat,
+                });
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let current = match lake.store.get(&path).await {
+            Ok(g) => g.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match serde_json::from_slice::<Holder>(&current) {
+            Ok(h) if !h.stale(Utc::now()) => {
+                if !wait {
+                    return Err(Error::Busy(format!(
+                        "a pull of {source} is running since {} ({}, pid {}); try again later or pass --wait",
+                        h.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        h.host,
+                        h.pid
+                    )));
+                }
+                if !announced {
+                    tracing::info!(source, host = %h.host, pid = h.pid, "waiting for the running pull of this source");
+                    announced = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => {
+                // Stale (or unreadable): remove it only if it is still the same object.
+                if let Ok(h) = &other {
+                    tracing::info!(source, host = %h.host, pid = h.pid, "taking over a stale lease");
+                }
+                if let Ok(g) = lake.store.get(&path).await {
+                    if g.bytes().await? == current {
+                        let _ = lake.store.delete(&path).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn heartbeat(lake: Lake, path: object_store::path::Path, mut me: Holder, ttl: Duration, lost: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let still_mine = match lake.store.get(&path).await {
+            Ok(g) => g
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+                .is_some_and(|h| h.holder == me.holder),
+            Err(_) => false,
+        };
+        if !still_mine {
+            tracing::error!("this run's lease was taken over by another pull; it commits nothing more");
+            lost.store(true, Ordering::SeqCst);
+            return;
+        }
+        me.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap();
+        let _ = lake
+            .store
+            .put(&path, PutPayload::from(serde_json::to_vec(&me).unwrap()))
+            .await;
+    }
+}
+
+impl Lease {
+    pub async fn release(self) {
+        self.beat.abort();
+        let path = self.lake.path(&self.rel);
+        if let Ok(g) = self.lake.store.get(&path).await {
+            if let Ok(b) = g.bytes().await {
+                if serde_json::from_slice::<Holder>(&b).is_ok_and(|h| h.holder == self.me.holder) {
+                    let _ = self.lake.store.delete(&path).await;
+                }
+                // A local lake keeps no empty folders behind (a run that landed nothing
+                // leaves no trace).
+                if let Some(d) = &self.lake.local_dir {
+                    let _ = std::fs::remove_dir(d.join("_ingest/leases"));
+                    let _ = std::fs::remove_dir(d.join("_ingest"));
+                }
+            }
+        }
+    }
+}
+
