@@ -322,7 +322,7 @@ impl Checker<'_> {
             crate::json::Condition::parse(ci).map_err(|m| self.err(&pk("continue_if"), m))?;
         }
         if matches!(pagination, Pagination::Keyset { .. })
-            && !sc.incremental.as_ref().is_some_and(|i| i.param.is_some())
+            && sc.incremental.as_ref().is_none_or(|i| i.param.is_none())
         {
             return Err(self.err(
                 &pk("type"),

@@ -144,9 +144,26 @@ impl Lake {
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let mut out: Vec<String> = listed
+        let mut names: Vec<String> = listed.into_iter().map(|m| m.location.as_ref()[strip..].to_string()).collect();
+        // Local multipart staging parts (`…#n`) are not listed by the store: walk for them.
+        if let Some(d) = &self.local_dir {
+            let mut stack = vec![d.join(prefix)];
+            while let Some(dir) = stack.pop() {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if let Ok(rel) = p.strip_prefix(d) {
+                        let rel = rel.to_string_lossy().to_string();
+                        if rel.contains('#') {
+                            names.push(rel);
+                        }
+                    }
+                }
+            }
+        }
+        let mut out: Vec<String> = names
             .into_iter()
-            .map(|m| m.location.as_ref()[strip..].to_string())
             .filter(|rel| re.is_match(rel) && !current.contains(rel))
             .collect();
         out.sort();
@@ -179,6 +196,12 @@ impl Lake {
     pub async fn remove_all(&self, orphans: &[String]) -> Result<usize> {
         let mut n = 0;
         for rel in orphans {
+            if let (Some(d), true) = (&self.local_dir, rel.contains('#')) {
+                if std::fs::remove_file(d.join(rel)).is_ok() {
+                    n += 1;
+                }
+                continue;
+            }
             match self.store.delete(&self.path(rel)).await {
                 Ok(()) => n += 1,
                 Err(object_store::Error::NotFound { .. }) => {}

@@ -7,10 +7,11 @@
 //!      (`file_<date>.json`, else `file_<date>_<n>.json`), visible only when complete;
 //!   2. the row is committed (with the watermark it earns, below);
 //!   3. the file it supersedes (same `slot`: the same window of the same stream) is deleted.
+//!
 //!   A crash after 1 leaves an unrecorded file; after 2, a superseded one. Both are *orphans*
-//!   (on disk, not a current catalogued file): `ingest status` lists them, and the next pull of
-//!   that source (holding the lease) or `ingest vacuum` removes them. After a successful run
-//!   the raw folders hold exactly the current catalogued files.
+//!   (on disk, not a current catalogued file): `ingest status` lists them, and the next pull
+//!   of that source (holding the lease) or `ingest vacuum` removes them. After a successful
+//!   run the raw folders hold exactly the current catalogued files.
 //! - **Positions** (`seq`) are assigned at commit time from the Delta version being
 //!   committed: `seq = version * SEQ_PER_COMMIT + i`. Catalogue commits never rebase
 //!   (`max_retries 0`): on a conflict the writer reloads and renumbers. So positions strictly

@@ -2,7 +2,7 @@
 //! then landing order), types Delta/Athena/DuckDB accept, then MERGE / append / overwrite with
 //! the model's watermark as an application transaction in the same commit.
 use super::model::{Mode, Model};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lake::Lake;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
@@ -246,7 +246,8 @@ pub async fn write(
             if !m.partition_by.is_empty() {
                 w = w.with_partition_columns(m.partition_by.clone());
             }
-            let t = w.await.map_err(|e| Error::Lake(format!("{}: {e}", m.target)))?;
+            // Typed, so the caller tells a lost commit race from a failure.
+            let t = w.await?;
             Ok(Written {
                 table_version: t.version().unwrap_or(0) as i64,
                 rows,
