@@ -182,6 +182,9 @@ pub struct ServeArgs {
     /// Late Pancake conversations appear in the last simulated day after this many seconds
     #[arg(long)]
     pub late_after: Option<f64>,
+    /// Leave out every optional field of every record (as real APIs do)
+    #[arg(long)]
+    pub omit_optional: bool,
 }
 
 impl ServeArgs {
@@ -202,6 +205,7 @@ impl ServeArgs {
             ignore_filter_every: self.ignore_filter_every,
             no_retry_after: self.no_retry_after,
             late_after: self.late_after,
+            omit_optional: self.omit_optional,
         }
     }
 }

@@ -50,6 +50,32 @@ pub struct SimConfig {
     pub no_retry_after: bool,
     /// Late Pancake conversations appear in the last simulated day after this many seconds.
     pub late_after: Option<f64>,
+    /// Leave out every optional field of every record (see [`OPTIONAL`]).
+    pub omit_optional: bool,
+}
+
+/// Fields the real APIs may leave out of a record (everything but keys, names, times and the
+/// lists child tables unnest): `--omit-optional` drops them wherever they appear in a record.
+pub const OPTIONAL: &[&str] = &[
+    "company", "seller", "product", "channel", "lead_source", "archive_details", "done_details", "email", "phone",
+    "snippet", "seen", "message_count", "assignee_ids", "gender", "phone_numbers", "birthday", "psid", "message",
+    "reactions", "comment_count", "color", "lighten_color", "role", "average_response_time", "phone_number_count",
+    "inbox_count", "new_customer_replied_count", "total_engagement", "customer_comment_count", "customer_inbox_count",
+    "new_customer_count", "reach", "impressions", "spend", "currency", "budget_remaining", "daily_budget", "adset_id",
+    "account_id", "status",
+];
+
+fn strip_optional(v: &mut Value, in_record: bool) {
+    match v {
+        Value::Array(a) => a.iter_mut().for_each(|x| strip_optional(x, true)),
+        Value::Object(m) => {
+            if in_record {
+                m.retain(|k, _| !OPTIONAL.contains(&k.as_str()));
+            }
+            m.values_mut().for_each(|x| strip_optional(x, in_record));
+        }
+        _ => {}
+    }
 }
 
 impl Default for SimConfig {
@@ -70,6 +96,7 @@ impl Default for SimConfig {
             ignore_filter_every: 0,
             no_retry_after: false,
             late_after: None,
+            omit_optional: false,
         }
     }
 }
@@ -287,6 +314,10 @@ async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: He
             if every(sim.cfg.fail_every) {
                 sim.count(&route, false, 0);
                 return respond(503, &json!({"error": "service_unavailable"}), None, false);
+            }
+            let mut r = r;
+            if sim.cfg.omit_optional {
+                strip_optional(&mut r.body, false);
             }
             let truncate = every(sim.cfg.truncate_every);
             sim.count(&route, false, if truncate { 0 } else { r.records });

@@ -161,6 +161,7 @@ async fn register_delta(ctx: &SessionContext, name: &str, t: &deltalake::DeltaTa
 fn missing_field(
     e: &deltalake::datafusion::error::DataFusionError,
     raw_refs: &[&String],
+    sql: &str,
 ) -> Option<(String, Vec<String>)> {
     use deltalake::datafusion::common::SchemaError;
     use deltalake::datafusion::error::DataFusionError;
@@ -175,18 +176,78 @@ fn missing_field(
                 }
                 None => only(),
             }?;
-            return Some((table, vec![field.name.clone()]));
+            return Some((table, shape_of(sql, &field.name)));
         }
     }
     None
 }
 
-/// A schema holding just `path` (nested structs down to a text leaf).
+/// The shape a missing top-level field must have for `sql` to plan: `f['a']['b']` → nested
+/// structs, `f[1]` → a list of text, else text.
+fn shape_of(sql: &str, name: &str) -> Vec<String> {
+    let esc = regex::escape(name);
+    let chain = regex::Regex::new(&format!(r"\b{esc}((?:\s*\[\s*'[^']*'\s*\])+)")).expect("valid regex");
+    let seg = regex::Regex::new(r"'([^']*)'").expect("valid regex");
+    let mut path = vec![name.to_string()];
+    if let Some(c) = chain.captures(sql) {
+        path.extend(seg.captures_iter(&c[1]).map(|c| c[1].to_string()));
+    } else if regex::Regex::new(&format!(r"\b{esc}\s*\[\s*[0-9]")).expect("valid regex").is_match(sql) {
+        path.push(LIST_MARK.to_string());
+    }
+    path
+}
+
+/// A path segment meaning "a list of".
+const LIST_MARK: &str = "[]";
+
+/// A nested field a model reads (`root['a']['b']`) that the raw stream's struct lacks. The
+/// struct accessor reports only the missing name, so the path is taken from the SQL text: the
+/// first bracket chain naming it whose path the stream's schema does not have.
+fn missing_nested(
+    e: &deltalake::datafusion::error::DataFusionError,
+    sql: &str,
+    schemas: &[(String, deltalake::arrow::datatypes::SchemaRef)],
+) -> Option<(String, Vec<String>)> {
+    use deltalake::arrow::datatypes::{DataType, Fields};
+    let msg = e.find_root().to_string();
+    let name = msg.split("Field ").nth(1)?.split(" not found in struct").next()?.to_string();
+    let chain = regex::Regex::new(r"([A-Za-z_][A-Za-z0-9_]*)((?:\s*\[\s*'[^']*'\s*\])+)").ok()?;
+    let seg = regex::Regex::new(r"'([^']*)'").ok()?;
+    fn has(fields: &Fields, path: &[String]) -> bool {
+        let Some(f) = fields.iter().find(|f| f.name() == &path[0]) else {
+            return false;
+        };
+        match (f.data_type(), path.len()) {
+            (_, 1) => true,
+            (DataType::Struct(inner), _) => has(inner, &path[1..]),
+            _ => false,
+        }
+    }
+    for cap in chain.captures_iter(sql) {
+        let mut path = vec![cap[1].to_string()];
+        path.extend(seg.captures_iter(&cap[2]).map(|c| c[1].to_string()));
+        let Some(at) = path.iter().skip(1).position(|p| *p == name) else {
+            continue;
+        };
+        for (table, schema) in schemas {
+            if schema.field_with_name(&path[0]).is_ok() && !has(schema.fields(), &path[..at + 2]) {
+                return Some((table.clone(), path));
+            }
+        }
+    }
+    None
+}
+
+/// A schema holding just `path` (nested structs down to a text leaf; `[]` = a list of it).
 fn schema_with_path(path: &[String]) -> Schema {
     use deltalake::arrow::datatypes::{DataType, Field};
     let mut t = DataType::Utf8;
     for seg in path[1..].iter().rev() {
-        t = DataType::Struct(vec![Field::new(seg, t, true)].into());
+        t = if seg == LIST_MARK {
+            DataType::List(std::sync::Arc::new(Field::new("item", t, true)))
+        } else {
+            DataType::Struct(vec![Field::new(seg, t, true)].into())
+        };
     }
     Schema::new(vec![Field::new(&path[0], t, true)])
 }
@@ -280,7 +341,14 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
             match ctx.sql(&m.sql).await {
                 Ok(df) => break df,
                 Err(e) => {
-                    let Some((table, path)) = missing_field(&e, &raw_refs).filter(|_| tries < 100) else {
+                    let mut schemas = Vec::new();
+                    for r in &raw_refs {
+                        if let Ok(t) = ctx.table_provider(r.as_str()).await {
+                            schemas.push(((*r).clone(), t.schema()));
+                        }
+                    }
+                    let found = missing_field(&e, &raw_refs, &m.sql).or_else(|| missing_nested(&e, &m.sql, &schemas));
+                    let Some((table, path)) = found.filter(|_| tries < 100) else {
                         return Err(sql_error(m, &e.to_string()));
                     };
                     tries += 1;

@@ -130,6 +130,71 @@ pub fn normalize(df: DataFrame) -> Result<DataFrame> {
     Ok(df.select(exprs)?)
 }
 
+fn simple(t: &DataType) -> bool {
+    matches!(t, DataType::Boolean | DataType::Int64 | DataType::Float64 | DataType::Utf8)
+}
+
+/// A column whose type changed between runs (int → float → string): the new rows are cast
+/// up to the table's type, or — when the new type is the wider one — the table is first
+/// rewritten with the column widened (its own commit; the model's txn is not touched, so a
+/// crash in between only means the rewrite is redone as a no-op). Delta cannot widen a
+/// column in place for readers at protocol 1.
+async fn align(m: &Model, t: DeltaTable, df: DataFrame) -> Result<(DeltaTable, DataFrame)> {
+    let target = t.table_provider().await?.schema();
+    let mut src_cast: Vec<(String, DataType)> = Vec::new();
+    let mut tgt_cast: Vec<(String, DataType)> = Vec::new();
+    for f in df.schema().fields() {
+        let Ok(tf) = target.field_with_name(f.name()) else { continue };
+        let (st, tt) = (f.data_type(), tf.data_type());
+        if st == tt || !simple(st) || !simple(tt) {
+            continue;
+        }
+        let w = crate::lake::schema::widen(tt, st);
+        if &w != st {
+            src_cast.push((f.name().clone(), w.clone()));
+        }
+        if &w != tt {
+            tgt_cast.push((f.name().clone(), w));
+        }
+    }
+    let recast = |d: DataFrame, casts: &[(String, DataType)]| -> Result<DataFrame> {
+        if casts.is_empty() {
+            return Ok(d);
+        }
+        let exprs: Vec<Expr> = d
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = col(format!("\"{}\"", f.name()));
+                match casts.iter().find(|(n, _)| n == f.name()) {
+                    Some((_, t)) => cast(c, t.clone()).alias(f.name()),
+                    None => c,
+                }
+            })
+            .collect();
+        Ok(d.select(exprs)?)
+    };
+    let df = recast(df, &src_cast)?;
+    if tgt_cast.is_empty() {
+        return Ok((t, df));
+    }
+    let names: Vec<&str> = tgt_cast.iter().map(|(n, _)| n.as_str()).collect();
+    tracing::warn!(model = %m.target, columns = ?names, "a column's type widened; rewriting the table with the wider type");
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    t.update_datafusion_session(&ctx.state())?;
+    let current = recast(ctx.read_table(t.table_provider().await?)?, &tgt_cast)?;
+    let batches = current.collect().await?;
+    let mut w = t
+        .write(batches)
+        .with_save_mode(SaveMode::Overwrite)
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+    if !m.partition_by.is_empty() {
+        w = w.with_partition_columns(m.partition_by.clone());
+    }
+    Ok((w.await?, df))
+}
+
 pub struct Written {
     pub table_version: i64,
     pub rows: usize,
@@ -161,6 +226,13 @@ pub async fn write(
             Some("interval 30 days".to_string()),
         ),
     ];
+    let (existing, df) = match existing {
+        Some(t) if !full_refresh && m.mode != Mode::Replace => {
+            let (t, df) = align(m, t, df).await?;
+            (Some(t), df)
+        }
+        other => (other, df),
+    };
     match (existing, m.mode) {
         (Some(t), Mode::Merge) if !full_refresh => {
             let cols: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();

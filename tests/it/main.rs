@@ -7,3 +7,4 @@ mod input;
 mod pull_c2s;
 mod pull_pancake;
 mod transform;
+mod transform_traps;
