@@ -9,7 +9,7 @@ SELECT
   page_id,
   type,
   snippet,
-  CAST(message_count AS BIGINT) AS message_count,
+  try_cast(message_count AS BIGINT) AS message_count,
   seen,
   assignee_ids[1] AS assignee_id,
   customers,

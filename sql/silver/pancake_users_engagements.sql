@@ -2,6 +2,6 @@
 -- unique_key: page_id, window_start, user_id
 -- mode: merge
 SELECT page_id, _window_start AS window_start, user_id, name,
-  CAST(total_engagement AS BIGINT) AS total_engagement,
-  CAST(new_customer_replied_count AS BIGINT) AS new_customer_replied_count, _ingest_order
+  try_cast(total_engagement AS BIGINT) AS total_engagement,
+  try_cast(new_customer_replied_count AS BIGINT) AS new_customer_replied_count, _ingest_order
 FROM raw.pancake_users_engagements

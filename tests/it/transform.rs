@@ -369,7 +369,7 @@ fn bad_models_exit_2_and_a_killed_transform_recovers_exactly() {
         ),
         (
             "silver/pancake_posts.sql",
-            "CAST(comment_count AS BIGINT)",
+            "try_cast(comment_count AS BIGINT)",
             "no_such_fn(comment_count)",
             "no_such_fn",
         ),
