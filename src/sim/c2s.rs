@@ -58,7 +58,6 @@ pub fn lead(seed: u64, e: &data::Entity, now: DateTime<Utc>) -> Option<Value> {
             "lead_status": {"alias": status.0, "name": status.1},
             "lead_source": {"id": src + 1, "name": SOURCES[src as usize]},
             "channel": {"name": pick(h >> 13, CHANNELS)},
-            "company": {"name": "Imobiliária Exemplo"},
             "seller": {"id": (h >> 17) % 6 + 1, "name": format!("Vendedor {}", (h >> 17) % 6 + 1)},
             "product": {"prop_ref": format!("AP{:04}", (h >> 23) % 500)},
             "archive_details": if status.0 == "lost" { json!({"reason": "sem interesse"}) } else { Value::Null },
@@ -67,9 +66,10 @@ pub fn lead(seed: u64, e: &data::Entity, now: DateTime<Utc>) -> Option<Value> {
             "updated_at": fmt(e.versions[v]),
         }
     });
-    // Schema drift: from the eighth simulated day on, leads carry a field earlier ones lack.
+    // Schema drift, with documented fields only: from the eighth simulated day on, leads
+    // carry `company` (optional in APIS.md), which earlier ones lack.
     if e.day >= 7 {
-        lead["relationships"] = json!({"campaign": {"id": format!("cmp-{}", (h >> 31) % 20), "medium": pick(h >> 37, &["cpc", "organic", "social"])}});
+        lead["attributes"]["company"] = json!({"name": pick(h >> 31, &["Imobiliária Exemplo", "Construtora Sol", "Casa Nova"])});
     }
     Some(lead)
 }

@@ -89,13 +89,13 @@ fn a_second_pull_of_a_source_waits_or_exits_1() {
 
 #[test]
 fn concurrent_pulls_of_two_sources_and_transforms_miss_nothing() {
-    let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--live-updates", "2"]);
+    let sim = Sim::start(&["--rate-window", "1", "--days", "10", "--live-updates", "2"]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    for round in 1..=6 {
+    for round in 1..=10 {
         // Each round lands new Pancake windows and new/updated leads, side by side, while a
         // transform runs against whatever is committed at that moment.
-        let day = format!("2023-09-0{round}");
+        let day = format!("2023-09-{round:02}");
         let p = spawn(&sim, &lake, &["pull", "pancake", "--from", &day, "--to", &day]);
         let c = spawn(&sim, &lake, &["pull", "c2s"]);
         std::thread::sleep(Duration::from_millis(300));
@@ -201,7 +201,8 @@ fn fractional_times_at_window_edges_and_late_rows_land() {
     assert_eq!(per_slot.len(), current.len());
 }
 
-/// Field names APIS.md documents for the Pancake statistics rows (plus the injected context).
+/// Field names APIS.md documents for Pancake ads, campaigns and tags and for C2S leads (plus
+/// the injected context).
 #[test]
 fn simulated_rows_have_only_documented_fields() {
     let sim = Sim::start(&["--rate-window", "1", "--days", "7"]);
@@ -235,6 +236,44 @@ fn simulated_rows_have_only_documented_fields() {
         seen.insert(stream);
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
+    // C2S leads and Pancake tags: the record shapes APIS.md gives, key for key.
+    ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
+    ok(&ingest(Some(&sim), &lake, &["pull", "pancake", "--streams", "tags"]));
+    let attrs = [
+        "customer", "lead_status", "lead_source", "channel", "company", "seller", "product", "archive_details",
+        "done_details", "created_at", "updated_at",
+    ];
+    let nested: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        ("customer", vec!["name", "email", "phone"]),
+        ("lead_status", vec!["alias", "name"]),
+        ("lead_source", vec!["id", "name"]),
+        ("channel", vec!["name"]),
+        ("company", vec!["name"]),
+        ("seller", vec!["id", "name"]),
+        ("product", vec!["prop_ref"]),
+    ]);
+    let files = raw_files(&lake);
+    let leads: Vec<&Value> = files.iter().filter(|(k, _)| k.starts_with("c2s/")).flat_map(|(_, v)| v).collect();
+    assert!(!leads.is_empty());
+    for l in &leads {
+        let keys: BTreeSet<&str> = l.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, BTreeSet::from(["type", "id", "attributes"]), "{l}");
+        for (k, v) in l["attributes"].as_object().unwrap() {
+            assert!(attrs.contains(&k.as_str()), "lead field `{k}` is not in APIS.md");
+            if let (Some(allowed), Some(o)) = (nested.get(k.as_str()), v.as_object()) {
+                for kk in o.keys() {
+                    assert!(allowed.contains(&kk.as_str()), "lead field `{k}.{kk}` is not in APIS.md");
+                }
+            }
+        }
+    }
+    let tags: Vec<&Value> = files.iter().filter(|(k, _)| k.contains("/tags/")).flat_map(|(_, v)| v).collect();
+    assert!(!tags.is_empty());
+    for t in tags {
+        let keys: BTreeSet<&str> =
+            t.as_object().unwrap().keys().map(String::as_str).filter(|k| !context.contains(k)).collect();
+        assert_eq!(keys, BTreeSet::from(["id", "text", "color", "lighten_color"]), "{t}");
+    }
     ok(&ingest_sql(&lake, &shipped_sql(), &["transform", "silver.pancake_ads", "silver.pancake_campaign"]));
     let ads = query(&lake, "SELECT count(*) AS n, count(DISTINCT CAST(date AS VARCHAR)) AS d FROM silver.pancake_ads");
     assert!(ads[0]["n"].as_u64().unwrap() > 0);
