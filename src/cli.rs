@@ -70,11 +70,12 @@ pub enum Command {
         /// Only this source
         source: Option<String>,
     },
-    /// Remove raw files that no catalogue row lists: landings of crashed runs and superseded
-    /// files. Takes each source's lease, so it never races a running pull.
+    /// Remove files nothing refers to: raw files no catalogue row lists (landings of crashed
+    /// runs, superseded files; under each source's lease, so it never races a pull) and Delta
+    /// data files no commit references after the tables' retention (7 days).
     Vacuum {
-        /// Only this source
-        source: Option<String>,
+        /// A table (schema.table) or a source; default: every table and source
+        target: Option<String>,
     },
     /// The bundled API simulator.
     Fixtures {

@@ -118,10 +118,10 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             print!("{}", status::render(&lake, source.as_deref(), &template).await?);
             Ok(0)
         }
-        Command::Vacuum { source } => {
+        Command::Vacuum { target } => {
             let lake = Lake::open(&cli.lake)?;
-            let n = status::vacuum(&lake, &cli.pipelines, source.as_deref()).await?;
-            println!("removed {n} raw file(s) that no catalogue row lists");
+            let (raw, files) = status::vacuum(&lake, &cli.pipelines, target.as_deref()).await?;
+            println!("removed {raw} raw file(s) that no catalogue row lists and {files} table data file(s) no commit references");
             Ok(0)
         }
         Command::Fixtures {

@@ -160,22 +160,54 @@ pub fn template_of(dir: &std::path::Path, source: &str) -> String {
         .unwrap_or_else(|_| crate::config::default_path_template())
 }
 
-/// `ingest vacuum`: under each source's lease, remove its orphan raw files.
-pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, source: Option<&str>) -> Result<usize> {
-    let rows = state::read_catalogue(lake, source).await?;
-    let sources: std::collections::BTreeSet<String> = rows.iter().map(|r| r.source.clone()).collect();
-    let mut n = 0;
-    for s in sources {
-        let lease = crate::lake::lease::acquire(lake, &s, true).await?;
-        let res = async {
-            // Read again under the lease: a pull may have committed since.
-            let rows = state::read_catalogue(lake, Some(&s)).await?;
-            let o = orphans(lake, &rows, &|src| template_of(pipelines, src)).await?;
-            lake.remove_all(o.get(&s).map(Vec::as_slice).unwrap_or(&[])).await
+/// `ingest vacuum [TARGET]`: remove raw files no catalogue row lists (under each source's
+/// lease) and data files of Delta tables that no commit references any more (older than the
+/// tables' 7-day retention). TARGET: a table (`schema.table`) or a source; default: all.
+/// Returns (raw files, table files) removed.
+pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&str>) -> Result<(usize, usize)> {
+    let table = target.filter(|t| t.contains('.'));
+    let source = target.filter(|t| !t.contains('.'));
+    let mut raw = 0;
+    if table.is_none() {
+        let rows = state::read_catalogue(lake, source).await?;
+        let sources: std::collections::BTreeSet<String> = rows.iter().map(|r| r.source.clone()).collect();
+        if let Some(s) = source.filter(|s| !sources.contains(*s)) {
+            return Err(crate::Error::Usage(format!("vacuum: no source `{s}` has landed anything in {}", lake.url)));
         }
-        .await;
-        lease.release().await;
-        n += res?;
+        for s in sources {
+            let lease = crate::lake::lease::acquire(lake, &s, true).await?;
+            let res = async {
+                // Read again under the lease: a pull may have committed since.
+                let rows = state::read_catalogue(lake, Some(&s)).await?;
+                let o = orphans(lake, &rows, &|src| template_of(pipelines, src)).await?;
+                lake.remove_all(o.get(&s).map(Vec::as_slice).unwrap_or(&[])).await
+            }
+            .await;
+            lease.release().await;
+            raw += res?;
+        }
     }
-    Ok(n)
+    let mut files = 0;
+    if source.is_none() {
+        let rels = crate::query::delta_tables(lake).await?;
+        let rels: Vec<String> = match table {
+            Some(t) => {
+                let rel = t.replace('.', "/");
+                if !rels.contains(&rel) {
+                    return Err(crate::Error::Usage(format!("vacuum: no table `{t}` in {}", lake.url)));
+                }
+                vec![rel]
+            }
+            None => rels,
+        };
+        for rel in rels {
+            let Some(t) = state::open_table(lake, &rel).await? else { continue };
+            let (_, metrics) = t.vacuum().await?;
+            if !metrics.files_deleted.is_empty() {
+                tracing::info!(table = %rel, files = metrics.files_deleted.len(), "removed data files no commit references");
+            }
+            files += metrics.files_deleted.len();
+        }
+    }
+    Ok((raw, files))
 }

@@ -279,3 +279,27 @@ fn simulated_rows_have_only_documented_fields() {
     assert!(ads[0]["n"].as_u64().unwrap() > 0);
     assert!(ads[0]["d"].as_u64().unwrap() > 1);
 }
+
+#[test]
+fn status_lists_and_vacuum_removes_only_what_no_catalogue_row_lists() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    ok(&ingest(Some(&sim), &lake, &["pull", "pancake", "--streams", "posts", "--from", "2023-09-01", "--to", "2023-09-02"]));
+    ok(&ingest_sql(&lake, &shipped_sql(), &["transform", "silver.pancake_posts"]));
+    let before = raw_files(&lake);
+    // What a crash between writing a file and committing it leaves behind.
+    let orphan = "pancake/1001/posts/file_2023-09-02_2.json";
+    std::fs::write(lake.join(orphan), "{\"id\":\"ghost\"}\n").unwrap();
+    let status = ok(&ingest(Some(&sim), &lake, &["status"]));
+    assert!(status.contains("no catalogue row lists") && status.contains(orphan), "{status}");
+    let o = ok(&ingest(Some(&sim), &lake, &["vacuum"]));
+    assert!(o.contains("removed 1 raw file(s)"), "{o}");
+    assert_eq!(raw_files(&lake), before);
+    let status = ok(&ingest(Some(&sim), &lake, &["status"]));
+    assert!(!status.contains("no catalogue row lists"), "{status}");
+    let bad = ingest(Some(&sim), &lake, &["vacuum", "silver.nope"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert_eq!(query(&lake, "SELECT count(*) AS n FROM silver.pancake_posts")[0]["n"].as_u64().unwrap() as usize,
+        before.values().map(Vec::len).sum::<usize>());
+}
