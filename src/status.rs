@@ -201,6 +201,7 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
             None => rels,
         };
         for rel in rels {
+            lake.sweep_log_staging(&rel, std::time::Duration::from_secs(60));
             let Some(t) = state::open_table(lake, &rel).await? else { continue };
             let (_, metrics) = t.vacuum().await?;
             if !metrics.files_deleted.is_empty() {

@@ -192,6 +192,26 @@ impl Lake {
         }
     }
 
+    /// Remove staging parts (`<version>.json#n`) a killed commit left in a local Delta log,
+    /// once older than `min_age` (a live commit's part lives for milliseconds).
+    pub fn sweep_log_staging(&self, table_rel: &str, min_age: std::time::Duration) {
+        let Some(dir) = &self.local_dir else { return };
+        let log = dir.join(table_rel).join("_delta_log");
+        for e in std::fs::read_dir(&log).into_iter().flatten().flatten() {
+            let p = e.path();
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a >= min_age);
+            if old && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains('#')) {
+                tracing::info!(file = %p.display(), "removing a commit part left by a killed run");
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+
     /// Delete `orphans` (see [`Lake::orphans`]); returns how many went.
     pub async fn remove_all(&self, orphans: &[String]) -> Result<usize> {
         let mut n = 0;
@@ -221,7 +241,7 @@ pub struct RawFile {
     pub records: u64,
     pub bytes: u64,
     hash: sha2::Sha256,
-    schema: deltalake::arrow::datatypes::Schema,
+    shape: schema::Shape,
 }
 
 impl RawFile {
@@ -233,7 +253,7 @@ impl RawFile {
             records: 0,
             bytes: 0,
             hash: sha2::Sha256::new(),
-            schema: deltalake::arrow::datatypes::Schema::empty(),
+            shape: schema::Shape::Null,
         })
     }
 
@@ -245,8 +265,9 @@ impl RawFile {
             buf.push(b'\n');
         }
         let w = self.writer.as_mut().expect("open raw file");
-        let inferred = deltalake::arrow::json::reader::infer_json_schema_from_iterator(records.iter().map(Ok))?;
-        self.schema = schema::union(&self.schema, &inferred);
+        for r in records {
+            self.shape.add(r);
+        }
         w.wait_for_capacity(4).await?;
         w.write(&buf);
         self.hash.update(&buf);
@@ -258,7 +279,7 @@ impl RawFile {
     /// Complete the upload; returns the content's sha256 and its schema (see [`schema`]).
     pub async fn finish(mut self) -> Result<(String, String)> {
         self.writer.take().expect("open raw file").finish().await?;
-        Ok((hex::encode(self.hash.clone().finalize()), schema::to_json(&self.schema)))
+        Ok((hex::encode(self.hash.clone().finalize()), schema::to_json(&self.shape.schema())))
     }
 
     pub async fn abort(mut self) {

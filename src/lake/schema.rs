@@ -5,6 +5,83 @@
 use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema};
 use std::sync::Arc;
 
+/// The shape of JSON values seen so far, merged record by record while a raw file is written
+/// (cheaper than Arrow's inference: no intermediate schema per batch).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Shape {
+    #[default]
+    Null,
+    Bool,
+    Int,
+    Float,
+    Str,
+    List(Box<Shape>),
+    Obj(Vec<(String, Shape)>),
+}
+
+impl Shape {
+    pub fn add(&mut self, v: &serde_json::Value) {
+        use serde_json::Value as V;
+        match (&mut *self, v) {
+            (_, V::Null) => {}
+            (Shape::Obj(fields), V::Object(m)) => {
+                for (k, x) in m {
+                    match fields.iter_mut().find(|(n, _)| n == k) {
+                        Some((_, s)) => s.add(x),
+                        None => {
+                            let mut s = Shape::Null;
+                            s.add(x);
+                            fields.push((k.clone(), s));
+                        }
+                    }
+                }
+            }
+            (Shape::List(item), V::Array(a)) => a.iter().for_each(|x| item.add(x)),
+            (Shape::Null, x) => {
+                *self = match x {
+                    V::Bool(_) => Shape::Bool,
+                    V::Number(n) if n.is_i64() || n.is_u64() => Shape::Int,
+                    V::Number(_) => Shape::Float,
+                    V::String(_) => Shape::Str,
+                    V::Array(_) => Shape::List(Box::new(Shape::Null)),
+                    V::Object(_) => Shape::Obj(Vec::new()),
+                    V::Null => Shape::Null,
+                };
+                if matches!(x, V::Array(_) | V::Object(_)) {
+                    self.add(x);
+                }
+            }
+            (Shape::Int, V::Number(n)) if !(n.is_i64() || n.is_u64()) => *self = Shape::Float,
+            (Shape::Int | Shape::Float, V::Number(_)) | (Shape::Bool, V::Bool(_)) | (Shape::Str, V::String(_)) => {}
+            (Shape::Bool, V::Number(n)) if n.is_i64() => *self = Shape::Int,
+            (Shape::Int, V::Bool(_)) => {}
+            _ => *self = Shape::Str,
+        }
+    }
+
+    fn data_type(&self) -> DataType {
+        match self {
+            Shape::Null => DataType::Null,
+            Shape::Bool => DataType::Boolean,
+            Shape::Int => DataType::Int64,
+            Shape::Float => DataType::Float64,
+            Shape::Str => DataType::Utf8,
+            Shape::List(i) => DataType::List(Arc::new(Field::new("item", i.data_type(), true))),
+            Shape::Obj(fs) => DataType::Struct(Fields::from(
+                fs.iter().map(|(n, s)| Field::new(n, s.data_type(), true)).collect::<Vec<_>>(),
+            )),
+        }
+    }
+
+    /// The schema of records of this shape (an object; anything else has no columns).
+    pub fn schema(&self) -> Schema {
+        match self.data_type() {
+            DataType::Struct(fs) => Schema::new(fs),
+            _ => Schema::empty(),
+        }
+    }
+}
+
 /// The narrowest type holding values of both `a` and `b`.
 pub fn widen(a: &DataType, b: &DataType) -> DataType {
     use DataType::*;
@@ -107,5 +184,18 @@ mod tests {
         assert_eq!(u.fields().len(), 2);
         assert_eq!(u.field(0).data_type(), &Float64);
         assert_eq!(from_json(&to_json(&u)).unwrap(), u);
+    }
+
+    #[test]
+    fn shapes_agree_with_arrow_inference() {
+        let recs = vec![
+            serde_json::json!({"a": 1, "b": {"c": "x"}, "l": [1, 2]}),
+            serde_json::json!({"a": 1.5, "b": {"d": true}, "l": [], "n": null}),
+        ];
+        let mut s = Shape::Null;
+        recs.iter().for_each(|r| s.add(r));
+        let arrow =
+            deltalake::arrow::json::reader::infer_json_schema_from_iterator(recs.iter().map(Ok)).unwrap();
+        assert_eq!(s.schema(), arrow);
     }
 }

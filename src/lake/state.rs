@@ -94,6 +94,15 @@ pub fn current_files(rows: &[LandedFile]) -> Vec<LandedFile> {
     out
 }
 
+fn has_current_columns(t: &DeltaTable) -> bool {
+    t.snapshot()
+        .map(|s| {
+            let have: Vec<String> = s.schema().fields().map(|f| f.name().to_string()).collect();
+            schema().fields().iter().all(|f| have.contains(f.name()))
+        })
+        .unwrap_or(false)
+}
+
 /// Whether a Delta error is another writer having committed first (typed, not by message).
 pub fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
     use deltalake::kernel::transaction::TransactionError as T;
@@ -269,11 +278,14 @@ pub async fn commit_rows(
         let props = CommitProperties::default()
             .with_application_transactions(txns.iter().map(|(a, v)| Transaction::new(a, *v)).collect())
             .with_max_retries(0);
-        match t
-            .write(vec![batch])
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
-            .with_commit_properties(props)
-            .await
+        // Catalogues made before `slot`/`schema` existed gain them once (schema merge costs a
+        // snapshot pass per commit, so only when needed).
+        let merge = !has_current_columns(&t);
+        let mut w = t.write(vec![batch]).with_commit_properties(props);
+        if merge {
+            w = w.with_schema_mode(deltalake::operations::write::SchemaMode::Merge);
+        }
+        match w.await
         {
             Ok(t) => return Ok(t),
             Err(e) if is_conflict(&e) => {

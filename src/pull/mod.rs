@@ -202,6 +202,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
     // Holding the lease, no other run of this source is writing: anything on disk that the
     // catalogue does not list as current is a crashed or superseded landing.
     lake.sweep_staging(&p.name);
+    lake.sweep_log_staging(state::CATALOGUE, std::time::Duration::from_secs(60));
     let known = known_state(lake, &p.name).await?;
     let orphans = lake.orphans(&p.path_template, &p.name, &current_paths(&known)).await?;
     if !orphans.is_empty() {
