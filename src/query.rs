@@ -11,38 +11,13 @@ use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
-/// `schema/table` folders of the lake that hold a Delta table.
-pub async fn delta_tables(lake: &Lake) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let root = lake.path("");
-    let top = lake
-        .store
-        .list_with_delimiter(if lake.path("x").as_ref() == "x" {
-            None
-        } else {
-            Some(&root)
-        })
-        .await?;
-    for schema in top.common_prefixes {
-        let s = schema.filename().unwrap_or_default().to_string();
-        for table in lake.store.list_with_delimiter(Some(&schema)).await?.common_prefixes {
-            let t = table.filename().unwrap_or_default().to_string();
-            let rel = format!("{s}/{t}");
-            if state::table_exists(lake, &rel).await? {
-                out.push(rel);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
 
 /// A session with every Delta table registered, and the raw streams `sql` refers to (raw
 /// streams are decoded into memory, so only those a statement reads are loaded).
 pub async fn context(lake: &Lake, sql: &str) -> Result<SessionContext> {
     let ctx = SessionContext::new();
     let cat = ctx.catalog("datafusion").expect("default catalog");
-    for rel in delta_tables(lake).await? {
+    for rel in state::delta_tables(lake).await? {
         let (s, t) = rel.split_once('/').unwrap();
         if cat.schema(s).is_none() {
             cat.register_schema(s, Arc::new(MemorySchemaProvider::new()))?;
@@ -124,7 +99,7 @@ fn flatten_nested(b: &deltalake::arrow::array::RecordBatch) -> Result<deltalake:
 /// `CREATE EXTERNAL TABLE` statements for Athena engine v3 (Delta tables need no columns).
 pub async fn athena_ddl(lake: &Lake, database: &str) -> Result<String> {
     let mut out = String::new();
-    for rel in delta_tables(lake).await? {
+    for rel in state::delta_tables(lake).await? {
         if rel.starts_with('_') {
             continue;
         }

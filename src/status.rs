@@ -118,7 +118,7 @@ pub async fn render(lake: &Lake, source: Option<&str>, template: &dyn Fn(&str) -
 
 /// Each modelled table: Delta version, rows, and the catalogue position its model consumed.
 async fn tables(lake: &Lake) -> Result<String> {
-    let rels = crate::query::delta_tables(lake).await?;
+    let rels = state::delta_tables(lake).await?;
     let rels: Vec<_> = rels.into_iter().filter(|r| !r.starts_with('_')).collect();
     if rels.is_empty() {
         return Ok(String::new());
@@ -189,7 +189,7 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
     }
     let mut files = 0;
     if source.is_none() {
-        let rels = crate::query::delta_tables(lake).await?;
+        let rels = state::delta_tables(lake).await?;
         let rels: Vec<String> = match table {
             Some(t) => {
                 let rel = t.replace('.', "/");

@@ -149,6 +149,32 @@ pub async fn table_exists(lake: &Lake, rel: &str) -> Result<bool> {
     Ok(!lake.store.list_with_delimiter(Some(&log)).await?.objects.is_empty())
 }
 
+/// `schema/table` folders of the lake that hold a Delta table.
+pub async fn delta_tables(lake: &Lake) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let root = lake.path("");
+    let top = lake
+        .store
+        .list_with_delimiter(if lake.path("x").as_ref() == "x" {
+            None
+        } else {
+            Some(&root)
+        })
+        .await?;
+    for schema in top.common_prefixes {
+        let s = schema.filename().unwrap_or_default().to_string();
+        for table in lake.store.list_with_delimiter(Some(&schema)).await?.common_prefixes {
+            let t = table.filename().unwrap_or_default().to_string();
+            let rel = format!("{s}/{t}");
+            if table_exists(lake, &rel).await? {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Open a Delta table of the lake (None when it does not exist yet).
 pub async fn open_table(lake: &Lake, rel: &str) -> Result<Option<DeltaTable>> {
     if !table_exists(lake, rel).await? {
