@@ -394,7 +394,13 @@ impl Checker<'_> {
                 .parse()
                 .map_err(|_| self.err(&at("timezone"), format!("unknown time zone `{}`", w.timezone)))?,
             inclusive_end,
-            lookback: parse_duration(&w.lookback).map_err(|m| self.err(&at("lookback"), m))?,
+            lookback: {
+                let l = parse_duration(&w.lookback).map_err(|m| self.err(&at("lookback"), m))?;
+                if l.is_zero() {
+                    tracing::warn!(file = %self.file, stream = name, "the window has no `lookback`: rows that reach the API late for an already pulled window are never landed");
+                }
+                l
+            },
         })
     }
 }

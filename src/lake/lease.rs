@@ -175,7 +175,49 @@ async fn heartbeat(lake: Lake, path: object_store::path::Path, mut me: Holder, t
     }
 }
 
+/// What a catalogue writer checks right before each commit: the lease still names this run.
+#[derive(Clone)]
+pub struct Fence {
+    lake: Lake,
+    path: object_store::path::Path,
+    holder: String,
+    lost: Arc<AtomicBool>,
+}
+
+impl Fence {
+    /// Ok while this run holds the lease; once lost, always an error.
+    pub async fn check(&self) -> Result<()> {
+        if !self.lost.load(Ordering::SeqCst) {
+            let mine = match self.lake.store.get(&self.path).await {
+                Ok(g) => g
+                    .bytes()
+                    .await
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+                    .is_some_and(|h| h.holder == self.holder),
+                Err(_) => false,
+            };
+            if mine {
+                return Ok(());
+            }
+            self.lost.store(true, Ordering::SeqCst);
+        }
+        Err(Error::Busy(
+            "this run lost its lease to another pull of the source; nothing more is committed".into(),
+        ))
+    }
+}
+
 impl Lease {
+    pub fn fence(&self) -> Fence {
+        Fence {
+            lake: self.lake.clone(),
+            path: self.lake.path(&self.rel),
+            holder: self.me.holder.clone(),
+            lost: self.lost.clone(),
+        }
+    }
+
     pub async fn release(self) {
         self.beat.abort();
         let path = self.lake.path(&self.rel);

@@ -334,8 +334,9 @@ pub struct StateWriter {
 }
 
 impl StateWriter {
-    /// `fence`: set when this run lost its lease; no commit is made after that.
-    pub async fn start(lake: &Lake, fence: Option<Arc<std::sync::atomic::AtomicBool>>) -> Result<Self> {
+    /// `fence`: checked right before every commit; once this run has lost its lease to
+    /// another pull of the source, nothing more is committed.
+    pub async fn start(lake: &Lake, fence: Option<super::lease::Fence>) -> Result<Self> {
         // The table is created on the first commit: a run that lands nothing leaves no state.
         let table = open_table(lake, CATALOGUE).await?;
         let (tx, rx) = mpsc::channel(64);
@@ -366,7 +367,7 @@ async fn commit_loop(
     mut table: Option<DeltaTable>,
     mut rx: mpsc::Receiver<Landing>,
     failed: Arc<std::sync::Mutex<Option<String>>>,
-    fence: Option<Arc<std::sync::atomic::AtomicBool>>,
+    fence: Option<super::lease::Fence>,
 ) -> Result<u64> {
     let mut commits = 0u64;
     let mut error: Option<Error> = None;
@@ -395,11 +396,12 @@ async fn commit_loop(
             // Landed files of a failed run stay orphans: the next run removes them.
             continue;
         }
-        if fence.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst)) {
-            let e = Error::Lake("this run lost its lease to another pull of the source; nothing more is committed".into());
-            *failed.lock().unwrap() = Some(e.to_string());
-            error = Some(e);
-            continue;
+        if let Some(f) = &fence {
+            if let Err(e) = f.check().await {
+                *failed.lock().unwrap() = Some(e.to_string());
+                error = Some(e);
+                continue;
+            }
         }
         match commit_rows(&lake, table.take(), &mut rows, &txns).await {
             Ok(t) => {

@@ -209,7 +209,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         let n = lake.remove_all(&orphans).await?;
         tracing::info!(source = %p.name, files = n, "removed raw files no catalogue row lists");
     }
-    let writer = StateWriter::start(lake, Some(lease.lost.clone())).await?;
+    let writer = StateWriter::start(lake, Some(lease.fence())).await?;
     let run_id = uuid::Uuid::new_v4().to_string();
     let now = Utc::now();
     let prog = progress::Progress::new(opts.progress);
