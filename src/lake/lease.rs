@@ -150,19 +150,23 @@ pub async fn acquire(lake: &Lake, source: &str, wait: bool) -> Result<Lease> {
     }
 }
 
+/// Whether the lease object at `path` names `holder` now.
+async fn names(lake: &Lake, path: &object_store::path::Path, holder: &str) -> bool {
+    match lake.store.get(path).await {
+        Ok(g) => g
+            .bytes()
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+            .is_some_and(|h| h.holder == holder),
+        Err(_) => false,
+    }
+}
+
 async fn heartbeat(lake: Lake, path: object_store::path::Path, mut me: Holder, ttl: Duration, lost: Arc<AtomicBool>) {
     loop {
         tokio::time::sleep(ttl / 3).await;
-        let still_mine = match lake.store.get(&path).await {
-            Ok(g) => g
-                .bytes()
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
-                .is_some_and(|h| h.holder == me.holder),
-            Err(_) => false,
-        };
-        if !still_mine {
+        if !names(&lake, &path, &me.holder).await {
             tracing::error!("this run's lease was taken over by another pull; it commits nothing more");
             lost.store(true, Ordering::SeqCst);
             return;
@@ -188,16 +192,7 @@ impl Fence {
     /// Ok while this run holds the lease; once lost, always an error.
     pub async fn check(&self) -> Result<()> {
         if !self.lost.load(Ordering::SeqCst) {
-            let mine = match self.lake.store.get(&self.path).await {
-                Ok(g) => g
-                    .bytes()
-                    .await
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
-                    .is_some_and(|h| h.holder == self.holder),
-                Err(_) => false,
-            };
-            if mine {
+            if names(&self.lake, &self.path, &self.holder).await {
                 return Ok(());
             }
             self.lost.store(true, Ordering::SeqCst);
@@ -221,18 +216,13 @@ impl Lease {
     pub async fn release(self) {
         self.beat.abort();
         let path = self.lake.path(&self.rel);
-        if let Ok(g) = self.lake.store.get(&path).await {
-            if let Ok(b) = g.bytes().await {
-                if serde_json::from_slice::<Holder>(&b).is_ok_and(|h| h.holder == self.me.holder) {
-                    let _ = self.lake.store.delete(&path).await;
-                }
-                // A local lake keeps no empty folders behind (a run that landed nothing
-                // leaves no trace).
-                if let Some(d) = &self.lake.local_dir {
-                    let _ = std::fs::remove_dir(d.join("_ingest/leases"));
-                    let _ = std::fs::remove_dir(d.join("_ingest"));
-                }
-            }
+        if names(&self.lake, &path, &self.me.holder).await {
+            let _ = self.lake.store.delete(&path).await;
+        }
+        // A local lake keeps no empty folders behind (a run that landed nothing leaves no trace).
+        if let Some(d) = &self.lake.local_dir {
+            let _ = std::fs::remove_dir(d.join("_ingest/leases"));
+            let _ = std::fs::remove_dir(d.join("_ingest"));
         }
     }
 }
