@@ -186,6 +186,12 @@ pub struct ServeArgs {
     /// Leave out every optional field of every record (as real APIs do)
     #[arg(long)]
     pub omit_optional: bool,
+    /// Seconds a Zoho access token works (its `expires_in`); then 401 INVALID_TOKEN
+    #[arg(long, default_value_t = 3600.0)]
+    pub token_ttl: f64,
+    /// The Zoho token endpoint rotates the refresh token on every grant
+    #[arg(long)]
+    pub rotate_refresh: bool,
 }
 
 impl ServeArgs {
@@ -207,6 +213,8 @@ impl ServeArgs {
             no_retry_after: self.no_retry_after,
             late_after: self.late_after,
             omit_optional: self.omit_optional,
+            token_ttl: self.token_ttl,
+            rotate_refresh: self.rotate_refresh,
         }
     }
 }

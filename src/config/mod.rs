@@ -5,7 +5,7 @@ pub mod interp;
 mod validate;
 
 pub use validate::{
-    list_sources, load, parse_date, parse_duration, Auth, Incremental, Output, Partition,
+    list_sources, load, parse_date, parse_duration, Auth, Incremental, OAuth2, Output, Partition,
     Pipeline, Stream, Window, WireFormat,
 };
 
@@ -127,8 +127,14 @@ pub enum AuthConfig {
     Query { param: String, token: String },
     /// HTTP basic auth.
     Basic { username: String, password: String },
-    /// OAuth2 refresh-token grant (Zoho): a token is fetched from `token_url`, sent as
-    /// `<header>: <prefix><access_token>`, refreshed on expiry and on 401.
+    /// OAuth2 refresh-token grant (Zoho, seed 004): an access token is asked from
+    /// `token_url` (`method` POST or GET; `grant_type=refresh_token`, `refresh_token`,
+    /// `client_id`, `client_secret` and any `params` in the query), read at `token_key` (a JSON
+    /// path, default `access_token`) with its lifetime at `expires_key` (seconds, default
+    /// `expires_in`), and sent as `<header>: <prefix><token>`. It is refreshed shortly before it
+    /// expires and once on a 401, one refresh shared by every stream. A refresh token the
+    /// provider rotates is written to `refresh_token_file` (outside the lake, mode 0600), which
+    /// later runs read first.
     Oauth2Refresh {
         token_url: String,
         client_id: String,
@@ -138,6 +144,15 @@ pub enum AuthConfig {
         header: String,
         #[serde(default = "default_bearer_prefix")]
         prefix: String,
+        #[serde(default = "default_post")]
+        method: String,
+        #[serde(default = "default_token_key")]
+        token_key: String,
+        #[serde(default = "default_expires_key")]
+        expires_key: String,
+        #[serde(default)]
+        params: BTreeMap<String, String>,
+        refresh_token_file: Option<String>,
     },
 }
 fn default_auth_header() -> String {
@@ -173,6 +188,16 @@ pub struct StreamConfig {
     pub outputs: Vec<OutputConfig>,
     #[serde(default)]
     pub pagination: Option<Pagination>,
+    /// HTTP method: `GET` (default) or `POST`.
+    #[serde(default = "default_get")]
+    pub method: String,
+    /// Request headers of this stream (templates: `{partition}`, `{window_start}`,
+    /// `{window_end}`), added to the source's.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body (a TOML table), sent with `Content-Type: application/json`; string values
+    /// are templates like `headers`.
+    pub body: Option<toml::Value>,
     /// Date windows between `--from` and `--to`.
     pub window: Option<WindowConfig>,
     /// Incremental cursor on a record field.
@@ -211,14 +236,19 @@ pub enum Pagination {
         start: i64,
         size_param: Option<String>,
         page_size: Option<u64>,
+        /// The API's largest page: a larger `page_size` is refused before any request.
+        max_page_size: Option<u64>,
         total: Option<String>,
         continue_if: Option<String>,
     },
-    /// `param` = 0, n, 2n… records; stops like page_number.
+    /// `param` = start, start+n, start+2n… (`start` default 0); stops like page_number.
     Offset {
         param: String,
+        #[serde(default)]
+        start: u64,
         size_param: Option<String>,
         page_size: u64,
+        max_page_size: Option<u64>,
         total: Option<String>,
         continue_if: Option<String>,
     },
@@ -260,6 +290,15 @@ pub enum Pagination {
 }
 
 impl Pagination {
+    /// (page_size, max_page_size) where the kind declares both.
+    pub fn size_limit(&self) -> Option<(u64, u64)> {
+        match self {
+            Pagination::PageNumber { page_size: Some(p), max_page_size: Some(m), .. }
+            | Pagination::Offset { page_size: p, max_page_size: Some(m), .. } => Some((*p, *m)),
+            _ => None,
+        }
+    }
+
     pub fn continue_if(&self) -> Option<&str> {
         match self {
             Pagination::PageNumber { continue_if, .. }
@@ -288,6 +327,18 @@ impl Pagination {
 
 fn one() -> i64 {
     1
+}
+fn default_post() -> String {
+    "POST".into()
+}
+fn default_get() -> String {
+    "GET".into()
+}
+fn default_token_key() -> String {
+    "access_token".into()
+}
+fn default_expires_key() -> String {
+    "expires_in".into()
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -347,6 +398,9 @@ pub struct IncrementalConfig {
     pub cursor: String,
     /// Query parameter carrying the lower bound (`updated_gte`); absent on a full load.
     pub param: Option<String>,
+    /// Or a header carrying it (Zoho's `If-Modified-Since`). A `304 Not Modified` answer then
+    /// ends the stream as a success with its watermark unchanged.
+    pub header: Option<String>,
     /// Wire format of the lower bound: `unix`, `unix_ms` or a strftime pattern.
     #[serde(default = "default_unix")]
     pub format: String,

@@ -34,9 +34,26 @@ pub struct Partition {
     pub auth: Auth,
 }
 
+/// An OAuth2 refresh-token grant, as configured (see `AuthConfig::Oauth2Refresh`).
+#[derive(Debug, Clone)]
+pub struct OAuth2 {
+    pub token_url: String,
+    pub method: String,
+    pub client_id: Secret,
+    pub client_secret: Secret,
+    pub refresh_token: Secret,
+    pub header: String,
+    pub prefix: String,
+    pub token_key: String,
+    pub expires_key: String,
+    pub params: Vec<(String, String)>,
+    pub refresh_token_file: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Auth {
     None,
+    OAuth2(OAuth2),
     Header { name: String, value: Secret },
     Query { param: String, value: Secret },
     Basic { username: String, password: Secret },
@@ -46,6 +63,9 @@ pub enum Auth {
 pub struct Stream {
     pub name: String,
     pub path: String,
+    pub method: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<serde_json::Value>,
     pub params: BTreeMap<String, String>,
     pub outputs: Vec<Output>,
     pub pagination: Pagination,
@@ -86,6 +106,8 @@ pub struct Window {
 pub struct Incremental {
     pub cursor: Vec<String>,
     pub param: Option<String>,
+    /// The bound goes in this header instead (`If-Modified-Since`).
+    pub header: Option<String>,
     pub format: WireFormat,
     pub tz: Tz,
     pub lookback: chrono::Duration,
@@ -282,11 +304,41 @@ impl Checker<'_> {
                 username: username.clone(),
                 password: secret("password", password)?,
             },
-            AuthConfig::Oauth2Refresh { .. } => {
-                return Err(self.err(
-                    &["source", "auth", "type"],
-                    "oauth2_refresh is declared but not implemented yet in this build",
-                ))
+            AuthConfig::Oauth2Refresh {
+                token_url,
+                client_id,
+                client_secret,
+                refresh_token,
+                header,
+                prefix,
+                method,
+                token_key,
+                expires_key,
+                params,
+                refresh_token_file,
+            } => {
+                let method = method.to_uppercase();
+                if method != "GET" && method != "POST" {
+                    return Err(self.err(&["source", "auth", "method"], format!("`{method}`: expected GET or POST")));
+                }
+                if !token_url.starts_with("http://") && !token_url.starts_with("https://") {
+                    return Err(self.err(&["source", "auth", "token_url"], format!("`{token_url}` is not an http(s) URL")));
+                }
+                Auth::OAuth2(OAuth2 {
+                    token_url: token_url.replace("{partition}", partition),
+                    method,
+                    client_id: secret("client_id", client_id)?,
+                    client_secret: secret("client_secret", client_secret)?,
+                    refresh_token: secret("refresh_token", refresh_token)?,
+                    header: header.clone(),
+                    prefix: prefix.clone(),
+                    token_key: token_key.clone(),
+                    expires_key: expires_key.clone(),
+                    params: params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    refresh_token_file: refresh_token_file
+                        .as_ref()
+                        .map(|f| std::path::PathBuf::from(f.replace("{partition}", partition))),
+                })
             }
         })
     }
@@ -318,6 +370,11 @@ impl Checker<'_> {
         };
         let pagination = sc.pagination.clone().unwrap_or(Pagination::None);
         let pk = |k: &'static str| -> Vec<&str> { vec!["streams", name, "pagination", k] };
+        if let Some((size, max)) = pagination.size_limit() {
+            if size > max || size == 0 {
+                return Err(self.err(&pk("page_size"), format!("{size} is outside 1..={max}, the API's page size range")));
+            }
+        }
         if let Some(ci) = pagination.continue_if() {
             crate::json::Condition::parse(ci).map_err(|m| self.err(&pk("continue_if"), m))?;
         }
@@ -336,9 +393,13 @@ impl Checker<'_> {
         let incremental = match &sc.incremental {
             Some(i) => {
                 let ip = |k: &'static str| -> Vec<&str> { vec!["streams", name, "incremental", k] };
+                if i.param.is_some() && i.header.is_some() {
+                    return Err(self.err(&ip("header"), "give the bound as `param` or as `header`, not both"));
+                }
                 Some(Incremental {
                     cursor: split_path(&i.cursor),
                     param: i.param.clone(),
+                    header: i.header.clone(),
                     format: parse_format(&i.format).map_err(|m| self.err(&ip("format"), m))?,
                     tz: i
                         .timezone
@@ -355,9 +416,20 @@ impl Checker<'_> {
                 "a stream has either `window` or `incremental`, not both",
             ));
         }
+        let method = sc.method.to_uppercase();
+        if method != "GET" && method != "POST" {
+            return Err(self.err(&at("method"), format!("`{}`: expected GET or POST", sc.method)));
+        }
+        let body = match &sc.body {
+            Some(b) => Some(serde_json::to_value(b).map_err(|e| self.err(&at("body"), e.to_string()))?),
+            None => None,
+        };
         Ok(Stream {
             name: name.to_string(),
             path: sc.path,
+            method,
+            headers: sc.headers,
+            body,
             params: sc.params,
             outputs,
             pagination,

@@ -2,6 +2,7 @@
 //! jittered exponential backoff that honour `Retry-After`, and auth placement. It never logs
 //! or returns a URL that carries a secret.
 mod budget;
+mod oauth;
 pub use budget::RateBudget;
 
 use crate::config::{Auth, Pipeline, RetryConfig};
@@ -25,11 +26,25 @@ pub enum HttpError {
     },
     #[error("{0}")]
     Build(String),
+    /// The token endpoint would not give an access token (exit 1; names the endpoint only).
+    #[error("{0}")]
+    Auth(String),
+}
+
+/// One request: method, URL, query, extra headers and an optional JSON body.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub query: &'a [(String, String)],
+    pub headers: &'a [(String, String)],
+    pub body: Option<&'a Value>,
 }
 
 /// One successful response, and what it cost to get it.
 #[derive(Debug)]
 pub struct Fetched {
+    /// 200-299, or 304 (nothing changed since the bound sent).
+    pub status: u16,
     pub body: Value,
     pub headers: HeaderMap,
     pub retries: u64,
@@ -42,6 +57,7 @@ pub struct Client {
     budget: Option<Arc<RateBudget>>,
     retry: RetryConfig,
     headers: Vec<(String, String)>,
+    tokens: oauth::Tokens,
 }
 
 enum Attempt {
@@ -72,6 +88,7 @@ impl Client {
                 .map(|r| Arc::new(RateBudget::new(r.requests, r.per_seconds))),
             retry: p.retry.clone(),
             headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            tokens: oauth::Tokens::new(p.timeout),
         })
     }
 
@@ -84,6 +101,19 @@ impl Client {
         auth: &Auth,
         what: &str,
     ) -> Result<Fetched, HttpError> {
+        let req = Request {
+            method: "GET",
+            url,
+            query,
+            headers: &[],
+            body: None,
+        };
+        self.send(&req, auth, what).await
+    }
+
+    /// Send `req`, retrying transient failures; an OAuth2 token is refreshed once on a 401.
+    pub async fn send(&self, req: &Request<'_>, auth: &Auth, what: &str) -> Result<Fetched, HttpError> {
+        let url = req.url;
         let mut delays = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(self.retry.base_delay_ms))
             .with_max_delay(Duration::from_millis(self.retry.max_delay_ms))
@@ -92,16 +122,30 @@ impl Client {
             .build();
         let (mut retries, mut throttled) = (0u64, 0u64);
         let mut attempt = 0usize;
+        let mut reauthed = false;
         loop {
             attempt += 1;
+            let token = match auth {
+                Auth::OAuth2(o) => Some(self.tokens.token(o).await?),
+                _ => None,
+            };
             if let Some(b) = &self.budget {
                 b.acquire().await;
             }
-            match self.once(url, query, auth, what).await {
+            match self.once(req, auth, token.as_ref(), what).await {
                 Attempt::Done(mut f) => {
                     f.retries = retries;
                     f.throttled = throttled;
                     return Ok(f);
+                }
+                Attempt::Fail(HttpError::Rejected { status: 401, .. }) if token.is_some() && !reauthed => {
+                    // The access token expired early or was revoked: refresh once, then retry.
+                    reauthed = true;
+                    retries += 1;
+                    if let (Auth::OAuth2(o), Some(t)) = (auth, &token) {
+                        self.tokens.invalidate(o, t).await;
+                    }
+                    tracing::info!(request = what, "401 with an OAuth2 token: refreshing it and retrying once");
                 }
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry {
@@ -133,13 +177,37 @@ impl Client {
         }
     }
 
-    async fn once(&self, url: &str, query: &[(String, String)], auth: &Auth, what: &str) -> Attempt {
-        let mut req = self.http.get(url).query(query);
-        for (k, v) in &self.headers {
+    async fn once(&self, r: &Request<'_>, auth: &Auth, token: Option<&oauth::Token>, what: &str) -> Attempt {
+        let method = if r.method == "POST" { reqwest::Method::POST } else { reqwest::Method::GET };
+        let mut req = self.http.request(method, r.url).query(r.query);
+        for (k, v) in self.headers.iter().chain(r.headers.iter()) {
             req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(b) = r.body {
+            req = req.json(b);
         }
         req = match auth {
             Auth::None => req,
+            Auth::OAuth2(o) => {
+                let Some(t) = token else {
+                    return Attempt::Fail(HttpError::Build("no OAuth2 token".into()));
+                };
+                match (
+                    HeaderName::try_from(o.header.as_str()),
+                    HeaderValue::from_str(&format!("{}{}", o.prefix, t.value.expose())),
+                ) {
+                    (Ok(n), Ok(mut v)) => {
+                        v.set_sensitive(true);
+                        req.header(n, v)
+                    }
+                    _ => {
+                        return Attempt::Fail(HttpError::Build(format!(
+                            "auth header `{}` or its value is not a valid header",
+                            o.header
+                        )))
+                    }
+                }
+            }
             Auth::Header { name, value } => match (
                 HeaderName::try_from(name.as_str()),
                 HeaderValue::from_str(value.expose()),
@@ -170,7 +238,7 @@ impl Client {
                     }
                 } else {
                     Attempt::Fail(HttpError::GaveUp {
-                        what: describe(url, what),
+                        what: describe(r.url, what),
                         attempts: 1,
                         last: msg,
                     })
@@ -211,6 +279,15 @@ impl Client {
                 throttled: false,
             };
         }
+        if status.as_u16() == 304 {
+            return Attempt::Done(Fetched {
+                status: 304,
+                body: Value::Null,
+                headers,
+                retries: 0,
+                throttled: 0,
+            });
+        }
         if !status.is_success() {
             let body = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).to_string();
             return Attempt::Fail(HttpError::Rejected {
@@ -221,6 +298,7 @@ impl Client {
         }
         if status.as_u16() == 204 || bytes.is_empty() {
             return Attempt::Done(Fetched {
+                status: status.as_u16(),
                 body: Value::Null,
                 headers,
                 retries: 0,
@@ -229,6 +307,7 @@ impl Client {
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(body) => Attempt::Done(Fetched {
+                status: status.as_u16(),
                 body,
                 headers,
                 retries: 0,
@@ -244,7 +323,7 @@ impl Client {
 }
 
 /// `what` plus the host it went to (never the query, which may hold a token).
-fn describe(url: &str, what: &str) -> String {
+pub(crate) fn describe(url: &str, what: &str) -> String {
     match url::Url::parse(url) {
         Ok(u) => format!(
             "{what} ({}{})",

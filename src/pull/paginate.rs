@@ -56,7 +56,7 @@ impl<'a> Paginator<'a> {
         let state = match cfg {
             Pagination::None => State::Once,
             Pagination::PageNumber { start, .. } => State::Page { n: *start, first: *start, offset: 0 },
-            Pagination::Offset { .. } => State::Page { n: 0, first: 0, offset: 0 },
+            Pagination::Offset { start, .. } => State::Page { n: 0, first: 0, offset: *start },
             Pagination::Cursor { .. } => State::Cursor { next: None, sent: HashSet::new() },
             Pagination::NextLink { .. } | Pagination::LinkHeader { .. } => State::Link { next: None },
             Pagination::Keyset { .. } => State::Keyset { bound: start, page: 1, ignored: 0, unfiltered: false },

@@ -4,6 +4,7 @@
 mod c2s;
 mod data;
 mod pancake;
+mod zoho;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -52,6 +53,10 @@ pub struct SimConfig {
     pub late_after: Option<f64>,
     /// Leave out every optional field of every record (see [`OPTIONAL`]).
     pub omit_optional: bool,
+    /// Seconds a Zoho access token works (`expires_in`).
+    pub token_ttl: f64,
+    /// The Zoho token endpoint rotates the refresh token on every grant.
+    pub rotate_refresh: bool,
 }
 
 /// Fields the real APIs may leave out of a record (everything but keys, names, times and the
@@ -97,6 +102,8 @@ impl Default for SimConfig {
             no_retry_after: false,
             late_after: None,
             omit_optional: false,
+            token_ttl: 3600.0,
+            rotate_refresh: false,
         }
     }
 }
@@ -142,6 +149,7 @@ pub struct Sim {
     frozen: Mutex<Option<Duration>>,
     /// C2S requests served (for `ignore_filter_every`).
     pub c2s_requests: AtomicU64,
+    zoho: Mutex<zoho::State>,
 }
 
 impl Sim {
@@ -156,6 +164,7 @@ impl Sim {
             started: Instant::now(),
             frozen: Mutex::default(),
             c2s_requests: AtomicU64::new(0),
+            zoho: Mutex::default(),
         }
     }
 
@@ -262,6 +271,16 @@ pub fn exports(sim: &Sim, base: &str) -> Vec<(String, String)> {
     for (p, t) in pages {
         v.push((format!("PANCAKE_TOKEN_{p}"), t));
     }
+    v.extend([
+        ("ZOHO_ACCOUNTS_URL".to_string(), format!("{base}/zoho")),
+        ("ZOHO_CRM_BASE_URL".into(), format!("{base}/zoho")),
+        ("ZOHO_DESK_BASE_URL".into(), format!("{base}/zoho/desk")),
+        ("ZOHO_CLIENT_ID".into(), zoho::client_id(sim)),
+        ("ZOHO_CLIENT_SECRET".into(), zoho::client_secret(sim)),
+        ("ZOHO_REFRESH_TOKEN".into(), zoho::initial_refresh(sim)),
+        ("ZOHO_DESK_ORG_ID".into(), zoho::org_id(sim)),
+        ("ZOHO_RATE_SECONDS".into(), format!("{w}")),
+    ]);
     v
 }
 
@@ -294,6 +313,7 @@ async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: He
     let (route, result) = match segs.first().copied() {
         Some("c2s") if method == Method::GET => c2s::handle(&sim, &segs[1..], &query, &headers),
         Some("pancake") if method == Method::GET => pancake::handle(&sim, &segs[1..], &query),
+        Some("zoho") if method == Method::GET || method == Method::POST => zoho::handle(&sim, &segs[1..], &query, &headers),
         _ => ("unknown".to_string(), Err(Reply::err(404, "not found"))),
     };
     match result {
@@ -327,7 +347,8 @@ async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: He
 }
 
 fn respond(status: u16, body: &Value, retry_after: Option<f64>, truncate: bool) -> Response {
-    let mut bytes = serde_json::to_vec(body).unwrap();
+    // 204 and 304 carry no body.
+    let mut bytes = if status == 204 || status == 304 { Vec::new() } else { serde_json::to_vec(body).unwrap() };
     if truncate {
         bytes.truncate(bytes.len() / 2);
     }

@@ -1,0 +1,244 @@
+//! Zoho (seed 004's examples): the accounts token endpoint (`POST /oauth/v2/token`,
+//! refresh-token grant, `expires_in`, `{"error":"invalid_code"}` for a bad refresh token, optional
+//! rotation), CRM v2 modules (`Authorization: Zoho-oauthtoken`, `page`/`per_page` ≤ 200,
+//! `If-Modified-Since` (records modified after it) → 304 when nothing changed, 204 when empty, `info.more_records`) and Desk
+//! tickets (`orgId` header, `from`/`limit`, 422 above 100). An access token stops working
+//! `--token-ttl` seconds after it was issued (401 `INVALID_TOKEN`).
+use super::data::{self, pick};
+use super::{Reply, Sim};
+use axum::http::HeaderMap;
+use chrono::{DateTime, FixedOffset, Utc};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const LEADS: u64 = 40;
+const CONTACTS: u64 = 41;
+const DEALS: u64 = 42;
+const TICKETS: u64 = 43;
+
+/// Token endpoint state: the refresh token that works now and the access tokens issued.
+#[derive(Default)]
+pub struct State {
+    refresh: Option<String>,
+    issued: HashMap<String, Instant>,
+    count: u64,
+}
+
+pub fn client_id(sim: &Sim) -> String {
+    format!("1000.{:016X}", data::mix(sim.cfg.seed, &[50]))
+}
+pub fn client_secret(sim: &Sim) -> String {
+    format!("zcs-{:024x}", data::mix(sim.cfg.seed, &[51]) as u128 * 7919)
+}
+pub fn initial_refresh(sim: &Sim) -> String {
+    format!("1000.zrt-{:016x}", data::mix(sim.cfg.seed, &[52]))
+}
+pub fn org_id(sim: &Sim) -> String {
+    format!("{}", 60_000_000 + data::mix(sim.cfg.seed, &[53]) % 1_000_000)
+}
+
+pub fn handle(
+    sim: &Sim,
+    segs: &[&str],
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> (String, Result<Reply, Reply>) {
+    match segs {
+        ["oauth", "v2", "token"] => ("zoho/token".into(), token(sim, q)),
+        ["crm", "v2", module] => (format!("zoho/crm/{module}"), crm(sim, module, q, headers)),
+        ["desk", "api", "v1", "tickets"] => ("zoho/desk/tickets".into(), desk(sim, q, headers)),
+        _ => ("zoho/unknown".into(), Err(Reply::err(404, "not found"))),
+    }
+}
+
+fn token(sim: &Sim, q: &HashMap<String, String>) -> Result<Reply, Reply> {
+    let mut st = sim.zoho.lock().unwrap();
+    let current = st.refresh.clone().unwrap_or_else(|| initial_refresh(sim));
+    let ok = q.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && q.get("refresh_token") == Some(&current)
+        && q.get("client_id") == Some(&client_id(sim))
+        && q.get("client_secret") == Some(&client_secret(sim));
+    if !ok {
+        // Zoho answers a bad grant with 200 and an error field.
+        return Ok(Reply::ok(json!({"error": "invalid_code"}), 0));
+    }
+    st.count += 1;
+    let access = format!("1000.zat-{:016x}-{}", data::mix(sim.cfg.seed, &[54, st.count]), st.count);
+    st.issued.insert(access.clone(), Instant::now());
+    let mut body = json!({
+        "access_token": access,
+        "api_domain": "https://www.zohoapis.com",
+        "token_type": "Bearer",
+        "expires_in": sim.cfg.token_ttl.round().max(1.0) as u64,
+    });
+    if sim.cfg.rotate_refresh {
+        let next = format!("1000.zrt-{:016x}-r{}", data::mix(sim.cfg.seed, &[55, st.count]), st.count);
+        body["refresh_token"] = json!(next);
+        st.refresh = Some(next);
+    }
+    Ok(Reply::ok(body, 0))
+}
+
+fn authorized(sim: &Sim, headers: &HeaderMap) -> Result<(), Reply> {
+    let t = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Zoho-oauthtoken "))
+        .unwrap_or("");
+    let st = sim.zoho.lock().unwrap();
+    match st.issued.get(t) {
+        Some(at) if at.elapsed() < Duration::from_secs_f64(sim.cfg.token_ttl) => Ok(()),
+        _ => {
+            let mut r = Reply::err(401, "invalid oauth token");
+            r.body = json!({"code": "INVALID_TOKEN", "details": {}, "message": "invalid oauth token", "status": "error"});
+            Err(r)
+        }
+    }
+}
+
+fn ist(t: DateTime<Utc>) -> String {
+    t.with_timezone(&FixedOffset::east_opt(5 * 3600 + 1800).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
+}
+
+fn zid(seed: u64, kind: u64, e: &data::Entity) -> String {
+    format!("{}", 4_876_000_000_000_000_000u64 + data::mix(seed, &[kind, e.day as u64, e.idx]) % 1_000_000_000_000)
+}
+
+fn record(sim: &Sim, kind: u64, e: &data::Entity, v: usize) -> Value {
+    let (h, seed) = (e.h, sim.cfg.seed);
+    let (first, last) = (pick(h >> 3, data::FIRST), pick(h >> 7, data::LAST));
+    let common = |mut r: Value| {
+        r["id"] = json!(zid(seed, kind, e));
+        r["Created_Time"] = json!(ist(e.versions[0]));
+        r["Modified_Time"] = json!(ist(e.versions[v]));
+        r
+    };
+    match kind {
+        LEADS => common(json!({
+            "First_Name": first, "Last_Name": last,
+            "Email": format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), e.idx),
+            "Company": pick(h >> 11, &["Acme Ltda", "Globex SA", "Initech"]),
+            "Lead_Status": pick(h >> 13 ^ v as u64, &["Not Contacted", "Contacted", "Qualified", "Lost Lead"]),
+        })),
+        CONTACTS => common(json!({
+            "First_Name": first, "Last_Name": last,
+            "Email": format!("{}{}@example.org", first.to_lowercase(), e.idx),
+        })),
+        _ => common(json!({
+            "Deal_Name": format!("Negócio {}", e.idx + 1),
+            "Stage": pick(h >> 17 ^ v as u64, &["Qualification", "Negotiation", "Closed Won", "Closed Lost"]),
+            "Amount": 1000 + (h >> 19) % 90_000,
+            "Closing_Date": (e.versions[0] + chrono::Duration::days(30)).format("%Y-%m-%d").to_string(),
+        })),
+    }
+}
+
+/// Every record of `kind` as the API holds it now: (modified, record), oldest first.
+fn all(sim: &Sim, kind: u64, per_day: u64) -> Vec<(DateTime<Utc>, Value)> {
+    let now = data::sim_now(sim.cfg.days);
+    let mut rows: Vec<(DateTime<Utc>, Value)> =
+        data::entities(sim.cfg.seed, kind, 0, per_day * sim.cfg.scale as u64, 0..=sim.cfg.days as i64, sim.cfg.days)
+            .filter_map(|e| {
+                let v = e.versions.iter().rposition(|t| *t <= now)?;
+                Some((e.versions[v], record(sim, kind, &e, v)))
+            })
+            .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1["id"].as_str().cmp(&b.1["id"].as_str())));
+    rows
+}
+
+fn num(q: &HashMap<String, String>, k: &str, d: u64) -> Result<u64, Reply> {
+    q.get(k)
+        .map_or(Ok(d), |v| v.parse().map_err(|_| Reply::err(400, &format!("invalid {k}"))))
+}
+
+fn crm(sim: &Sim, module: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Reply, Reply> {
+    authorized(sim, headers)?;
+    if let Some(wait) = sim.throttle("zoho:crm", 100) {
+        let mut r = Reply::err(429, "too many requests");
+        r.body["retry_after"] = json!(wait);
+        return Err(r);
+    }
+    let (kind, per_day) = match module {
+        "Leads" => (LEADS, 30),
+        "Contacts" => (CONTACTS, 10),
+        "Deals" => (DEALS, 20),
+        "Tasks" => (0, 0),
+        _ => return Err(Reply::err(400, "INVALID_MODULE")),
+    };
+    let page = num(q, "page", 1)?.max(1);
+    let per_page = num(q, "per_page", 200)?;
+    if per_page == 0 || per_page > 200 {
+        return Err(Reply::err(400, "INVALID_DATA: per_page must be 1..200"));
+    }
+    let since = match headers.get("if-modified-since").and_then(|v| v.to_str().ok()) {
+        Some(v) => Some(
+            DateTime::parse_from_rfc3339(v)
+                .map_err(|_| Reply::err(400, "INVALID_DATA: If-Modified-Since"))?
+                .to_utc(),
+        ),
+        None => None,
+    };
+    let rows: Vec<Value> = if kind == 0 {
+        Vec::new()
+    } else {
+        all(sim, kind, per_day)
+            .into_iter()
+            .filter(|(m, _)| since.is_none_or(|s| *m > s))
+            .map(|(_, r)| r)
+            .collect()
+    };
+    if rows.is_empty() {
+        // Nothing modified since the header: 304; a module with no record at all: 204.
+        let status = if since.is_some() && kind != 0 { 304 } else { 204 };
+        return Ok(Reply { status, body: Value::Null, records: 0 });
+    }
+    let start = ((page - 1) * per_page) as usize;
+    let items: Vec<Value> = rows.iter().skip(start).take(per_page as usize).cloned().collect();
+    let n = items.len();
+    let more = start + n < rows.len();
+    Ok(Reply::ok(
+        json!({"data": items, "info": {"per_page": per_page, "count": n, "page": page, "more_records": more}}),
+        n,
+    ))
+}
+
+fn desk(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Reply, Reply> {
+    authorized(sim, headers)?;
+    if headers.get("orgid").and_then(|v| v.to_str().ok()) != Some(org_id(sim).as_str()) {
+        return Err(Reply::err(400, "orgId header missing or wrong"));
+    }
+    let from = num(q, "from", 0)?;
+    let limit = num(q, "limit", 10)?;
+    if limit == 0 || limit > 100 {
+        let mut r = Reply::err(422, "limit must be 1..100");
+        r.body = json!({"errorCode": "INVALID_DATA", "message": "limit must be between 1 and 100"});
+        return Err(r);
+    }
+    let now = data::sim_now(sim.cfg.days);
+    let mut rows: Vec<(DateTime<Utc>, Value)> =
+        data::entities(sim.cfg.seed, TICKETS, 0, 15 * sim.cfg.scale as u64, 0..=sim.cfg.days as i64, sim.cfg.days)
+            .filter_map(|e| {
+                let v = e.versions.iter().rposition(|t| *t <= now)?;
+                let iso = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+                Some((
+                    e.versions[0],
+                    json!({
+                        "id": zid(sim.cfg.seed, TICKETS, &e),
+                        "ticketNumber": format!("{}", 100 + e.day as u64 * 1000 + e.idx),
+                        "subject": format!("Pedido {} não entregue", e.idx + 1),
+                        "status": pick(e.h >> 5 ^ v as u64, &["Open", "On Hold", "Closed"]),
+                        "createdTime": iso(e.versions[0]),
+                        "modifiedTime": iso(e.versions[v]),
+                    }),
+                ))
+            })
+            .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1["id"].as_str().cmp(&b.1["id"].as_str())));
+    let items: Vec<Value> = rows.into_iter().skip(from as usize).take(limit as usize).map(|r| r.1).collect();
+    let n = items.len();
+    Ok(Reply::ok(json!({"data": items}), n))
+}
