@@ -8,3 +8,4 @@ mod pull_c2s;
 mod pull_pancake;
 mod transform;
 mod transform_traps;
+mod zoho;

@@ -1,0 +1,157 @@
+//! Zoho CRM and Desk (seed 004): OAuth2 refresh-token grant against the simulator's token
+//! endpoint — a token expiring mid-pull is refreshed once for all streams and the 401'd
+//! request retried, a rotated refresh token is kept (0600) and used next run, a bad one exits 1
+//! naming the endpoint only; `If-Modified-Since` incrementals (304 = success, watermark
+//! unchanged; 204 = empty); Desk's `limit` above 100 refused before any request.
+use crate::common::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+fn zoho(sim: &Sim, pipelines: &Path, lake: &Path, rt_file: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--lake")
+        .arg(lake)
+        .arg("--pipelines")
+        .arg(pipelines)
+        .args(args)
+        .env_remove("INGEST_LAKE")
+        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .env("ZOHO_REFRESH_TOKEN_FILE", rt_file)
+        .env("INGEST_LOG", "ingest=debug")
+        .output()
+        .unwrap()
+}
+
+fn secrets(sim: &Sim) -> Vec<String> {
+    let mut s = sim.secrets();
+    s.push(sim.var("ZOHO_CLIENT_SECRET"));
+    s
+}
+
+fn ids(lake: &Path, stream: &str) -> Vec<String> {
+    raw_files(lake)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&format!("zoho_crm/_/{stream}/")))
+        .flat_map(|(_, v)| v)
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn edited(dir: &Path, file: &str, from: &str, to: &str) -> PathBuf {
+    let p = dir.join("pipelines");
+    std::fs::create_dir_all(&p).unwrap();
+    let text = std::fs::read_to_string(pipelines().join(file)).unwrap();
+    assert!(text.contains(from), "{from}");
+    std::fs::write(p.join(file), text.replace(from, to)).unwrap();
+    p
+}
+
+#[test]
+fn a_token_expiring_mid_pull_is_refreshed_once_for_every_stream() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "5", "--scale", "30", "--token-ttl", "1.5", "--slow-every", "1", "--slow-ms", "120"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let rt = dir.path().join("secrets/zoho_rt");
+    let t0 = Instant::now();
+    let o = zoho(&sim, &pipelines(), &lake, &rt, &["pull", "zoho_crm"]);
+    let elapsed = t0.elapsed().as_secs_f64();
+    ok(&o);
+    for (stream, n) in [("leads", 30 * 30 * 5), ("contacts", 10 * 30 * 5), ("deals", 20 * 30 * 5)] {
+        let got = ids(&lake, stream);
+        let uniq: BTreeSet<&String> = got.iter().collect();
+        assert_eq!(got.len(), n, "{stream}: landed {}", got.len());
+        assert_eq!(uniq.len(), n, "{stream}: a record landed twice");
+    }
+    let stats = sim.stats();
+    let refreshes = stats["by_route"]["zoho/token"]["requests"].as_u64().unwrap();
+    // The simulator's tokens die after 1.5 s although `expires_in` says 2: the client refreshes
+    // ahead of 2 s and on each 401; three streams share each refresh.
+    let bound = (elapsed / 1.3).ceil() as u64 + 2;
+    eprintln!("{refreshes} refreshes in {elapsed:.1}s (bound {bound})");
+    assert!(refreshes >= 2, "the token never expired during the pull ({elapsed:.1}s)");
+    assert!(text(&o).contains("401 with an OAuth2 token: refreshing it and retrying once"), "no 401 was retried");
+    assert!(refreshes <= bound, "{refreshes} refreshes in {elapsed:.1}s: streams did not share them");
+    assert_no_secrets(&secrets(&sim), &[&text(&o)], &lake);
+    assert!(!rt.exists(), "no rotation happened, nothing to keep");
+}
+
+#[test]
+fn a_rotated_refresh_token_is_kept_0600_and_a_bad_one_exits_1() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "2", "--rotate-refresh"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let rt = dir.path().join("secrets/zoho_rt");
+    let o1 = zoho(&sim, &pipelines(), &lake, &rt, &["pull", "zoho_desk"]);
+    ok(&o1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&rt).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let kept = std::fs::read_to_string(&rt).unwrap();
+    assert_ne!(kept, sim.var("ZOHO_REFRESH_TOKEN"));
+    assert!(!lake.join(".ingest").exists() && !kept.is_empty());
+    // The original refresh token is dead at the provider now; the kept one works.
+    let o2 = zoho(&sim, &pipelines(), &lake, &rt, &["pull", "zoho_crm"]);
+    ok(&o2);
+    assert_ne!(std::fs::read_to_string(&rt).unwrap(), kept, "the second rotation was not kept");
+    // Without the file the stale token is refused: exit 1, the endpoint named, no secret shown.
+    std::fs::remove_file(&rt).unwrap();
+    let o3 = zoho(&sim, &pipelines(), &lake, &rt, &["pull", "zoho_desk"]);
+    assert_eq!(o3.status.code(), Some(1), "{}", text(&o3));
+    let err = text(&o3);
+    assert!(err.contains(&format!("{}/zoho/oauth/v2/token", sim.base)) && err.contains("invalid_code"), "{err}");
+    let mut all = secrets(&sim);
+    all.push(kept);
+    assert_no_secrets(&all, &[&text(&o1), &text(&o2), &err], &lake);
+}
+
+#[test]
+fn if_modified_since_ends_an_unchanged_run_with_304_and_desk_limit_is_validated() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let rt = dir.path().join("rt");
+    // No lookback, so an unchanged module has nothing after the watermark; plus a module with
+    // no record at all (204).
+    let p = edited(dir.path(), "zoho_crm.toml", "lookback = \"1m\"", "lookback = \"0s\"");
+    let text_now = std::fs::read_to_string(p.join("zoho_crm.toml")).unwrap();
+    std::fs::write(
+        p.join("zoho_crm.toml"),
+        format!("{text_now}\n[streams.tasks]\npath = \"/crm/v2/Tasks\"\nrecords = \"data\"\nprimary_key = \"id\"\n"),
+    )
+    .unwrap();
+    ok(&zoho(&sim, &p, &lake, &rt, &["pull", "zoho_crm"]));
+    // (`tasks` is a snapshot stream: each run records when it was pulled.)
+    let incremental = |lake: &Path| -> Vec<ingest::lake::state::LandedFile> {
+        catalogue(lake).into_iter().filter(|r| r.stream != "tasks").collect()
+    };
+    let cat1 = incremental(&lake);
+    let before = sim.stats();
+    let o = zoho(&sim, &p, &lake, &rt, &["pull", "zoho_crm"]);
+    ok(&o);
+    let after = sim.stats();
+    for m in ["Leads", "Contacts", "Deals"] {
+        let r = |s: &serde_json::Value| s["by_route"][format!("zoho/crm/{m}")]["requests"].as_u64().unwrap();
+        assert_eq!(r(&after) - r(&before), 1, "{m}: one request answered 304");
+        assert_eq!(after["by_route"][format!("zoho/crm/{m}")]["records"], before["by_route"][format!("zoho/crm/{m}")]["records"]);
+    }
+    let cat2 = incremental(&lake);
+    assert_eq!(cat2.len(), cat1.len(), "an unchanged run added catalogue rows");
+    let wm = |c: &[ingest::lake::state::LandedFile]| c.iter().filter_map(|r| r.watermark.clone()).max();
+    assert_eq!(wm(&cat1), wm(&cat2));
+    assert!(ids(&lake, "tasks").is_empty());
+
+    // Desk: limit 101 is refused before any request (exit 2, file and field named).
+    let p = edited(dir.path(), "zoho_desk.toml", "page_size = 100, max_page_size", "page_size = 101, max_page_size");
+    let requests = sim.stats()["requests"].as_u64().unwrap();
+    let o = zoho(&sim, &p, &lake, &rt, &["pull", "zoho_desk"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = text(&o);
+    assert!(err.contains("zoho_desk.toml:") && err.contains("page_size") && err.contains("1..=100"), "{err}");
+    assert_eq!(sim.stats()["requests"].as_u64().unwrap(), requests, "a request was sent");
+    // And the shipped Desk pipeline pulls every ticket (orgId header, from/limit).
+    ok(&zoho(&sim, &pipelines(), &lake, &rt, &["pull", "zoho_desk"]));
+    let tickets: usize = raw_files(&lake).iter().filter(|(k, _)| k.starts_with("zoho_desk/")).map(|(_, v)| v.len()).sum();
+    assert_eq!(tickets, 15 * 3);
+}
