@@ -168,7 +168,12 @@ fn missing_field(
     let root = e.find_root();
     let only = || (raw_refs.len() == 1).then(|| raw_refs[0].clone());
     if let DataFusionError::SchemaError(err, _) = root {
-        if let SchemaError::FieldNotFound { field, .. } = err.as_ref() {
+        if let SchemaError::FieldNotFound { field, valid_fields } = err.as_ref() {
+            // A name that exists in another case is a typo (unquoted mixed-case names are
+            // lower-cased by SQL), not an absent field: let it fail planning.
+            if valid_fields.iter().any(|v| v.name.eq_ignore_ascii_case(&field.name)) {
+                return None;
+            }
             let table = match &field.relation {
                 Some(r) => {
                     let r = r.to_string().to_lowercase();
@@ -295,7 +300,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                 register_raw(&ctx, lake, r, &[], files, extras.get(r).unwrap_or(&empty)).await?;
             } else if targets.contains(r.as_str()) {
                 // Registered below when its model is planned (or skipped).
-                if ctx.table_exist(r.as_str())? {
+                if ctx.table_exist(r.as_str()).unwrap_or(false) {
                     continue;
                 }
                 missing.push(r.clone());

@@ -62,7 +62,11 @@ fn every_shipped_model_builds_when_the_api_omits_optional_fields() {
     ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
     let o = ingest_sql(&lake, &shipped_sql(), &["transform"]);
     let out = ok(&o);
-    assert!(!out.contains("FAILED") && !out.contains("skipped"), "{out}");
+    assert!(!out.contains("FAILED"), "{out}");
+    // Only models of sources not pulled here are skipped.
+    for l in out.lines().filter(|l| l.contains("skipped")) {
+        assert!(l.contains("zoho"), "{l}");
+    }
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("no landed record has this field") && err.contains("silver.c2s_leads") && err.contains("attributes.company.name"),

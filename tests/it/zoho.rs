@@ -155,3 +155,30 @@ fn if_modified_since_ends_an_unchanged_run_with_304_and_desk_limit_is_validated(
     let tickets: usize = raw_files(&lake).iter().filter(|(k, _)| k.starts_with("zoho_desk/")).map(|(_, v)| v.len()).sum();
     assert_eq!(tickets, 15 * 3);
 }
+
+#[test]
+fn zoho_silver_models_build_and_an_unquoted_mixed_case_field_is_an_error() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let rt = dir.path().join("rt");
+    ok(&zoho(&sim, &pipelines(), &lake, &rt, &["pull", "zoho_crm"]));
+    ok(&zoho(&sim, &pipelines(), &lake, &rt, &["pull", "zoho_desk"]));
+    let out = ok(&ingest_sql(&lake, &shipped_sql(), &["transform"]));
+    assert!(!out.contains("FAILED"), "{out}");
+    for (table, n) in [("zoho_crm_leads", 90), ("zoho_crm_contacts", 30), ("zoho_crm_deals", 60), ("zoho_desk_tickets", 45)] {
+        let r = query(&lake, &format!("SELECT count(*) AS n, count(DISTINCT id) AS d, count(modified_at) AS m FROM silver.{table}"));
+        assert_eq!((r[0]["n"].as_u64(), r[0]["d"].as_u64(), r[0]["m"].as_u64()), (Some(n), Some(n), Some(n)), "{table}");
+    }
+    // SQL lower-cases unquoted names: `Modified_Time` unquoted is a mistake, not a missing field.
+    let sql = dir.path().join("sql");
+    std::fs::create_dir_all(&sql).unwrap();
+    std::fs::write(
+        sql.join("m.sql"),
+        "-- target: silver.m\n-- unique_key: id\nSELECT id,\n  to_timestamp(Modified_Time) AS t\nFROM raw.zoho_crm_leads\n",
+    )
+    .unwrap();
+    let o = ingest_sql(&lake, &sql, &["transform"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("m.sql:4") && text(&o).contains("Did you mean"), "{}", text(&o));
+}
