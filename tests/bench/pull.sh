@@ -25,8 +25,9 @@ RECORDS=$(tail -1 "$WORK/summary.txt" | awk '{print $(NF-4)}')
 BYTES=$(tail -1 "$WORK/summary.txt" | awk '{print $(NF-3)}')
 WALL=$(grep "Elapsed (wall clock)" "$WORK/time.txt" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 RSS=$(grep "Maximum resident set size" "$WORK/time.txt" | awk '{print $NF}')
+CPU=$(grep -E "(User|System) time" "$WORK/time.txt" | awk '{s += $NF} END {print s}')
 tail -1 "$WORK/summary.txt"
 echo "profile=$PROFILE pages=$PAGES days=$DAYS scale=$SCALE"
 echo "records=$RECORDS bytes=$BYTES wall_s=$WALL"
-awk -v r="$RECORDS" -v w="$WALL" -v b="$BYTES" 'BEGIN { printf "records_per_s=%.0f MiB_per_s=%.1f\n", r/w, b/w/1048576 }'
+awk -v r="$RECORDS" -v w="$WALL" -v b="$BYTES" -v c="$CPU" 'BEGIN { printf "records_per_s=%.0f MiB_per_s=%.1f cpu_s=%.2f cpu_us_per_record=%.1f\n", r/w, b/w/1048576, c, c*1e6/r }'
 echo "peak_rss_MiB=$((RSS / 1024))"
