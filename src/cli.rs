@@ -70,6 +70,16 @@ pub enum Command {
         /// Only this source
         source: Option<String>,
     },
+    /// The run log (<lake>/_ingest/runs): one row per source × partition × stream per pull —
+    /// when, success or the error, pages, records, files, and the last record's fields that
+    /// `${last:…}` reads back.
+    Runs {
+        /// Only this source
+        source: Option<String>,
+        /// Only failed rows
+        #[arg(long)]
+        failed: bool,
+    },
     /// Remove files nothing refers to: raw files no catalogue row lists (landings of crashed
     /// runs, superseded files; under each source's lease, so it never races a pull) and Delta
     /// data files no commit references after the tables' retention (7 days).

@@ -118,6 +118,12 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             print!("{}", status::render(&lake, source.as_deref(), &template).await?);
             Ok(0)
         }
+        Command::Runs { source, failed } => {
+            let lake = Lake::open(&cli.lake)?;
+            let rows = ingest::lake::runs::read(&lake, source.as_deref(), failed).await?;
+            print!("{}", ingest::lake::runs::render(&rows));
+            Ok(0)
+        }
         Command::Vacuum { target } => {
             let lake = Lake::open(&cli.lake)?;
             let (raw, files) = status::vacuum(&lake, &cli.pipelines, target.as_deref()).await?;

@@ -191,57 +191,66 @@ pub async fn open_table(lake: &Lake, rel: &str) -> Result<Option<DeltaTable>> {
 }
 
 async fn open_or_create(lake: &Lake) -> Result<DeltaTable> {
-    if let Some(t) = open_table(lake, CATALOGUE).await? {
+    open_or_create_table(lake, CATALOGUE, "catalogue", schema()).await
+}
+
+/// Open the state table at `rel`, creating it with `schema` (checkpoints every 50 commits).
+pub(crate) async fn open_or_create_table(lake: &Lake, rel: &str, name: &str, schema: SchemaRef) -> Result<DeltaTable> {
+    if let Some(t) = open_table(lake, rel).await? {
         return Ok(t);
     }
     if let Some(d) = &lake.local_dir {
-        std::fs::create_dir_all(d.join(CATALOGUE))?;
+        std::fs::create_dir_all(d.join(rel))?;
     }
-    let t = DeltaTableBuilder::from_url(lake.table_url(CATALOGUE))?
-        .with_storage_backend(lake.store.clone(), lake.table_url(CATALOGUE))
+    let t = DeltaTableBuilder::from_url(lake.table_url(rel))?
+        .with_storage_backend(lake.store.clone(), lake.table_url(rel))
         .build()?;
     use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-    let st: deltalake::kernel::StructType = schema()
+    let st: deltalake::kernel::StructType = schema
         .as_ref()
         .try_into_kernel()
         .map_err(|e| Error::Lake(e.to_string()))?;
     let fields: Vec<deltalake::kernel::StructField> = st.fields().cloned().collect();
     let created = t
         .create()
-        .with_table_name("catalogue")
+        .with_table_name(name)
         .with_columns(fields)
         .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some("50"))
         .await;
     match created {
         Ok(t) => Ok(t),
         // Another process created it first.
-        Err(_) => open_table(lake, CATALOGUE)
+        Err(_) => open_table(lake, rel)
             .await?
-            .ok_or_else(|| Error::Lake("cannot create the catalogue".into())),
+            .ok_or_else(|| Error::Lake(format!("cannot create {rel}"))),
     }
 }
 
 /// Every catalogue row of `source` (all sources when None), in landing order.
 pub async fn read_catalogue(lake: &Lake, source: Option<&str>) -> Result<Vec<LandedFile>> {
-    let Some(t) = open_table(lake, CATALOGUE).await? else {
-        return Ok(Vec::new());
-    };
-    let ctx = SessionContext::new();
-    t.update_datafusion_session(&ctx.state())?;
-    ctx.register_table("catalogue", t.table_provider().await?)?;
     let filter = match source {
         Some(s) => format!("WHERE source = '{}'", s.replace('\'', "''")),
         None => String::new(),
     };
-    let batches = ctx
-        .sql(&format!("SELECT * FROM catalogue {filter} ORDER BY seq"))
-        .await?
-        .collect()
-        .await?;
-    batches_to_rows(&batches)
+    let mut rows: Vec<LandedFile> = select(lake, CATALOGUE, &format!("{filter} ORDER BY seq")).await?;
+    for r in &mut rows {
+        for ts in [&mut r.window_start, &mut r.window_end] {
+            *ts = ts.as_deref().map(normalize_ts);
+        }
+        r.landed_at = normalize_ts(&r.landed_at);
+    }
+    Ok(rows)
 }
 
-fn batches_to_rows(batches: &[RecordBatch]) -> Result<Vec<LandedFile>> {
+/// Rows of the state table at `rel` (`tail`: a WHERE / ORDER BY clause), as `T`.
+pub(crate) async fn select<T: serde::de::DeserializeOwned>(lake: &Lake, rel: &str, tail: &str) -> Result<Vec<T>> {
+    let Some(t) = open_table(lake, rel).await? else {
+        return Ok(Vec::new());
+    };
+    let ctx = SessionContext::new();
+    t.update_datafusion_session(&ctx.state())?;
+    ctx.register_table("state", t.table_provider().await?)?;
+    let batches = ctx.sql(&format!("SELECT * FROM state {tail}")).await?.collect().await?;
     let mut w = deltalake::arrow::json::ArrayWriter::new(Vec::new());
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     w.write_batches(&refs)?;
@@ -250,15 +259,14 @@ fn batches_to_rows(batches: &[RecordBatch]) -> Result<Vec<LandedFile>> {
     if buf.is_empty() {
         return Ok(Vec::new());
     }
-    let mut rows: Vec<LandedFile> =
-        serde_json::from_slice(&buf).map_err(|e| Error::Lake(format!("catalogue rows: {e}")))?;
-    for r in &mut rows {
-        for ts in [&mut r.window_start, &mut r.window_end] {
-            *ts = ts.as_deref().map(normalize_ts);
-        }
-        r.landed_at = normalize_ts(&r.landed_at);
-    }
-    Ok(rows)
+    serde_json::from_slice(&buf).map_err(|e| Error::Lake(format!("{rel} rows: {e}")))
+}
+
+/// Serialize rows into one batch of `schema`.
+pub(crate) fn to_batch<T: Serialize>(schema: SchemaRef, rows: &[T]) -> Result<RecordBatch> {
+    let mut dec = deltalake::arrow::json::ReaderBuilder::new(schema).build_decoder()?;
+    dec.serialize(rows)?;
+    dec.flush()?.ok_or_else(|| Error::Lake("empty state batch".into()))
 }
 
 /// Arrow's JSON writer prints `2023-09-01T00:00:00Z`-like values; keep them RFC 3339.
@@ -269,9 +277,7 @@ fn normalize_ts(s: &str) -> String {
 }
 
 fn rows_to_batch(rows: &[LandedFile]) -> Result<RecordBatch> {
-    let mut dec = deltalake::arrow::json::ReaderBuilder::new(schema()).build_decoder()?;
-    dec.serialize(rows)?;
-    dec.flush()?.ok_or_else(|| Error::Lake("empty catalogue batch".into()))
+    to_batch(schema(), rows)
 }
 
 /// One group of catalogue rows committed together, with the stream versions it advances and

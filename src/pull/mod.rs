@@ -10,7 +10,7 @@ pub mod window;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::http::Client;
-use crate::lake::lease;
+use crate::lake::{lease, runs};
 use crate::lake::state::{self, StateWriter};
 use crate::lake::Lake;
 use chrono::{NaiveDate, Utc};
@@ -56,6 +56,9 @@ pub struct StreamReport {
     pub throttled: u64,
     pub elapsed: Duration,
     pub error: Option<String>,
+    pub started: Option<chrono::DateTime<Utc>>,
+    /// The last record landed (of the stream's first output), for `${last:…}`.
+    pub last: Option<serde_json::Value>,
 }
 
 impl StreamReport {
@@ -159,6 +162,92 @@ pub async fn known_state(lake: &Lake, source: &str) -> Result<Known> {
     Ok(k)
 }
 
+fn rfc(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// The previous successful run's last-record fields per (partition, stream), checked to
+/// resolve every `${last:…}` of the pipeline.
+async fn check_last(p: &Pipeline, lake: &Lake) -> Result<HashMap<(String, String), serde_json::Map<String, serde_json::Value>>> {
+    let last = runs::last_values(lake, &p.name).await?;
+    for part in &p.partitions {
+        for s in &p.streams {
+            let prev = last.get(&(part.id.clone(), s.name.clone()));
+            for tpl in templates(s) {
+                fill_last(&tpl, prev).map_err(|m| Error::Usage(format!("{}: stream `{}`: {m}", p.file, s.name)))?;
+            }
+        }
+    }
+    Ok(last)
+}
+
+/// Every request template of a stream (path, params, headers, body strings).
+fn templates(s: &crate::config::Stream) -> Vec<String> {
+    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(x) => out.push(x.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = vec![s.path.clone()];
+    out.extend(s.params.values().cloned());
+    out.extend(s.headers.values().cloned());
+    if let Some(b) = &s.body {
+        strings(b, &mut out);
+    }
+    out
+}
+
+/// The fields a stream reads back from its previous run's last record (`${last:<field>}`).
+fn declared_last(s: &crate::config::Stream) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in templates(s) {
+        let mut rest = t.as_str();
+        while let Some(p) = rest.find("${last:") {
+            let after = &rest[p + 7..];
+            let end = after.find('}').unwrap_or(after.len());
+            let field = after[..end].split(":-").next().unwrap_or_default().to_string();
+            if !out.contains(&field) {
+                out.push(field);
+            }
+            rest = &after[end.min(after.len())..];
+        }
+    }
+    out
+}
+
+/// Replace `${last:<field>}` / `${last:<field>:-default}` with the previous successful run's
+/// value (seed 004's `last::`). No value and no default is an input error.
+pub fn fill_last(tpl: &str, prev: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = tpl;
+    while let Some(p) = rest.find("${last:") {
+        out.push_str(&rest[..p]);
+        let after = &rest[p + 7..];
+        let end = after.find('}').ok_or("unterminated `${last:` reference")?;
+        let (field, default) = match after[..end].split_once(":-") {
+            Some((f, d)) => (f, Some(d)),
+            None => (&after[..end], None),
+        };
+        let v = prev.and_then(|m| m.get(field)).filter(|v| !v.is_null());
+        match (v, default) {
+            (Some(serde_json::Value::String(s)), _) => out.push_str(s),
+            (Some(other), _) => out.push_str(&other.to_string()),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(format!(
+                    "`${{last:{field}}}` has no value yet (no successful run landed a record with it); give a default: `${{last:{field}:-…}}`"
+                ))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// Check `--streams` against the pipeline before anything runs.
 pub fn check_streams(p: &Pipeline, wanted: &Option<Vec<String>>) -> Result<()> {
     if let Some(w) = wanted {
@@ -184,6 +273,8 @@ pub async fn pull(p: &Pipeline, lake: &Lake, opts: &PullOptions) -> Result<PullR
     check_streams(p, &opts.streams)?;
     let started = std::time::Instant::now();
     let client = Client::new(p).map_err(|e| Error::Other(e.to_string()))?;
+    // `${last:…}` without a value is an input error: found before anything is written.
+    check_last(p, lake).await?;
     let lease = lease::acquire(lake, &p.name, opts.wait).await?;
     let res = pull_leased(p, lake, opts, &client, &lease).await;
     lease.release().await;
@@ -209,6 +300,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         let n = lake.remove_all(&orphans).await?;
         tracing::info!(source = %p.name, files = n, "removed raw files no catalogue row lists");
     }
+    let last = check_last(p, lake).await?;
     let writer = StateWriter::start(lake, Some(lease.fence())).await?;
     let run_id = uuid::Uuid::new_v4().to_string();
     let now = Utc::now();
@@ -229,7 +321,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
     let reports: Vec<StreamReport> = futures::stream::iter(jobs)
         .map(|(part, s)| {
             let bar = prog.bar(&format!("{}/{}", part.id, s.name));
-            let (known, writer, run_id) = (&known, &writer, &run_id);
+            let (known, writer, run_id, last) = (&known, &writer, &run_id, &last);
             async move {
             let run = stream::StreamRun {
                 p,
@@ -243,13 +335,14 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
                 run_id,
                 now,
                 progress: &bar,
+                last: last.get(&(part.id.clone(), s.name.clone())),
             };
                 let rep = match run.run().await {
                     Ok(r) => r,
                     Err(e) => {
                         let msg = crate::secret::redact(&e.to_string());
                         tracing::error!(partition = %part.id, stream = %s.name, "stream failed: {msg}");
-                        StreamReport { error: Some(msg), ..StreamReport::new(&part.id, &s.name) }
+                        StreamReport { error: Some(msg), started: Some(now), ..StreamReport::new(&part.id, &s.name) }
                     }
                 };
                 bar.finish(format!("{} pages, {} records", rep.pages, rep.records));
@@ -260,9 +353,45 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         .buffer_unordered(p.concurrency)
         .collect()
         .await;
-    let commits = writer.close().await?;
+    let closed = writer.close().await;
     let mut streams = reports;
     streams.sort_by(|a, b| (&a.partition, &a.stream).cmp(&(&b.partition, &b.stream)));
+    // The run log: one row per (partition, stream), whatever happened.
+    let commit_error = closed.as_ref().err().map(|e| crate::secret::redact(&e.to_string()));
+    let ended = rfc(Utc::now());
+    let rows: Vec<runs::RunRow> = streams
+        .iter()
+        .map(|r| {
+            let declared = p.streams.iter().find(|s| s.name == r.stream).map(declared_last).unwrap_or_default();
+            let last = r.last.as_ref().filter(|_| !declared.is_empty()).map(|rec| {
+                let m: serde_json::Map<String, serde_json::Value> = declared
+                    .iter()
+                    .filter_map(|f| crate::json::at_str(rec, f).map(|v| (f.clone(), v.clone())))
+                    .collect();
+                serde_json::Value::Object(m).to_string()
+            });
+            let error = r.error.clone().or_else(|| commit_error.clone());
+            runs::RunRow {
+                run_id: run_id.clone(),
+                source: p.name.clone(),
+                partition: r.partition.clone(),
+                stream: r.stream.clone(),
+                started: rfc(r.started.unwrap_or(now)),
+                ended: ended.clone(),
+                success: error.is_none(),
+                error,
+                pages: r.pages as i64,
+                records: r.records as i64,
+                files: r.files as i64,
+                bytes: r.bytes as i64,
+                last,
+            }
+        })
+        .collect();
+    if let Err(e) = runs::append(lake, &rows).await {
+        tracing::warn!("cannot append to the run log: {e}");
+    }
+    let commits = closed?;
     Ok(PullReport {
         source: p.name.clone(),
         run_id,

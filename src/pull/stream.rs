@@ -32,6 +32,8 @@ pub struct StreamRun<'a> {
     pub run_id: &'a str,
     pub now: DateTime<Utc>,
     pub progress: &'a super::progress::Bar,
+    /// The previous successful run's last-record fields (`${last:…}`).
+    pub last: Option<&'a serde_json::Map<String, Value>>,
 }
 
 /// What one window (or one pass of a window-less stream) fetches.
@@ -56,6 +58,7 @@ impl StreamRun<'_> {
 
     pub async fn run(&self) -> Result<StreamReport> {
         let mut rep = StreamReport::new(&self.part.id, &self.s.name);
+        rep.started = Some(Utc::now());
         let started = std::time::Instant::now();
         let watermark = if self.opts.full_refresh {
             None
@@ -140,6 +143,8 @@ impl StreamRun<'_> {
 
     /// A request template (`{partition}`, `{stream}`, `{window_start}`, `{window_end}`).
     fn fill(&self, tpl: &str, span: Option<Span>) -> String {
+        // `${last:…}` were checked before the run started.
+        let tpl = super::fill_last(tpl, self.last).unwrap_or_else(|_| tpl.to_string());
         let mut v = tpl.replace("{partition}", &self.part.id).replace("{stream}", &self.s.name);
         if let Some(sp) = span {
             v = v.replace("{window_start}", &rfc(sp.start)).replace("{window_end}", &rfc(sp.end));
@@ -217,7 +222,7 @@ impl StreamRun<'_> {
         let url = format!(
             "{}{}",
             self.p.base_url,
-            self.s.path.replace("{partition}", &self.part.id)
+            self.fill(&self.s.path, pass.span)
         );
         let mut pager = Paginator::new(&self.s.pagination, pass.floor);
         let inc = self.s.incremental.as_ref();
@@ -243,7 +248,7 @@ impl StreamRun<'_> {
                             self.s
                                 .params
                                 .iter()
-                                .map(|(k, v)| (k.clone(), v.replace("{partition}", &self.part.id))),
+                                .map(|(k, v)| (k.clone(), self.fill(v, pass.span))),
                         );
                         q.extend(pass.extra.iter().cloned());
                         for (k, v) in req.query {
@@ -331,6 +336,9 @@ impl StreamRun<'_> {
                     }
                     files[i].as_mut().unwrap().0.write(&recs).await?;
                     rep.records += recs.len() as u64;
+                    if i == 0 {
+                        rep.last = recs.last().cloned();
+                    }
                 }
                 self.progress.set_counts(rep.pages, rep.records);
                 if rep.pages % 25 == 0 {

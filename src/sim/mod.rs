@@ -150,6 +150,8 @@ pub struct Sim {
     /// C2S requests served (for `ignore_filter_every`).
     pub c2s_requests: AtomicU64,
     zoho: Mutex<zoho::State>,
+    /// The last query of each route (credentials removed), for tests of templated requests.
+    last_query: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
 impl Sim {
@@ -165,6 +167,7 @@ impl Sim {
             frozen: Mutex::default(),
             c2s_requests: AtomicU64::new(0),
             zoho: Mutex::default(),
+            last_query: Mutex::default(),
         }
     }
 
@@ -298,6 +301,10 @@ async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: He
         sim.freeze();
         return respond(200, &json!({"frozen_after_secs": sim.elapsed().as_secs_f64()}), None, false);
     }
+    if let Some(route) = path.strip_prefix("_sim/last_query/") {
+        let q = sim.last_query.lock().unwrap().get(route).cloned().unwrap_or_default();
+        return respond(200, &json!(q), None, false);
+    }
     if let Some(source) = path.strip_prefix("_sim/truth/") {
         return match source {
             "c2s" => respond(200, &c2s::truth(&sim), None, false),
@@ -316,6 +323,11 @@ async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: He
         Some("zoho") if method == Method::GET || method == Method::POST => zoho::handle(&sim, &segs[1..], &query, &headers),
         _ => ("unknown".to_string(), Err(Reply::err(404, "not found"))),
     };
+    {
+        let mut q = query.clone();
+        q.retain(|k, _| !["page_access_token", "refresh_token", "client_secret", "client_id"].contains(&k.as_str()));
+        sim.last_query.lock().unwrap().insert(route.clone(), q);
+    }
     match result {
         Err(r) if r.status == 429 => {
             sim.count(&route, true, 0);

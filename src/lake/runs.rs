@@ -1,0 +1,120 @@
+//! The run log (`<lake>/_ingest/runs`, seed 004's extraction log): one row per source ×
+//! partition × stream per pull — when, whether it succeeded, the error (redacted), pages,
+//! records, files, bytes, and the fields of its last landed record that the pipeline reads
+//! back with `${last:<field>}`. Appended in one Delta commit when a pull ends (a killed pull
+//! leaves no row; the catalogue, not this log, is what exactness rests on).
+use super::state::{open_or_create_table, select, to_batch};
+use super::Lake;
+use crate::error::Result;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::kernel::transaction::CommitProperties;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub const RUNS: &str = "_ingest/runs";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRow {
+    pub run_id: String,
+    pub source: String,
+    pub partition: String,
+    pub stream: String,
+    pub started: String,
+    pub ended: String,
+    pub success: bool,
+    pub error: Option<String>,
+    pub pages: i64,
+    pub records: i64,
+    pub files: i64,
+    pub bytes: i64,
+    /// JSON object: the declared fields of the last landed record.
+    pub last: Option<String>,
+}
+
+fn schema() -> SchemaRef {
+    let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("partition", DataType::Utf8, false),
+        Field::new("stream", DataType::Utf8, false),
+        Field::new("started", ts(), false),
+        Field::new("ended", ts(), false),
+        Field::new("success", DataType::Boolean, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("pages", DataType::Int64, false),
+        Field::new("records", DataType::Int64, false),
+        Field::new("files", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("last", DataType::Utf8, true),
+    ]))
+}
+
+/// Append `rows` (one commit; retried onto other writers' commits — rows are independent).
+pub async fn append(lake: &Lake, rows: &[RunRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let t = open_or_create_table(lake, RUNS, "runs", schema()).await?;
+    let batch = to_batch(schema(), rows)?;
+    t.write(vec![batch])
+        .with_commit_properties(CommitProperties::default().with_max_retries(50))
+        .await?;
+    Ok(())
+}
+
+/// The log, oldest first: of `source` (all when None), only failures when `failed`.
+pub async fn read(lake: &Lake, source: Option<&str>, failed: bool) -> Result<Vec<RunRow>> {
+    let mut conds = Vec::new();
+    if let Some(s) = source {
+        conds.push(format!("source = '{}'", s.replace('\'', "''")));
+    }
+    if failed {
+        conds.push("NOT success".to_string());
+    }
+    let filter = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+    select(lake, RUNS, &format!("{filter} ORDER BY started, source, partition, stream")).await
+}
+
+/// The last-record fields of the latest successful run of each (partition, stream) of `source`.
+pub async fn last_values(
+    lake: &Lake,
+    source: &str,
+) -> Result<std::collections::HashMap<(String, String), serde_json::Map<String, serde_json::Value>>> {
+    let mut out = std::collections::HashMap::new();
+    for r in read(lake, Some(source), false).await? {
+        if !r.success {
+            continue;
+        }
+        if let Some(m) = r.last.as_deref().and_then(|l| serde_json::from_str(l).ok()) {
+            out.insert((r.partition, r.stream), m);
+        }
+    }
+    Ok(out)
+}
+
+/// `ingest runs`: the log as a table.
+pub fn render(rows: &[RunRow]) -> String {
+    let mut out = format!(
+        "{:<10} {:<22} {:<10} {:<22} {:<7} {:>6} {:>9} {:>5}  {}\n",
+        "run", "started", "source", "partition/stream", "result", "pages", "records", "files", "error / last"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<10} {:<22} {:<10} {:<22} {:<7} {:>6} {:>9} {:>5}  {}\n",
+            r.run_id.chars().take(8).collect::<String>(),
+            r.started.chars().take(19).collect::<String>(),
+            r.source,
+            format!("{}/{}", r.partition, r.stream),
+            if r.success { "ok" } else { "FAILED" },
+            r.pages,
+            r.records,
+            r.files,
+            r.error.clone().or_else(|| r.last.clone()).unwrap_or_default()
+        ));
+    }
+    if rows.is_empty() {
+        out.push_str("no run logged\n");
+    }
+    out
+}
