@@ -70,6 +70,21 @@ pub enum Command {
         /// Only this source
         source: Option<String>,
     },
+    /// Write a table or a query result as a file (streamed; visible only when complete):
+    /// `<schema>_<table>_<date>.<ext>` in --to (a folder or s3://bucket/folder/), or exactly
+    /// --to when it names a file. Prints where.
+    Export {
+        /// A table (schema.table, raw.<source>_<stream>) or a SELECT statement
+        target: String,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+        /// CSV separator (one character)
+        #[arg(long, default_value = ",")]
+        sep: String,
+        /// Folder (local or s3://bucket/folder/) or file path; default ./exports/
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// The run log (<lake>/_ingest/runs): one row per source × partition × stream per pull —
     /// when, success or the error, pages, records, files, and the last record's fields that
     /// `${last:…}` reads back.
@@ -118,6 +133,13 @@ pub struct PullArgs {
     /// If a pull of this source is running, wait for it instead of exiting 1
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+    Parquet,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]

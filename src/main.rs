@@ -118,6 +118,23 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             print!("{}", status::render(&lake, source.as_deref(), &template).await?);
             Ok(0)
         }
+        Command::Export { target, format, sep, to } => {
+            let sep = match sep.as_bytes() {
+                [b] => *b,
+                b"\\t" => b'\t',
+                _ => return Err(Error::Usage(format!("--sep {sep:?}: one character expected"))),
+            };
+            let fmt = match format {
+                ingest::cli::ExportFormat::Csv => ingest::export::Format::Csv,
+                ingest::cli::ExportFormat::Json => ingest::export::Format::Json,
+                ingest::cli::ExportFormat::Parquet => ingest::export::Format::Parquet,
+            };
+            let lake = Lake::open(&cli.lake)?;
+            let e = ingest::export::export(&lake, &target, fmt, sep, to.as_deref()).await?;
+            println!("{}", e.location);
+            eprintln!("{} rows, {} bytes", e.rows, e.bytes);
+            Ok(0)
+        }
         Command::Runs { source, failed } => {
             let lake = Lake::open(&cli.lake)?;
             let rows = ingest::lake::runs::read(&lake, source.as_deref(), failed).await?;

@@ -71,7 +71,7 @@ pub async fn query(lake: &Lake, sql: &str, format: &str) -> Result<String> {
 }
 
 /// CSV has no nested values: structs, lists and maps are written as their text form.
-fn flatten_nested(b: &deltalake::arrow::array::RecordBatch) -> Result<deltalake::arrow::array::RecordBatch> {
+pub fn flatten_nested(b: &deltalake::arrow::array::RecordBatch) -> Result<deltalake::arrow::array::RecordBatch> {
     use deltalake::arrow::array::{ArrayRef, StringArray};
     use deltalake::arrow::datatypes::{DataType, Field, Schema};
     use deltalake::arrow::util::display::{ArrayFormatter, FormatOptions};

@@ -170,6 +170,25 @@ fn zoho_silver_models_build_and_an_unquoted_mixed_case_field_is_an_error() {
         let r = query(&lake, &format!("SELECT count(*) AS n, count(DISTINCT id) AS d, count(modified_at) AS m FROM silver.{table}"));
         assert_eq!((r[0]["n"].as_u64(), r[0]["d"].as_u64(), r[0]["m"].as_u64()), (Some(n), Some(n), Some(n)), "{table}");
     }
+    // Exports: CSV with `;` into a folder (named by table and date), Parquet of a query to a
+    // file; DuckDB reads the same rows.
+    let out = dir.path().join("out");
+    let o = ingest_sql(&lake, &shipped_sql(), &["export", "silver.zoho_crm_leads", "--format", "csv", "--sep", ";", "--to", &format!("{}/", out.display())]);
+    let loc = ok(&o);
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let csv = out.join(format!("silver_zoho_crm_leads_{day}.csv"));
+    assert!(loc.trim().ends_with(&format!("silver_zoho_crm_leads_{day}.csv")) && csv.exists(), "{loc}");
+    let pq = out.join("deals.parquet");
+    ok(&ingest_sql(&lake, &shipped_sql(), &["export", "SELECT id, amount FROM silver.zoho_crm_deals", "--format", "parquet", "--to", pq.to_str().unwrap()]));
+    let got = duckdb(&format!(
+        "print(*con.execute(\"SELECT count(*), count(DISTINCT id) FROM read_csv('{}', delim=';', all_varchar=true)\").fetchone())\nprint(*con.execute(\"SELECT count(*), CAST(sum(amount) AS BIGINT) FROM '{}'\").fetchone())",
+        csv.display(),
+        pq.display()
+    ));
+    let sum = query(&lake, "SELECT CAST(sum(amount) AS BIGINT) AS s FROM silver.zoho_crm_deals")[0]["s"].as_i64().unwrap();
+    assert_eq!(got, format!("90 90\n60 {sum}\n"));
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2, "partial or extra files");
+
     // SQL lower-cases unquoted names: `Modified_Time` unquoted is a mistake, not a missing field.
     let sql = dir.path().join("sql");
     std::fs::create_dir_all(&sql).unwrap();
