@@ -105,5 +105,8 @@ fn bad_input_exits_2_before_any_write() {
     assert!(msg.contains("127.0.0.1:9"), "{msg}");
     assert!(!msg.contains("tok-123456789"), "{msg}");
     assert!(raw_files(&lake).is_empty());
-    assert!(!lake.join("_ingest").exists(), "a failed first run left state behind");
+    assert!(!lake.join("_ingest/catalogue").exists(), "a failed first run left state behind");
+    // Only the run log says it happened.
+    let log = ok(&std::process::Command::new(BIN).arg("--lake").arg(&lake).args(["runs", "--failed"]).output().unwrap());
+    assert!(log.contains("FAILED") && log.contains("127.0.0.1:9") && !log.contains("tok-123456789"), "{log}");
 }
