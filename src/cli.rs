@@ -70,6 +70,11 @@ pub enum Command {
         /// Only this source
         source: Option<String>,
     },
+    /// SQL model helpers.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Write a table or a query result as a file (streamed; visible only when complete):
     /// `<schema>_<table>_<date>.<ext>` in --to (a folder or s3://bucket/folder/), or exactly
     /// --to when it names a file. Prints where.
@@ -133,6 +138,16 @@ pub struct PullArgs {
     /// If a pull of this source is running, wait for it instead of exiting 1
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Write a starting model (sql/silver/<source>_<stream>.sql) from a raw stream's landed
+    /// schema: nested fields flattened to parent_child columns, time-like text cast.
+    New {
+        /// <source>.<stream>, e.g. zoho_crm.leads
+        name: String,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]

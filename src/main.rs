@@ -118,6 +118,17 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             print!("{}", status::render(&lake, source.as_deref(), &template).await?);
             Ok(0)
         }
+        Command::Model {
+            command: ingest::cli::ModelCommand::New { name },
+        } => {
+            let Some((source, stream)) = name.split_once('.') else {
+                return Err(Error::Usage(format!("model new {name}: expected <source>.<stream>")));
+            };
+            let lake = Lake::open(&cli.lake)?;
+            let path = transform::scaffold::new_model(&lake, &cli.sql, source, stream).await?;
+            println!("{}", path.display());
+            Ok(0)
+        }
         Command::Export { target, format, sep, to } => {
             let sep = match sep.as_bytes() {
                 [b] => *b,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 /// streams are decoded into memory, so only those a statement reads are loaded).
 pub async fn context(lake: &Lake, sql: &str) -> Result<SessionContext> {
     let ctx = SessionContext::new();
+    crate::transform::functions::register(&ctx);
     let cat = ctx.catalog("datafusion").expect("default catalog");
     for rel in state::delta_tables(lake).await? {
         let (s, t) = rel.split_once('/').unwrap();

@@ -2,8 +2,10 @@
 //! Every model is planned before anything is written (bad SQL exits 2 naming file and line);
 //! then each reads only the landed files it has not consumed, dedupes, and MERGEs into its
 //! Delta table with the catalogue position it consumed as a Delta application transaction.
+pub mod functions;
 pub mod model;
 pub mod raw;
+pub mod scaffold;
 mod write;
 
 use crate::error::{Error, Result};
@@ -276,6 +278,7 @@ async fn register_raw(
 pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformOptions) -> Result<Vec<ModelReport>> {
     let all = model::load_dir(sql_dir)?;
     let ctx = SessionContext::new();
+    functions::register(&ctx);
     let mut refs = BTreeMap::new();
     for m in &all {
         refs.insert(m.target.clone(), references(&ctx, m)?);

@@ -189,6 +189,19 @@ fn zoho_silver_models_build_and_an_unquoted_mixed_case_field_is_an_error() {
     assert_eq!(got, format!("90 90\n60 {sum}\n"));
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2, "partial or extra files");
 
+    // `ingest model new` writes a model from the landed schema that plans and runs.
+    let gen = dir.path().join("gen");
+    let o = ingest_sql(&lake, &gen, &["model", "new", "zoho_crm.deals"]);
+    let path = ok(&o);
+    assert!(path.trim().ends_with("silver/zoho_crm_deals.sql"), "{path}");
+    let fresh = dir.path().join("fresh");
+    copy_dir(&lake, &fresh);
+    std::fs::remove_dir_all(fresh.join("silver")).unwrap();
+    ok(&ingest_sql(&fresh, &gen, &["transform"]));
+    let r = query(&fresh, "SELECT count(*) AS n, count(modified_time) AS m, count(DISTINCT id) AS d FROM silver.zoho_crm_deals");
+    assert_eq!((r[0]["n"].as_u64(), r[0]["m"].as_u64(), r[0]["d"].as_u64()), (Some(60), Some(60), Some(60)));
+    assert_eq!(ingest_sql(&lake, &gen, &["model", "new", "zoho_crm.deals"]).status.code(), Some(2), "overwrote a model");
+
     // SQL lower-cases unquoted names: `Modified_Time` unquoted is a mistake, not a missing field.
     let sql = dir.path().join("sql");
     std::fs::create_dir_all(&sql).unwrap();
@@ -200,4 +213,24 @@ fn zoho_silver_models_build_and_an_unquoted_mixed_case_field_is_an_error() {
     let o = ingest_sql(&lake, &sql, &["transform"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("m.sql:4") && text(&o).contains("Did you mean"), "{}", text(&o));
+}
+
+/// Seed 004's `transformations`, each as the SQL the README's table gives, on a fixture.
+#[test]
+fn every_seed_transformation_action_has_a_sql_equivalent() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let row = &query(
+        &lake,
+        "SELECT replace(x, 'o', '0') AS replace_, btrim(y) AS trim_, ltrim(y) AS ltrim_, rtrim(y) AS rtrim_, \
+         lower(x) AS lower_, upper(x) AS upper_, title(x) AS title_, capitalize(x) AS capitalize_, \
+         array_to_string(string_to_array(z, ','), '|') AS split_join, slice(x, 1, 5) AS slice_, slice(x, -5, 100) AS slice_neg \
+         FROM (VALUES ('hELLO wORLD', '  padded  ', 'a,b,c')) AS t(x, y, z)",
+    )[0];
+    let want = serde_json::json!({
+        "replace_": "hELLO wORLD".replace('o', "0"), "trim_": "padded", "ltrim_": "padded  ", "rtrim_": "  padded",
+        "lower_": "hello world", "upper_": "HELLO WORLD", "title_": "Hello World", "capitalize_": "Hello world",
+        "split_join": "a|b|c", "slice_": "ELLO", "slice_neg": "wORLD",
+    });
+    assert_eq!(row, &want);
 }
