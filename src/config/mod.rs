@@ -232,8 +232,17 @@ pub enum Pagination {
     /// `pages × page_size ≥ total` (`total`: JSON path of the record count).
     PageNumber {
         param: String,
+        /// First page (seed 004's `start_from`), default 1.
         #[serde(default = "one")]
         start: i64,
+        /// Increment from page to page (`step`), default 1.
+        #[serde(default = "one")]
+        step: i64,
+        /// Go on only while the API answers this status (seed 004), e.g. 200: a 204 ends it.
+        continue_while_status_code_is: Option<u16>,
+        /// Stop on an empty body (`null`, `{}`, `[]`, no records) whatever else says.
+        #[serde(default)]
+        stop_when_response_body_is_empty: bool,
         size_param: Option<String>,
         page_size: Option<u64>,
         /// The API's largest page: a larger `page_size` is refused before any request.

@@ -370,6 +370,19 @@ impl Checker<'_> {
         };
         let pagination = sc.pagination.clone().unwrap_or(Pagination::None);
         let pk = |k: &'static str| -> Vec<&str> { vec!["streams", name, "pagination", k] };
+        if let Pagination::PageNumber { continue_while_status_code_is: Some(_), stop_when_response_body_is_empty: true, .. } =
+            &pagination
+        {
+            return Err(self.err(
+                &pk("stop_when_response_body_is_empty"),
+                "give either `continue_while_status_code_is` or `stop_when_response_body_is_empty`, not both (seed 004)",
+            ));
+        }
+        if let Pagination::PageNumber { step, .. } = &pagination {
+            if *step < 1 {
+                return Err(self.err(&pk("step"), "must be 1 or more"));
+            }
+        }
         if let Some((size, max)) = pagination.size_limit() {
             if size > max || size == 0 {
                 return Err(self.err(&pk("page_size"), format!("{size} is outside 1..={max}, the API's page size range")));

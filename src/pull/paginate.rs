@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 /// What the stream loop saw on one page.
 pub struct Page<'a> {
+    pub status: u16,
     pub body: &'a Value,
     pub headers: &'a HeaderMap,
     /// Records of the first output, as selected (before any client-side filter).
@@ -102,17 +103,39 @@ impl<'a> Paginator<'a> {
             (State::Once, _) => false,
             (State::Page { n, first, offset }, cfg) => {
                 *offset += page.count as u64;
+                if let Pagination::PageNumber {
+                    continue_while_status_code_is,
+                    stop_when_response_body_is_empty,
+                    ..
+                } = cfg
+                {
+                    let empty = match page.body {
+                        Value::Null => true,
+                        Value::Array(a) => a.is_empty(),
+                        Value::Object(m) => m.is_empty(),
+                        _ => false,
+                    };
+                    if continue_while_status_code_is.is_some_and(|c| c != page.status)
+                        || (*stop_when_response_body_is_empty && (empty || page.count == 0))
+                    {
+                        return Ok(false);
+                    }
+                }
                 let total = match cfg {
                     Pagination::PageNumber { total, .. } | Pagination::Offset { total, .. } => total.as_deref(),
                     _ => None,
                 };
-                let done_pages = (*n - *first + 1) as u64;
+                let step = match cfg {
+                    Pagination::PageNumber { step, .. } => *step,
+                    _ => 1,
+                };
+                let done_pages = ((*n - *first) / step + 1) as u64;
                 let seen = size.map_or(*offset, |s| done_pages * s).max(*offset);
                 let reached = total
                     .and_then(|t| json::at_str(page.body, t))
                     .and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()))
                     .is_some_and(|total| seen as f64 >= total);
-                *n += 1;
+                *n += step;
                 page.count > 0 && !short && !reached
             }
             (State::Cursor { next, sent }, Pagination::Cursor { from, .. }) => {
@@ -185,5 +208,37 @@ impl<'a> Paginator<'a> {
             _ => false,
         };
         Ok(more && self.cond.as_ref().is_none_or(|c| c.holds(page.body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pagination(toml_text: &str) -> Pagination {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    fn page<'a>(status: u16, body: &'a Value, count: usize, h: &'a HeaderMap) -> Page<'a> {
+        Page { status, body, headers: h, count, last: None, cursors: &[] }
+    }
+
+    #[test]
+    fn sequential_with_start_step_and_seed_stop_rules() {
+        let h = HeaderMap::new();
+        let cfg = pagination("type = \"page_number\"\nparam = \"p\"\nstart = 0\nstep = 10\ncontinue_if = \"more\"\ncontinue_while_status_code_is = 200\n");
+        let mut pg = Paginator::new(&cfg, None);
+        assert_eq!(pg.request(None).query, vec![("p".to_string(), "0".to_string())]);
+        let more = json!({"more": true, "data": [1]});
+        assert!(pg.advance(&page(200, &more, 1, &h), None, "t").unwrap());
+        assert_eq!(pg.request(None).query, vec![("p".to_string(), "10".to_string())]);
+        // Another status ends it; so does `there_are_more_pages` (continue_if) going false.
+        assert!(!pg.advance(&page(206, &more, 1, &h), None, "t").unwrap());
+        let mut pg = Paginator::new(&cfg, None);
+        assert!(!pg.advance(&page(200, &json!({"more": false, "data": [1]}), 1, &h), None, "t").unwrap());
+        let empty = pagination("type = \"page_number\"\nparam = \"p\"\nstop_when_response_body_is_empty = true\n");
+        let mut pg = Paginator::new(&empty, None);
+        assert!(!pg.advance(&page(200, &json!({}), 1, &h), None, "t").unwrap());
     }
 }

@@ -345,6 +345,7 @@ impl StreamRun<'_> {
                     tracing::info!(stream = %what, pages = rep.pages, records = rep.records, "pulling");
                 }
                 let page = Page {
+                    status: got.status,
                     body: &got.body,
                     headers: &got.headers,
                     count: page_count,

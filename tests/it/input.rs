@@ -110,3 +110,22 @@ fn bad_input_exits_2_before_any_write() {
     let log = ok(&std::process::Command::new(BIN).arg("--lake").arg(&lake).args(["runs", "--failed"]).output().unwrap());
     assert!(log.contains("FAILED") && log.contains("127.0.0.1:9") && !log.contains("tok-123456789"), "{log}");
 }
+
+#[test]
+fn seed_pagination_rules_that_exclude_each_other_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let p = dir.path().join("pipelines");
+    std::fs::create_dir_all(&p).unwrap();
+    let text = std::fs::read_to_string(pipelines().join("zoho_crm.toml")).unwrap();
+    let from = "continue_if = \"info.more_records\" }";
+    assert!(text.contains(from));
+    let to = "continue_if = \"info.more_records\", continue_while_status_code_is = 200, stop_when_response_body_is_empty = true }";
+    std::fs::write(p.join("zoho_crm.toml"), text.replacen(from, to, 1)).unwrap();
+    let env = [("ZOHO_CLIENT_ID", "a-client-id"), ("ZOHO_CLIENT_SECRET", "a-secret-1"), ("ZOHO_REFRESH_TOKEN", "a-refresh-token")];
+    let (code, msg) = run(&p, &lake, &env, &["pull", "zoho_crm"]);
+    assert_eq!(code, 2, "{msg}");
+    assert!(msg.contains("zoho_crm.toml:") && msg.contains("stop_when_response_body_is_empty"), "{msg}");
+    assert!(!msg.contains("a-refresh-token") && !msg.contains("a-secret-1"), "{msg}");
+    assert!(!lake.exists());
+}
