@@ -5,7 +5,7 @@ pub mod interp;
 mod validate;
 
 pub use validate::{
-    list_sources, load, parse_date, parse_duration, Auth, Incremental, OAuth2, Output, Partition,
+    list_sources, load, parse_date, parse_duration, Auth, Details, Incremental, OAuth2, Output, Partition,
     Pipeline, Stream, Window, WireFormat,
 };
 
@@ -207,6 +207,29 @@ pub struct StreamConfig {
     /// Fields injected into every record of this stream (added to the source's).
     #[serde(default)]
     pub context: BTreeMap<String, String>,
+    /// One detail request per landed record (seed 004's `mapping_fetch`).
+    pub details: Option<DetailsConfig>,
+}
+
+/// Detail fetches: for each landed record, `GET path` (templates `{record.<json path>}`, e.g.
+/// `/crm/v2/Deals/{record.id}`), the object at `records` (the first one of a list) landed as
+/// raw stream `stream`, each carrying `_parent_key` (the record's `primary_key`) and
+/// `_parent_cursor` (its incremental cursor). Bounded by the source's budget and concurrency;
+/// committed every `batch` details, so a crash mid-way resumes without refetching a detail
+/// already landed for the same parent version. A 404 is landed as `_detail_status = 404`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DetailsConfig {
+    pub path: String,
+    #[serde(default)]
+    pub records: String,
+    pub stream: String,
+    #[serde(default = "default_detail_batch")]
+    pub batch: usize,
+}
+
+fn default_detail_batch() -> usize {
+    50
 }
 
 #[derive(Debug, Deserialize, Clone)]

@@ -34,6 +34,15 @@ pub struct Partition {
     pub auth: Auth,
 }
 
+/// Detail fetches of a stream (see `DetailsConfig`).
+#[derive(Debug, Clone)]
+pub struct Details {
+    pub path: String,
+    pub records: Vec<String>,
+    pub stream: String,
+    pub batch: usize,
+}
+
 /// An OAuth2 refresh-token grant, as configured (see `AuthConfig::Oauth2Refresh`).
 #[derive(Debug, Clone)]
 pub struct OAuth2 {
@@ -63,6 +72,7 @@ pub enum Auth {
 pub struct Stream {
     pub name: String,
     pub path: String,
+    pub details: Option<Details>,
     pub method: String,
     pub headers: BTreeMap<String, String>,
     pub body: Option<serde_json::Value>,
@@ -437,9 +447,26 @@ impl Checker<'_> {
             Some(b) => Some(serde_json::to_value(b).map_err(|e| self.err(&at("body"), e.to_string()))?),
             None => None,
         };
+        let details = match &sc.details {
+            Some(d) => {
+                let dp = |k: &'static str| -> Vec<&str> { vec!["streams", name, "details", k] };
+                if sc.primary_key.is_none() {
+                    return Err(self.err(&dp("path"), "detail fetches need the stream's `primary_key` (the parent key)"));
+                }
+                if !d.path.starts_with('/') || !d.path.contains("{record.") {
+                    return Err(self.err(&dp("path"), "must start with `/` and name the record, e.g. `/Deals/{record.id}`"));
+                }
+                if d.batch == 0 {
+                    return Err(self.err(&dp("batch"), "must be 1 or more"));
+                }
+                Some(Details { path: d.path.clone(), records: split_path(&d.records), stream: d.stream.clone(), batch: d.batch })
+            }
+            None => None,
+        };
         Ok(Stream {
             name: name.to_string(),
             path: sc.path,
+            details,
             method,
             headers: sc.headers,
             body,

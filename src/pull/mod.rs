@@ -4,6 +4,7 @@
 pub mod paginate;
 pub mod progress;
 pub mod records;
+pub mod details;
 mod stream;
 pub mod window;
 

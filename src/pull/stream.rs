@@ -47,6 +47,13 @@ struct Pass {
     floor: Option<DateTime<Utc>>,
 }
 
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -72,8 +79,33 @@ impl StreamRun<'_> {
             .copied()
             .unwrap_or(0);
         let passes = self.plan(watermark.as_deref())?;
+        let mut det = match &self.s.details {
+            Some(d) => {
+                let current: Vec<String> = self
+                    .known
+                    .current
+                    .iter()
+                    .filter(|((part, stream, _), _)| *part == self.part.id && *stream == d.stream)
+                    .map(|(_, (path, _))| path.clone())
+                    .collect();
+                Some(super::details::DetailRun {
+                    cfg: d,
+                    base_url: &self.p.base_url,
+                    client: self.client,
+                    auth: &self.part.auth,
+                    lake: self.lake,
+                    writer: self.writer,
+                    concurrency: self.p.concurrency,
+                    what: format!("{}/{}/{} details", self.p.name, self.part.id, self.s.name),
+                    done: super::details::landed(self.lake, &current).await?,
+                    pending: Vec::new(),
+                    fetched: 0,
+                })
+            }
+            None => None,
+        };
         for pass in passes {
-            let (landed, remove) = self.fetch_pass(&pass, &mut rep).await?;
+            let (landed, remove) = self.fetch_pass(&pass, &mut rep, &mut det).await?;
             tracing::debug!(partition = %self.part.id, stream = %self.s.name, file_date = %pass.date, records = rep.records, "window landed");
             version += 1;
             let txns = vec![(txn_app(&self.p.name, &self.part.id, &self.s.name), version)];
@@ -191,7 +223,7 @@ impl StreamRun<'_> {
     /// The slot a landing of `stream` for `date` fills, and a path for it that no catalogue
     /// row ever named and nothing occupies: a file is never overwritten in place. A window's
     /// slot is its base path (a re-pull supersedes it); each cursor-stream landing is its own.
-    async fn fresh_rel(&self, stream: &str, date: &str) -> Result<(String, String)> {
+    async fn fresh_rel(&self, stream: &str, date: &str, additive: bool) -> Result<(String, String)> {
         let base = self
             .p
             .path_template
@@ -211,13 +243,51 @@ impl StreamRun<'_> {
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            let slot = if self.s.incremental.is_some() { rel.clone() } else { base };
+            let slot = if additive || self.s.incremental.is_some() { rel.clone() } else { base };
             return Ok((rel, slot));
         }
         unreachable!()
     }
 
-    async fn fetch_pass(&self, pass: &Pass, rep: &mut StreamReport) -> Result<(Vec<LandedFile>, Vec<String>)> {
+    /// The catalogue row of a landing of `stream` in `pass` (path and counts filled by the caller).
+    fn row_base(&self, pass: &Pass, stream: &str) -> LandedFile {
+        LandedFile {
+            seq: 0,
+            source: self.p.name.clone(),
+            partition: self.part.id.clone(),
+            stream: stream.to_string(),
+            request: self.s.name.clone(),
+            window_start: pass.span.map(|s| rfc(s.start)),
+            window_end: pass.span.map(|s| rfc(s.end)),
+            path: None,
+            records: 0,
+            bytes: 0,
+            sha256: None,
+            min_cursor: None,
+            max_cursor: None,
+            watermark: None,
+            run_id: self.run_id.to_string(),
+            landed_at: rfc(Utc::now()),
+            slot: None,
+            schema: None,
+        }
+    }
+
+    /// Land the pending details of `det` (when `all`, or once a batch is full).
+    async fn land_details(&self, pass: &Pass, det: &mut super::details::DetailRun<'_>, all: bool) -> Result<()> {
+        if det.pending.is_empty() || (!all && det.pending.len() < det.cfg.batch) {
+            return Ok(());
+        }
+        let (rel, _) = self.fresh_rel(&det.cfg.stream, &pass.date, true).await?;
+        det.land(&rel, &self.row_base(pass, &det.cfg.stream)).await
+    }
+
+    async fn fetch_pass(
+        &self,
+        pass: &Pass,
+        rep: &mut StreamReport,
+        det: &mut Option<super::details::DetailRun<'_>>,
+    ) -> Result<(Vec<LandedFile>, Vec<String>)> {
         let ctx = self.context(pass.span);
         let url = format!(
             "{}{}",
@@ -331,13 +401,24 @@ impl StreamRun<'_> {
                         records::inject(r, &ctx);
                     }
                     if files[i].is_none() {
-                        let (rel, slot) = self.fresh_rel(&out.stream, &pass.date).await?;
+                        let (rel, slot) = self.fresh_rel(&out.stream, &pass.date, false).await?;
                         files[i] = Some((RawFile::create(self.lake, &rel).await?, slot));
                     }
                     files[i].as_mut().unwrap().0.write(&recs).await?;
                     rep.records += recs.len() as u64;
                     if i == 0 {
                         rep.last = recs.last().cloned();
+                        if let Some(d) = det.as_mut() {
+                            let pk = self.s.primary_key.clone().unwrap_or_default();
+                            let key = |r: &Value| json::at(r, &pk).map(text_of).unwrap_or_default();
+                            let cur = |r: &Value| {
+                                inc.and_then(|i| json::at(r, &i.cursor)).map(text_of).unwrap_or_default()
+                            };
+                            for chunk in recs.chunks(d.cfg.batch) {
+                                d.fetch(chunk, &key, &cur).await?;
+                                self.land_details(pass, d, false).await?;
+                            }
+                        }
                     }
                 }
                 self.progress.set_counts(rep.pages, rep.records);
@@ -364,6 +445,10 @@ impl StreamRun<'_> {
             }
         }
         .await;
+        let result = match (result, det.as_mut()) {
+            (Ok(()), Some(d)) => self.land_details(pass, d, true).await,
+            (r, _) => r,
+        };
         if let Err(e) = result {
             for (f, _) in files.into_iter().flatten() {
                 f.abort().await;

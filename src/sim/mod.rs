@@ -308,6 +308,7 @@ async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: He
     if let Some(source) = path.strip_prefix("_sim/truth/") {
         return match source {
             "c2s" => respond(200, &c2s::truth(&sim), None, false),
+            "zoho_details" => respond(200, &zoho::detail_hits(&sim), None, false),
             _ => respond(404, &json!({"error": "no truth for this source"}), None, false),
         };
     }

@@ -23,6 +23,8 @@ pub struct State {
     refresh: Option<String>,
     issued: HashMap<String, Instant>,
     count: u64,
+    /// Detail requests per record id (`GET /_sim/truth/zoho_details`).
+    pub detail_hits: HashMap<String, u64>,
 }
 
 pub fn client_id(sim: &Sim) -> String {
@@ -47,6 +49,7 @@ pub fn handle(
     match segs {
         ["oauth", "v2", "token"] => ("zoho/token".into(), token(sim, q)),
         ["crm", "v2", module] => (format!("zoho/crm/{module}"), crm(sim, module, q, headers)),
+        ["crm", "v2", "Deals", id] => ("zoho/crm/Deals/detail".into(), deal(sim, id, headers)),
         ["desk", "api", "v1", "tickets"] => ("zoho/desk/tickets".into(), desk(sim, q, headers)),
         _ => ("zoho/unknown".into(), Err(Reply::err(404, "not found"))),
     }
@@ -204,6 +207,37 @@ fn crm(sim: &Sim, module: &str, q: &HashMap<String, String>, headers: &HeaderMap
         json!({"data": items, "info": {"per_page": per_page, "count": n, "page": page, "more_records": more}}),
         n,
     ))
+}
+
+/// `GET /crm/v2/Deals/{id}`: the deal with its detail-only fields; some deals listed in the
+/// module answer 404 here (deleted between the list and the detail request).
+fn deal(sim: &Sim, id: &str, headers: &HeaderMap) -> Result<Reply, Reply> {
+    authorized(sim, headers)?;
+    if let Some(wait) = sim.throttle("zoho:crm", 100) {
+        let mut r = Reply::err(429, "too many requests");
+        r.body["retry_after"] = json!(wait);
+        return Err(r);
+    }
+    *sim.zoho.lock().unwrap().detail_hits.entry(id.to_string()).or_default() += 1;
+    let now = data::sim_now(sim.cfg.days);
+    let found = data::entities(sim.cfg.seed, DEALS, 0, 20 * sim.cfg.scale as u64, 0..=sim.cfg.days as i64, sim.cfg.days)
+        .find(|e| zid(sim.cfg.seed, DEALS, e) == id);
+    let Some(e) = found.filter(|e| e.idx % 25 != 7) else {
+        let mut r = Reply::err(404, "record not found");
+        r.body = json!({"code": "INVALID_URL_PATTERN", "message": "record not found", "status": "error"});
+        return Err(r);
+    };
+    let Some(v) = e.versions.iter().rposition(|t| *t <= now) else {
+        return Err(Reply::err(404, "record not found"));
+    };
+    let mut d = record(sim, DEALS, &e, v);
+    d["Description"] = json!(format!("Detalhes do negócio {}", e.idx + 1));
+    d["Contact_Name"] = json!({"id": format!("{}", 4_876_000_100_000_000_000u64 + e.h % 1_000_000), "name": pick(e.h >> 3, data::FIRST)});
+    Ok(Reply::ok(json!({"data": [d]}), 1))
+}
+
+pub fn detail_hits(sim: &Sim) -> Value {
+    json!(sim.zoho.lock().unwrap().detail_hits)
 }
 
 fn desk(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Reply, Reply> {

@@ -54,8 +54,15 @@ fn a_token_expiring_mid_pull_is_refreshed_once_for_every_stream() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let rt = dir.path().join("secrets/zoho_rt");
+    // Three list streams at once (deal details, one request per deal, are tested below).
+    let p = edited(
+        dir.path(),
+        "zoho_crm.toml",
+        "details = { path = \"/crm/v2/Deals/{record.id}\", records = \"data\", stream = \"deal_details\", batch = 50 }",
+        "",
+    );
     let t0 = Instant::now();
-    let o = zoho(&sim, &pipelines(), &lake, &rt, &["pull", "zoho_crm"]);
+    let o = zoho(&sim, &p, &lake, &rt, &["pull", "zoho_crm"]);
     let elapsed = t0.elapsed().as_secs_f64();
     ok(&o);
     for (stream, n) in [("leads", 30 * 30 * 5), ("contacts", 10 * 30 * 5), ("deals", 20 * 30 * 5)] {
@@ -233,4 +240,57 @@ fn every_seed_transformation_action_has_a_sql_equivalent() {
         "split_join": "a|b|c", "slice_": "ELLO", "slice_neg": "wORLD",
     });
     assert_eq!(row, &want);
+}
+
+#[test]
+fn detail_fetches_within_budget_resume_after_a_kill_without_refetching() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "5", "--scale", "5", "--slow-every", "1", "--slow-ms", "15"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let rt = dir.path().join("rt");
+    let landed_keys = |lake: &Path| -> Vec<String> {
+        ingest::lake::state::current_files(&catalogue(lake))
+            .into_iter()
+            .filter(|r| r.stream == "deal_details")
+            .filter_map(|r| r.path)
+            .flat_map(|p| raw_files(lake).remove(&p).unwrap_or_default())
+            .map(|d| d["_parent_key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut child = std::process::Command::new(BIN)
+        .arg("--lake")
+        .arg(&lake)
+        .arg("--pipelines")
+        .arg(pipelines())
+        .args(["-q", "pull", "zoho_crm", "--streams", "deals"])
+        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .env("ZOHO_REFRESH_TOKEN_FILE", &rt)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while landed_keys(&lake).len() < 150 && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the pull ended before the kill");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before: BTreeSet<String> = landed_keys(&lake).into_iter().collect();
+    assert!(before.len() >= 150 && before.len() < 500, "{} details landed before the kill", before.len());
+    let o = zoho(&sim, &pipelines(), &lake, &rt, &["pull", "zoho_crm", "--streams", "deals"]);
+    ok(&o);
+    let after = landed_keys(&lake);
+    let uniq: BTreeSet<&String> = after.iter().collect();
+    assert_eq!(after.len(), 500, "one detail per deal");
+    assert_eq!(uniq.len(), 500);
+    let hits = http_get_json(&format!("{}/_sim/truth/zoho_details", sim.base));
+    for k in &before {
+        assert_eq!(hits[k.as_str()], 1, "detail of {k} fetched again although it had landed");
+    }
+    let stats = sim.stats();
+    assert_eq!(stats["throttled"], 0, "the budget was exceeded: {stats}");
+    // A 404 detail is landed as such and not asked again.
+    let r = query(&lake, "SELECT count(*) AS n FROM raw.zoho_crm_deal_details WHERE _detail_status = 404");
+    assert_eq!(r[0]["n"], 20);
 }

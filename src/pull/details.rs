@@ -1,0 +1,148 @@
+//! Detail fetches (seed 004's `mapping_fetch`): one request per landed record, landed as its
+//! own raw stream. Details are committed in batches of their own (no watermark), so a crash
+//! mid-way keeps what was fetched; the next run skips every (parent key, parent cursor) whose
+//! detail is already landed, and fetches the rest.
+use crate::config::Details;
+use crate::error::{Error, Result};
+use crate::http::{Client, HttpError, Request};
+use crate::json;
+use crate::lake::state::{LandedFile, Landing, StateWriter};
+use crate::lake::{Lake, RawFile};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+
+/// (parent key, parent cursor) pairs whose detail is landed, read from the detail stream's
+/// current files.
+pub async fn landed(lake: &Lake, current: &[String]) -> Result<HashSet<(String, String)>> {
+    let mut out = HashSet::new();
+    for rel in current {
+        let bytes = match lake.store.get(&lake.path(rel)).await {
+            Ok(g) => g.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(v) = serde_json::from_slice::<Value>(line) {
+                out.insert((text(&v["_parent_key"]), text(&v["_parent_cursor"])));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Fill `{record.<path>}` from a record.
+fn fill(tpl: &str, record: &Value) -> String {
+    let mut out = String::new();
+    let mut rest = tpl;
+    while let Some(p) = rest.find("{record.") {
+        out.push_str(&rest[..p]);
+        let after = &rest[p + 8..];
+        let end = after.find('}').unwrap_or(after.len());
+        let v = json::at_str(record, &after[..end]).map(text).unwrap_or_default();
+        out.push_str(&url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
+        rest = &after[(end + 1).min(after.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What one stream run needs to fetch and land details.
+pub struct DetailRun<'a> {
+    pub cfg: &'a Details,
+    pub base_url: &'a str,
+    pub client: &'a Client,
+    pub auth: &'a crate::config::Auth,
+    pub lake: &'a Lake,
+    pub writer: &'a StateWriter,
+    pub concurrency: usize,
+    pub what: String,
+    pub done: HashSet<(String, String)>,
+    pub pending: Vec<Value>,
+    pub fetched: u64,
+}
+
+impl DetailRun<'_> {
+    /// Fetch the details of `records` not landed yet (`key`, `cursor`: how to read a parent's
+    /// key and cursor). Returns the details ready to land (the caller lands them in batches).
+    pub async fn fetch(
+        &mut self,
+        records: &[Value],
+        key: &dyn Fn(&Value) -> String,
+        cursor: &dyn Fn(&Value) -> String,
+    ) -> Result<()> {
+        let todo: Vec<(String, String, String)> = records
+            .iter()
+            .map(|r| (key(r), cursor(r), format!("{}{}", self.base_url, fill(&self.cfg.path, r))))
+            .filter(|(k, c, _)| !self.done.contains(&(k.clone(), c.clone())))
+            .collect();
+        let (client, auth, what) = (self.client, self.auth, self.what.as_str());
+        let results: Vec<(String, String, std::result::Result<Value, HttpError>)> = futures::stream::iter(todo)
+            .map(|(k, c, url)| async move {
+                let req = Request { method: "GET", url: &url, query: &[], headers: &[], body: None };
+                let r = client.send(&req, auth, what).await.map(|f| f.body);
+                (k, c, r)
+            })
+            .buffer_unordered(self.concurrency.max(1))
+            .collect()
+            .await;
+        for (k, c, r) in results {
+            let mut detail = match r {
+                Ok(body) => {
+                    let v = json::at(&body, &self.cfg.records).cloned().unwrap_or(Value::Null);
+                    match v {
+                        Value::Array(mut a) if !a.is_empty() => a.swap_remove(0),
+                        Value::Object(_) => v,
+                        _ => json!({"_detail_status": 204}),
+                    }
+                }
+                Err(HttpError::Rejected { status: 404, .. }) => json!({"_detail_status": 404}),
+                Err(e) => return Err(Error::Http(e.to_string())),
+            };
+            if let Value::Object(m) = &mut detail {
+                m.insert("_parent_key".into(), Value::String(k.clone()));
+                m.insert("_parent_cursor".into(), Value::String(c.clone()));
+            }
+            self.fetched += 1;
+            self.done.insert((k, c));
+            self.pending.push(detail);
+        }
+        Ok(())
+    }
+
+    /// Land the pending details as one file (one catalogue commit of its own).
+    pub async fn land(&mut self, rel: &str, base: &LandedFile) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut f = RawFile::create(self.lake, rel).await?;
+        f.write(&self.pending).await?;
+        let (records, bytes) = (f.records as i64, f.bytes as i64);
+        let (sha, schema) = f.finish().await?;
+        let row = LandedFile {
+            path: Some(rel.to_string()),
+            records,
+            bytes,
+            sha256: Some(sha),
+            slot: Some(rel.to_string()),
+            schema: Some(schema),
+            stream: self.cfg.stream.clone(),
+            watermark: None,
+            min_cursor: None,
+            max_cursor: None,
+            ..base.clone()
+        };
+        self.writer.land(Landing { rows: vec![row], txns: vec![], remove: vec![] }).await?;
+        self.pending.clear();
+        Ok(())
+    }
+}
