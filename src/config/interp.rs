@@ -42,6 +42,63 @@ pub fn substitute_env(file: &str, text: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Substitute `${self:<dotted.path>}` with another value of the same file (seed 004's
+/// `self::`), after `${env:…}`: a string, number or boolean at that path of the parsed file.
+pub fn substitute_self(file: &str, text: &str) -> Result<String> {
+    if !text.contains("${self:") {
+        return Ok(text.to_string());
+    }
+    // Parse with the references blanked out, so the file parses whatever they stand for.
+    let blank = {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(p) = rest.find("${self:") {
+            out.push_str(&rest[..p]);
+            let end = rest[p..].find('}').map_or(rest.len(), |e| p + e + 1);
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        out
+    };
+    let doc: toml::Value = toml::from_str(&blank).map_err(|e| Error::config(file, None, None, e.message().to_string()))?;
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.lines().enumerate() {
+        let mut rest = line;
+        while let Some(pos) = rest.find("${self:") {
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 7..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| Error::config(file, Some(i + 1), None, "unterminated `${self:` reference"))?;
+            let path = &after[..end];
+            let mut v = &doc;
+            for seg in path.split('.') {
+                v = v.get(seg).ok_or_else(|| {
+                    Error::config(file, Some(i + 1), None, format!("`${{self:{path}}}`: no value at `{path}` in this file"))
+                })?;
+            }
+            match v {
+                toml::Value::String(s) if !s.contains("${") => out.push_str(s),
+                toml::Value::Integer(n) => out.push_str(&n.to_string()),
+                toml::Value::Float(n) => out.push_str(&n.to_string()),
+                toml::Value::Boolean(b) => out.push_str(&b.to_string()),
+                _ => {
+                    return Err(Error::config(
+                        file,
+                        Some(i + 1),
+                        None,
+                        format!("`${{self:{path}}}` must name a plain string, number or boolean"),
+                    ))
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// Resolve a string that may hold `${secret:NAME}` references (NAME may contain `{partition}`,
 /// already expanded by the caller). Secrets come from environment variables of that name.
 pub fn resolve_secret(value: &str) -> std::result::Result<Secret, String> {
@@ -121,6 +178,10 @@ mod tests {
         let t =
             "[source]\nname = \"x\"\n[streams.a]\npath = \"/a\"\n[streams.a.pagination]\ntype = \"x\"\ntotal = \"t\"\n";
         assert_eq!(line_of(t, &["streams", "a", "pagination", "total"]), Some(7));
+        let t2 = "[source]\nname = \"x\"\nbase = \"/v1\"\n[streams.a]\npath = \"${self:source.base}/a\"\n";
+        let s = substitute_self("x.toml", t2).unwrap();
+        assert!(s.contains("path = \"/v1/a\""), "{s}");
+        assert!(substitute_self("x.toml", "[a]\nb = \"${self:nope}\"\n").is_err());
         assert_eq!(line_of(t, &["streams", "a", "path"]), Some(4));
         assert_eq!(line_of(t, &["source", "name"]), Some(2));
     }

@@ -147,6 +147,7 @@ pub fn load(dir: &Path, source: &str) -> Result<Pipeline> {
         ))
     })?;
     let text = substitute_env(&file, &raw)?;
+    let text = super::interp::substitute_self(&file, &text)?;
     let parsed: PipelineFile = toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
