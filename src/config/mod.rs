@@ -192,7 +192,8 @@ pub struct StreamConfig {
     #[serde(default = "default_get")]
     pub method: String,
     /// Request headers of this stream (templates: `{partition}`, `{window_start}`,
-    /// `{window_end}`), added to the source's.
+    /// `{window_end}`, `{cursor}` = the incremental bound, `${last:<field>}`), added to the
+    /// source's.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// A JSON body (a TOML table), sent with `Content-Type: application/json`; string values

@@ -174,22 +174,30 @@ impl StreamRun<'_> {
     }
 
     /// A request template (`{partition}`, `{stream}`, `{window_start}`, `{window_end}`).
-    fn fill(&self, tpl: &str, span: Option<Span>) -> String {
+    fn fill(&self, tpl: &str, pass: &Pass) -> String {
         // `${last:…}` were checked before the run started.
         let tpl = super::fill_last(tpl, self.last).unwrap_or_else(|_| tpl.to_string());
         let mut v = tpl.replace("{partition}", &self.part.id).replace("{stream}", &self.s.name);
-        if let Some(sp) = span {
+        if let Some(sp) = pass.span {
             v = v.replace("{window_start}", &rfc(sp.start)).replace("{window_end}", &rfc(sp.end));
+        }
+        if v.contains("{cursor}") {
+            // The incremental bound of this pass in the stream's wire format (empty on a full load).
+            let c = match (&self.s.incremental, pass.floor) {
+                (Some(i), Some(f)) => window::format_instant(f, &i.format, &i.tz),
+                _ => String::new(),
+            };
+            v = v.replace("{cursor}", &c);
         }
         v
     }
 
     /// Every string of a JSON body filled like [`Self::fill`].
-    fn fill_json(&self, v: &Value, span: Option<Span>) -> Value {
+    fn fill_json(&self, v: &Value, pass: &Pass) -> Value {
         match v {
-            Value::String(s) => Value::String(self.fill(s, span)),
-            Value::Array(a) => Value::Array(a.iter().map(|x| self.fill_json(x, span)).collect()),
-            Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), self.fill_json(x, span))).collect()),
+            Value::String(s) => Value::String(self.fill(s, pass)),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.fill_json(x, pass)).collect()),
+            Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), self.fill_json(x, pass))).collect()),
             other => other.clone(),
         }
     }
@@ -292,7 +300,7 @@ impl StreamRun<'_> {
         let url = format!(
             "{}{}",
             self.p.base_url,
-            self.fill(&self.s.path, pass.span)
+            self.fill(&self.s.path, pass)
         );
         let mut pager = Paginator::new(&self.s.pagination, pass.floor);
         let inc = self.s.incremental.as_ref();
@@ -318,7 +326,7 @@ impl StreamRun<'_> {
                             self.s
                                 .params
                                 .iter()
-                                .map(|(k, v)| (k.clone(), self.fill(v, pass.span))),
+                                .map(|(k, v)| (k.clone(), self.fill(v, pass))),
                         );
                         q.extend(pass.extra.iter().cloned());
                         for (k, v) in req.query {
@@ -329,9 +337,9 @@ impl StreamRun<'_> {
                     }
                 };
                 let mut headers: Vec<(String, String)> =
-                    self.s.headers.iter().map(|(k, v)| (k.clone(), self.fill(v, pass.span))).collect();
+                    self.s.headers.iter().map(|(k, v)| (k.clone(), self.fill(v, pass))).collect();
                 headers.extend(pass.headers.iter().cloned());
-                let body = self.s.body.as_ref().map(|b| self.fill_json(b, pass.span));
+                let body = self.s.body.as_ref().map(|b| self.fill_json(b, pass));
                 let req = Request {
                     method: &self.s.method,
                     url: &target,

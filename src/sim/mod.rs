@@ -289,7 +289,13 @@ pub fn exports(sim: &Sim, base: &str) -> Vec<(String, String)> {
 
 type Shared = Arc<Sim>;
 
-async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn handle(
+    State(sim): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let path = uri.path().trim_matches('/').to_string();
     let query: HashMap<String, String> = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .into_owned()
@@ -327,6 +333,10 @@ async fn handle(State(sim): State<Shared>, method: Method, uri: Uri, headers: He
     {
         let mut q = query.clone();
         q.retain(|k, _| !["page_access_token", "refresh_token", "client_secret", "client_id"].contains(&k.as_str()));
+        if !body.is_empty() {
+            q.insert("_body".into(), String::from_utf8_lossy(&body).to_string());
+        }
+        q.insert("_method".into(), method.to_string());
         sim.last_query.lock().unwrap().insert(route.clone(), q);
     }
     match result {

@@ -294,3 +294,23 @@ fn detail_fetches_within_budget_resume_after_a_kill_without_refetching() {
     let r = query(&lake, "SELECT count(*) AS n FROM raw.zoho_crm_deal_details WHERE _detail_status = 404");
     assert_eq!(r[0]["n"], 20);
 }
+
+#[test]
+fn a_stream_can_post_a_templated_json_body() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let p = edited(
+        dir.path(),
+        "zoho_desk.toml",
+        "headers = { orgId = \"${env:ZOHO_DESK_ORG_ID}\" }",
+        "headers = { orgId = \"${env:ZOHO_DESK_ORG_ID}\", X-Part = \"{partition}\" }\nmethod = \"POST\"\nbody = { filtro = { desde = \"{cursor}\", parte = \"{partition}\", fixo = 3 } }",
+    );
+    ok(&zoho(&sim, &p, &lake, &dir.path().join("rt"), &["pull", "zoho_desk"]));
+    let seen = http_get_json(&format!("{}/_sim/last_query/zoho/desk/tickets", sim.base));
+    assert_eq!(seen["_method"], "POST");
+    let body: serde_json::Value = serde_json::from_str(seen["_body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, serde_json::json!({"filtro": {"desde": "", "parte": "_", "fixo": 3}}));
+    let tickets: usize = raw_files(&lake).values().map(Vec::len).sum();
+    assert_eq!(tickets, 30);
+}
