@@ -62,7 +62,7 @@ pub struct OAuth2 {
 #[derive(Debug, Clone)]
 pub enum Auth {
     None,
-    OAuth2(OAuth2),
+    OAuth2(Box<OAuth2>),
     Header { name: String, value: Secret },
     Query { param: String, value: Secret },
     Basic { username: String, password: Secret },
@@ -335,7 +335,7 @@ impl Checker<'_> {
                 if !token_url.starts_with("http://") && !token_url.starts_with("https://") {
                     return Err(self.err(&["source", "auth", "token_url"], format!("`{token_url}` is not an http(s) URL")));
                 }
-                Auth::OAuth2(OAuth2 {
+                Auth::OAuth2(Box::new(OAuth2 {
                     token_url: token_url.replace("{partition}", partition),
                     method,
                     client_id: secret("client_id", client_id)?,
@@ -349,7 +349,7 @@ impl Checker<'_> {
                     refresh_token_file: refresh_token_file
                         .as_ref()
                         .map(|f| std::path::PathBuf::from(f.replace("{partition}", partition))),
-                })
+                }))
             }
         })
     }

@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn shapes_agree_with_arrow_inference() {
-        let recs = vec![
+        let recs = [
             serde_json::json!({"a": 1, "b": {"c": "x"}, "l": [1, 2]}),
             serde_json::json!({"a": 1.5, "b": {"d": true}, "l": [], "n": null}),
         ];
