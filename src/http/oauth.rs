@@ -29,7 +29,9 @@ struct Grant {
 
 #[derive(Clone)]
 pub struct Tokens {
-    http: reqwest::Client,
+    /// Built on the first refresh (most sources have no OAuth2: no second TLS client).
+    http: Arc<std::sync::OnceLock<reqwest::Client>>,
+    timeout: Duration,
     grants: Arc<std::sync::Mutex<HashMap<String, Arc<Mutex<Grant>>>>>,
 }
 
@@ -53,13 +55,20 @@ fn endpoint(url: &str) -> String {
 impl Tokens {
     pub fn new(timeout: Duration) -> Self {
         Tokens {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .user_agent(concat!("ingest/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
+            http: Arc::default(),
+            timeout,
             grants: Arc::default(),
         }
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(self.timeout)
+                .user_agent(concat!("ingest/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default()
+        })
     }
 
     fn grant(&self, o: &OAuth2) -> Arc<Mutex<Grant>> {
@@ -111,7 +120,7 @@ impl Tokens {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
             }
-            let resp = match self.http.request(method.clone(), &o.token_url).query(&query).send().await {
+            let resp = match self.http().request(method.clone(), &o.token_url).query(&query).send().await {
                 Ok(r) => r,
                 Err(e) => {
                     last = crate::secret::redact(&e.without_url().to_string());

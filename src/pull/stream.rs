@@ -487,24 +487,10 @@ impl StreamRun<'_> {
         let mut marker = None;
         for (i, out) in self.s.outputs.iter().enumerate() {
             let base = LandedFile {
-                seq: 0,
-                source: self.p.name.clone(),
-                partition: self.part.id.clone(),
-                stream: out.stream.clone(),
-                request: self.s.name.clone(),
-                window_start: pass.span.map(|s| rfc(s.start)),
-                window_end: pass.span.map(|s| rfc(s.end)),
-                path: None,
-                records: 0,
-                bytes: 0,
-                sha256: None,
                 min_cursor: min_c.map(rfc),
                 max_cursor: max_c.map(rfc),
                 watermark: watermark.clone(),
-                run_id: self.run_id.to_string(),
-                landed_at: rfc(Utc::now()),
-                slot: None,
-                schema: None,
+                ..self.row_base(pass, &out.stream)
             };
             marker.get_or_insert_with(|| base.clone());
             if let Some((f, slot)) = files[i].take() {
