@@ -70,6 +70,21 @@ pub enum Command {
         /// Only this source
         source: Option<String>,
     },
+    /// Send the rows of each sink's table to its API, each record once (ledger
+    /// <lake>/_ingest/sent): changed rows only, in batches, jobs polled to the end.
+    Push {
+        /// <source> or <source>.<sink>
+        target: String,
+        /// Print what would be sent (counts and one sample payload); send nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Send at most N records
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Send again records that failed with the same payload
+        #[arg(long)]
+        retry_failed: bool,
+    },
     /// SQL model helpers.
     Model {
         #[command(subcommand)]
@@ -239,6 +254,12 @@ pub struct ServeArgs {
     /// The Zoho token endpoint rotates the refresh token on every grant
     #[arg(long)]
     pub rotate_refresh: bool,
+    /// ERP products the retail portal pipeline pulls
+    #[arg(long, default_value_t = 200)]
+    pub products: u64,
+    /// Items a retail portal batch job processes per second
+    #[arg(long, default_value_t = 4.0)]
+    pub job_items_per_sec: f64,
 }
 
 impl ServeArgs {
@@ -262,6 +283,8 @@ impl ServeArgs {
             omit_optional: self.omit_optional,
             token_ttl: self.token_ttl,
             rotate_refresh: self.rotate_refresh,
+            products: self.products,
+            job_items_per_sec: self.job_items_per_sec,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod time;
 pub mod http;
 pub mod lake;
 pub mod pull;
+pub mod push;
 pub mod query;
 pub mod secret;
 pub mod sim;

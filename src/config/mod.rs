@@ -18,6 +18,84 @@ pub struct PipelineFile {
     pub source: SourceConfig,
     #[serde(default)]
     pub streams: BTreeMap<String, StreamConfig>,
+    /// Where `ingest push` sends rows of a table (see `SinkConfig`).
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// A sink: the rows of `table` (a model's target, e.g. `push.retail_products`) sent to the
+/// source's API, each record once (by its `key` column and payload hash), recorded in the
+/// ledger `<lake>/_ingest/sent`. Columns become JSON fields; structs nest.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub table: String,
+    pub key: String,
+    #[serde(default = "default_post")]
+    pub method: String,
+    pub path: String,
+    /// `upsert`: a key is resent when its payload changes (the API is idempotent by key);
+    /// `create_once`: a key is sent once, ever.
+    #[serde(default = "default_upsert")]
+    pub mode: String,
+    pub batch: SinkBatch,
+    /// An asynchronous job answered by `202` and polled until final.
+    pub job: Option<SinkJob>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SinkBatch {
+    /// Items per request (≤ `max`).
+    pub size: usize,
+    /// The API's largest batch.
+    pub max: usize,
+    /// Field wrapping the items (`{"items": [...]}`); none = a bare array.
+    pub wrapper: Option<String>,
+    /// Batches in flight at once.
+    #[serde(default = "default_one_usize")]
+    pub parallel: usize,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SinkJob {
+    /// JSON path of the job id in the 202 answer.
+    pub id: String,
+    /// Status path, `{job_id}` filled in.
+    pub status_path: String,
+    /// JSON path of the state, and the states that end the job.
+    pub state: String,
+    pub final_states: Vec<String>,
+    /// JSON path of the per-item errors (a list of objects), with the key and message fields.
+    pub errors: Option<String>,
+    #[serde(default = "default_error_key")]
+    pub error_key: String,
+    #[serde(default = "default_error_message")]
+    pub error_message: String,
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    #[serde(default = "default_job_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_upsert() -> String {
+    "upsert".into()
+}
+fn default_one_usize() -> usize {
+    1
+}
+fn default_error_key() -> String {
+    "erpId".into()
+}
+fn default_error_message() -> String {
+    "message".into()
+}
+fn default_poll_ms() -> u64 {
+    500
+}
+fn default_job_timeout() -> u64 {
+    600
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,6 +25,7 @@ pub struct Pipeline {
     pub context: BTreeMap<String, String>,
     pub headers: BTreeMap<String, String>,
     pub path_template: String,
+    pub sinks: Vec<(String, SinkConfig)>,
 }
 
 #[derive(Debug, Clone)]
@@ -272,6 +273,28 @@ impl Checker<'_> {
         if streams.is_empty() {
             return Err(self.err(&["streams"], "no stream declared"));
         }
+        let mut sinks = Vec::new();
+        for (name, k) in p.sinks {
+            let at = |f: &'static str| -> Vec<String> { vec!["sinks".into(), name.clone(), f.into()] };
+            let err = |f: &'static str, m: String| {
+                let path = at(f);
+                let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+                self.err(&refs, m)
+            };
+            if k.batch.size == 0 || k.batch.size > k.batch.max {
+                return Err(err("batch", format!("size {} is outside 1..={}, the API's batch maximum", k.batch.size, k.batch.max)));
+            }
+            if k.batch.parallel == 0 {
+                return Err(err("batch", "parallel must be 1 or more".into()));
+            }
+            if k.mode != "upsert" && k.mode != "create_once" {
+                return Err(err("mode", format!("`{}`: expected upsert or create_once", k.mode)));
+            }
+            if !k.path.starts_with('/') {
+                return Err(err("path", "must start with `/`".into()));
+            }
+            sinks.push((name, k));
+        }
         Ok(Pipeline {
             name: s.name,
             file: self.file.to_string(),
@@ -287,6 +310,7 @@ impl Checker<'_> {
             context: s.context,
             headers: s.headers,
             path_template: s.path_template,
+            sinks,
         })
     }
 

@@ -1,5 +1,6 @@
 //! The lake root (`--lake`): local path, `file://`, `s3://bucket/prefix`, `memory://`, all
 //! through `object_store`; and the raw NDJSON writer, whose files appear whole or not at all.
+pub mod ledger;
 pub mod lease;
 pub mod runs;
 pub mod schema;

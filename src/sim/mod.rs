@@ -4,6 +4,7 @@
 mod c2s;
 mod data;
 mod pancake;
+mod retail;
 mod zoho;
 
 use axum::body::Body;
@@ -57,6 +58,10 @@ pub struct SimConfig {
     pub token_ttl: f64,
     /// The Zoho token endpoint rotates the refresh token on every grant.
     pub rotate_refresh: bool,
+    /// ERP products served to the retail portal pipeline.
+    pub products: u64,
+    /// Items a retail portal job processes per second.
+    pub job_items_per_sec: f64,
 }
 
 /// Fields the real APIs may leave out of a record (everything but keys, names, times and the
@@ -104,6 +109,8 @@ impl Default for SimConfig {
             omit_optional: false,
             token_ttl: 3600.0,
             rotate_refresh: false,
+            products: 200,
+            job_items_per_sec: 4.0,
         }
     }
 }
@@ -150,6 +157,7 @@ pub struct Sim {
     /// C2S requests served (for `ignore_filter_every`).
     pub c2s_requests: AtomicU64,
     zoho: Mutex<zoho::State>,
+    retail: Mutex<retail::State>,
     /// The last query of each route (credentials removed), for tests of templated requests.
     last_query: Mutex<HashMap<String, HashMap<String, String>>>,
 }
@@ -167,6 +175,7 @@ impl Sim {
             frozen: Mutex::default(),
             c2s_requests: AtomicU64::new(0),
             zoho: Mutex::default(),
+            retail: Mutex::default(),
             last_query: Mutex::default(),
         }
     }
@@ -283,6 +292,9 @@ pub fn exports(sim: &Sim, base: &str) -> Vec<(String, String)> {
         ("ZOHO_REFRESH_TOKEN".into(), zoho::initial_refresh(sim)),
         ("ZOHO_DESK_ORG_ID".into(), zoho::org_id(sim)),
         ("ZOHO_RATE_SECONDS".into(), format!("{w}")),
+        ("RETAIL_PORTAL_BASE_URL".into(), format!("{base}/retail")),
+        ("RETAIL_PORTAL_API_KEY".into(), retail::api_key(sim)),
+        ("RETAIL_PORTAL_RATE_SECONDS".into(), format!("{w}")),
     ]);
     v
 }
@@ -315,6 +327,7 @@ async fn handle(
         return match source {
             "c2s" => respond(200, &c2s::truth(&sim), None, false),
             "zoho_details" => respond(200, &zoho::detail_hits(&sim), None, false),
+            "retail" => respond(200, &retail::truth(&sim), None, false),
             _ => respond(404, &json!({"error": "no truth for this source"}), None, false),
         };
     }
@@ -328,6 +341,7 @@ async fn handle(
         Some("c2s") if method == Method::GET => c2s::handle(&sim, &segs[1..], &query, &headers),
         Some("pancake") if method == Method::GET => pancake::handle(&sim, &segs[1..], &query),
         Some("zoho") if method == Method::GET || method == Method::POST => zoho::handle(&sim, &segs[1..], &query, &headers),
+        Some("retail") => retail::handle(&sim, &segs[1..], &query, &headers, &body),
         _ => ("unknown".to_string(), Err(Reply::err(404, "not found"))),
     };
     {

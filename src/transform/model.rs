@@ -54,6 +54,11 @@ impl Model {
     }
 }
 
+/// A column name as a model may output it (mixed case allowed: `erpId`).
+fn column_ok(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn ident_ok(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
@@ -102,7 +107,7 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
             }
             "unique_key" => {
                 unique_key = list(v);
-                if let Some(bad) = unique_key.iter().find(|c| !ident_ok(c)) {
+                if let Some(bad) = unique_key.iter().find(|c| !column_ok(c)) {
                     return Err(err(format!("`{bad}` is not a column name")));
                 }
             }

@@ -1,0 +1,81 @@
+//! The push ledger (`<lake>/_ingest/sent`): what `ingest push` sent where. Append-only; the
+//! latest row of a (sink, key) is its state: `pending` (committed *before* the request),
+//! then `sent` (with the job id and response fields), `failed` (the API's message, a 4xx or a
+//! per-item job error) or `uncertain`. A key `sent` with the same payload hash is never sent
+//! again; a `pending` one (a crash between intent and outcome) is resent by `upsert` sinks,
+//! whose API is idempotent by key. It doubles as seed 002's sync log (job id, items, times).
+use super::state::{open_or_create_table, select, to_batch};
+use super::Lake;
+use crate::error::Result;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::kernel::transaction::CommitProperties;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const SENT: &str = "_ingest/sent";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    pub source: String,
+    pub sink: String,
+    pub key: String,
+    pub hash: String,
+    pub state: String,
+    pub job_id: Option<String>,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub response: Option<String>,
+    pub run_id: String,
+    pub at: String,
+}
+
+fn schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("sink", DataType::Utf8, false),
+        Field::new("key", DataType::Utf8, false),
+        Field::new("hash", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("job_id", DataType::Utf8, true),
+        Field::new("attempts", DataType::Int64, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("response", DataType::Utf8, true),
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("at", ts, false),
+    ]))
+}
+
+/// Create the ledger if missing (before parallel appends, which would race to create it).
+pub async fn ensure(lake: &Lake) -> Result<()> {
+    open_or_create_table(lake, SENT, "sent", schema()).await.map(|_| ())
+}
+
+/// Append entries (one commit; concurrent blind appends never conflict).
+pub async fn append(lake: &Lake, rows: &[Entry]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let t = open_or_create_table(lake, SENT, "sent", schema()).await?;
+    t.write(vec![to_batch(schema(), rows)?])
+        .with_commit_properties(CommitProperties::default().with_max_retries(50))
+        .await?;
+    Ok(())
+}
+
+/// The latest entry of each key of a sink.
+pub async fn latest(lake: &Lake, source: &str, sink: &str) -> Result<HashMap<String, Entry>> {
+    let q = |s: &str| s.replace('\'', "''");
+    let rows: Vec<Entry> = select(
+        lake,
+        SENT,
+        &format!("WHERE source = '{}' AND sink = '{}' ORDER BY at", q(source), q(sink)),
+    )
+    .await?;
+    let mut out = HashMap::new();
+    for r in rows {
+        out.insert(r.key.clone(), r);
+    }
+    Ok(out)
+}

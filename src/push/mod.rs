@@ -1,0 +1,285 @@
+//! `ingest push`: the rows of a sink's table sent to its API, each record once. For every row:
+//! payload (columns → JSON fields) and its hash; rows whose key the ledger already holds as
+//! `sent` with that hash are skipped. The intent is committed to the ledger as `pending`
+//! before a batch is sent and its outcome after (see `lake::ledger`), so a crash in between
+//! is resent by the next run (upsert sinks: the API is idempotent by key).
+use crate::config::{Pipeline, SinkConfig};
+use crate::error::{Error, Result};
+use crate::http::{Client, HttpError, Request};
+use crate::json;
+use crate::lake::ledger::{self, Entry};
+use crate::lake::{state, Lake};
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use sha2::Digest;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    pub sink: Option<String>,
+    pub dry_run: bool,
+    pub limit: Option<usize>,
+    pub retry_failed: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct SinkReport {
+    pub sink: String,
+    pub rows: usize,
+    pub skipped: usize,
+    pub sent: usize,
+    pub failed: usize,
+    pub jobs: usize,
+    pub requests: u64,
+    pub throttled: u64,
+    pub sample: Option<String>,
+    pub elapsed: Duration,
+}
+
+pub fn render(reports: &[SinkReport], dry_run: bool) -> String {
+    let mut out = format!(
+        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>5} {:>8} {:>5} {:>7}\n",
+        "sink", "rows", if dry_run { "to send" } else { "sent" }, "skipped", "failed", "jobs", "requests", "429s", "time"
+    );
+    for r in reports {
+        out.push_str(&format!(
+            "{:<24} {:>7} {:>7} {:>7} {:>7} {:>5} {:>8} {:>5} {:>6.1}s\n",
+            r.sink, r.rows, r.sent, r.skipped, r.failed, r.jobs, r.requests, r.throttled, r.elapsed.as_secs_f64()
+        ));
+        if let Some(s) = &r.sample {
+            out.push_str(&format!("  sample payload: {s}\n"));
+        }
+    }
+    out
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn key_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// The rows of `table` (`schema.table`) as JSON objects.
+async fn rows_of(lake: &Lake, table: &str) -> Result<Vec<Map<String, Value>>> {
+    let rel = table.replace('.', "/");
+    let Some(t) = state::open_table(lake, &rel).await? else {
+        return Err(Error::Usage(format!("push: table `{table}` does not exist in {} (run `ingest transform` first)", lake.url)));
+    };
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    t.update_datafusion_session(&ctx.state())?;
+    ctx.register_table("t", t.table_provider().await?)?;
+    let batches = ctx.sql("SELECT * FROM t").await?.collect().await?;
+    let mut w = deltalake::arrow::json::ArrayWriter::new(Vec::new());
+    let refs: Vec<_> = batches.iter().collect();
+    w.write_batches(&refs)?;
+    w.finish()?;
+    let buf = w.into_inner();
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&buf).map_err(|e| Error::Lake(e.to_string()))
+}
+
+pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<SinkReport>> {
+    let sinks: Vec<&(String, SinkConfig)> = p
+        .sinks
+        .iter()
+        .filter(|(n, _)| opts.sink.as_ref().is_none_or(|s| s == n))
+        .collect();
+    if sinks.is_empty() {
+        let names: Vec<&str> = p.sinks.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "{}: no sink {} (sinks: {})",
+            p.file,
+            opts.sink.as_deref().map(|s| format!("`{s}`")).unwrap_or_default(),
+            names.join(", ")
+        )));
+    }
+    let client = Client::new(p).map_err(|e| Error::Other(e.to_string()))?;
+    let auth = &p.partitions[0].auth;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let mut reports = Vec::new();
+    for (name, k) in sinks {
+        let started = Instant::now();
+        let rows = rows_of(lake, &k.table).await?;
+        // Validate everything before anything is sent.
+        let mut keys = BTreeSet::new();
+        let mut bad = Vec::new();
+        let mut items: Vec<(String, String, Value)> = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            match r.get(&k.key).and_then(key_text) {
+                None => bad.push(format!("row {}: no `{}`", i + 1, k.key)),
+                Some(key) if !keys.insert(key.clone()) => bad.push(format!("`{}` = {key} appears twice", k.key)),
+                Some(key) => {
+                    let payload = Value::Object(r.clone());
+                    let hash = hex::encode(sha2::Sha256::digest(payload.to_string().as_bytes()));
+                    items.push((key, hash, payload));
+                }
+            }
+        }
+        if let Some(first) = rows.first() {
+            if !first.contains_key(&k.key) && bad.is_empty() {
+                bad.push(format!("the table has no column `{}`", k.key));
+            }
+        }
+        if !bad.is_empty() {
+            bad.truncate(10);
+            return Err(Error::Usage(format!(
+                "{}: sink `{name}`: nothing sent: {}",
+                p.file,
+                bad.join("; ")
+            )));
+        }
+        let known = ledger::latest(lake, &p.name, name).await?;
+        let mut rep = SinkReport { sink: name.clone(), rows: items.len(), ..Default::default() };
+        let todo: Vec<(String, String, Value)> = items
+            .into_iter()
+            .filter(|(key, hash, _)| match known.get(key) {
+                Some(e) if e.hash == *hash && e.state == "sent" => false,
+                Some(e) if e.hash == *hash && e.state == "failed" && !opts.retry_failed => false,
+                Some(_) if k.mode == "create_once" && known.get(key).is_some_and(|e| e.state == "sent") => false,
+                _ => true,
+            })
+            .take(opts.limit.unwrap_or(usize::MAX))
+            .collect();
+        rep.skipped = rep.rows - todo.len();
+        if opts.dry_run {
+            rep.sent = todo.len();
+            rep.sample = todo.first().map(|t| t.2.to_string());
+            rep.elapsed = started.elapsed();
+            reports.push(rep);
+            continue;
+        }
+        ledger::ensure(lake).await?;
+        let attempts: HashMap<String, i64> = known.iter().map(|(k, e)| (k.clone(), e.attempts)).collect();
+        let batches: Vec<Vec<(String, String, Value)>> = todo.chunks(k.batch.size).map(|c| c.to_vec()).collect();
+        let url = format!("{}{}", p.base_url, k.path);
+        let outcomes: Vec<Result<(Vec<Entry>, u64, u64, bool)>> = futures::stream::iter(batches)
+            .map(|batch| {
+                let (client, url, run_id, attempts) = (&client, &url, &run_id, &attempts);
+                async move {
+                    let entry = |key: &str, hash: &str, state: &str| Entry {
+                        source: p.name.clone(),
+                        sink: name.clone(),
+                        key: key.to_string(),
+                        hash: hash.to_string(),
+                        state: state.to_string(),
+                        job_id: None,
+                        attempts: attempts.get(key).copied().unwrap_or(0) + 1,
+                        error: None,
+                        response: None,
+                        run_id: run_id.clone(),
+                        at: now(),
+                    };
+                    // Intent first: a crash from here on leaves `pending`, resent next run.
+                    let pending: Vec<Entry> = batch.iter().map(|(key, h, _)| entry(key, h, "pending")).collect();
+                    ledger::append(lake, &pending).await?;
+                    let list = Value::Array(batch.iter().map(|(_, _, v)| v.clone()).collect());
+                    let body = match &k.batch.wrapper {
+                        Some(w) => serde_json::json!({ w: list }),
+                        None => list,
+                    };
+                    let what = format!("{}.{name}", p.name);
+                    let req = Request { method: &k.method, url, query: &[], headers: &[], body: Some(&body) };
+                    let (mut requests, mut throttled) = (1u64, 0u64);
+                    let sent = client.send(&req, auth, &what).await;
+                    let mut job_id = None;
+                    let mut item_errors: HashMap<String, String> = HashMap::new();
+                    let outcome: std::result::Result<(), String> = match sent {
+                        Ok(f) => {
+                            requests += f.retries;
+                            throttled += f.throttled;
+                            match &k.job {
+                                Some(j) => {
+                                    let id = json::at_str(&f.body, &j.id).and_then(key_text);
+                                    match id {
+                                        None => Err(format!("answered {} without a job id at `{}`", f.status, j.id)),
+                                        Some(id) => {
+                                            job_id = Some(id.clone());
+                                            let status_url = format!("{}{}", p.base_url, j.status_path.replace("{job_id}", &id));
+                                            let deadline = Instant::now() + Duration::from_secs(j.timeout_secs);
+                                            loop {
+                                                tokio::time::sleep(Duration::from_millis(j.poll_ms)).await;
+                                                let s = client.get(&status_url, &[], auth, &what).await.map_err(|e| e.to_string());
+                                                requests += 1;
+                                                let s = match s {
+                                                    Ok(s) => s,
+                                                    Err(e) => break Err(e),
+                                                };
+                                                throttled += s.throttled;
+                                                let st = json::at_str(&s.body, &j.state).and_then(key_text).unwrap_or_default();
+                                                if j.final_states.contains(&st) {
+                                                    if let Some(ep) = &j.errors {
+                                                        for e in json::at_str(&s.body, ep).and_then(Value::as_array).into_iter().flatten() {
+                                                            if let Some(key) = e.get(&j.error_key).and_then(key_text) {
+                                                                let msg = e.get(&j.error_message).and_then(key_text).unwrap_or_default();
+                                                                item_errors.insert(key, crate::secret::redact(&msg));
+                                                            }
+                                                        }
+                                                    }
+                                                    break Ok(());
+                                                }
+                                                if Instant::now() > deadline {
+                                                    break Err(format!("job {id} still `{st}` after {} s", j.timeout_secs));
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                None => Ok(()),
+                            }
+                        }
+                        Err(HttpError::Rejected { status, body, .. }) if (400..500).contains(&status) => {
+                            Err(format!("rejected ({status}): {body}"))
+                        }
+                        Err(e) => return Err(Error::Http(e.to_string())),
+                    };
+                    let rejected = outcome.is_err();
+                    let done: Vec<Entry> = batch
+                        .iter()
+                        .map(|(key, h, _)| {
+                            let mut e = entry(key, h, "sent");
+                            e.job_id = job_id.clone();
+                            if let Err(msg) = &outcome {
+                                e.state = "failed".into();
+                                e.error = Some(crate::secret::redact(msg));
+                            } else if let Some(msg) = item_errors.get(key) {
+                                e.state = "failed".into();
+                                e.error = Some(msg.clone());
+                            }
+                            e
+                        })
+                        .collect();
+                    ledger::append(lake, &done).await?;
+                    Ok((done, requests, throttled, rejected && job_id.is_none()))
+                }
+            })
+            .buffer_unordered(k.batch.parallel)
+            .collect()
+            .await;
+        for o in outcomes {
+            let (done, requests, throttled, _) = o?;
+            rep.requests += requests;
+            rep.throttled += throttled;
+            rep.jobs += done.first().is_some_and(|e| e.job_id.is_some()) as usize;
+            for e in done {
+                if e.state == "sent" {
+                    rep.sent += 1;
+                } else {
+                    rep.failed += 1;
+                }
+            }
+        }
+        rep.elapsed = started.elapsed();
+        tracing::info!(sink = %name, sent = rep.sent, failed = rep.failed, skipped = rep.skipped, "push done");
+        reports.push(rep);
+    }
+    Ok(reports)
+}

@@ -1,0 +1,146 @@
+//! The retail portal (seed 002) and its ERP side: `GET /erp/products` (paged ERP products with
+//! `updatedAt`), `POST /erp-data/product/batch` (`X-API-Key`, ≤ 1000 items else 400, `202
+//! {jobId}`), `GET /erp-data/batch-job/{jobId}` (processed at `--job-items-per-sec`; upsert by
+//! `erpId`; items with a negative price or no name fail with a message), 100 requests per
+//! minute per key. `GET /_sim/truth/retail`: items held, creates and updates.
+use super::data::{self, pick};
+use super::{Reply, Sim};
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Instant;
+
+const PRODUCTS: u64 = 70;
+
+struct Job {
+    items: Vec<Value>,
+    started: Instant,
+    applied: Option<Value>,
+}
+
+#[derive(Default)]
+pub struct State {
+    jobs: HashMap<String, Job>,
+    held: HashMap<i64, Value>,
+    creates: u64,
+    updates: u64,
+    count: u64,
+}
+
+pub fn api_key(sim: &Sim) -> String {
+    format!("rp-{:020x}", data::mix(sim.cfg.seed, &[60]) as u128 * 31)
+}
+
+pub fn handle(
+    sim: &Sim,
+    segs: &[&str],
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (String, Result<Reply, Reply>) {
+    let route = match segs {
+        ["erp", "products"] => "retail/erp/products",
+        ["erp-data", "product", "batch"] => "retail/batch",
+        ["erp-data", "batch-job", _] => "retail/job",
+        _ => return ("retail/unknown".into(), Err(Reply::err(404, "not found"))),
+    };
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(api_key(sim).as_str()) {
+        return (route.into(), Err(Reply::err(401, "invalid api key")));
+    }
+    if let Some(wait) = sim.throttle("retail", 100) {
+        let mut r = Reply::err(429, "rate limit exceeded");
+        r.body["retry_after"] = json!(wait);
+        return (route.into(), Err(r));
+    }
+    let res = match segs {
+        ["erp", "products"] => products(sim, q),
+        ["erp-data", "product", "batch"] => batch(sim, body),
+        ["erp-data", "batch-job", id] => job(sim, id),
+        _ => unreachable!(),
+    };
+    (route.into(), res)
+}
+
+fn products(sim: &Sim, q: &HashMap<String, String>) -> Result<Reply, Reply> {
+    let num = |k: &str, d: u64| q.get(k).map_or(Ok(d), |v| v.parse::<u64>().map_err(|_| Reply::err(400, "bad number")));
+    let (page, per) = (num("page", 1)?.max(1), num("per_page", 100)?.clamp(1, 500));
+    let n = sim.cfg.products;
+    let start = (page - 1) * per;
+    let items: Vec<Value> = (start..(start + per).min(n))
+        .map(|i| {
+            let h = data::mix(sim.cfg.seed, &[PRODUCTS, i]);
+            // One in 97 has a negative price: the portal rejects it item by item.
+            let price = if i % 97 == 13 { -1.0 } else { 10.0 + (h % 90_000) as f64 / 100.0 };
+            json!({
+                "erpId": 100_000 + i as i64,
+                "sku": format!("SKU-{:06}", i),
+                "name": format!("{} {}", pick(h >> 3, &["Camiseta", "Tênis", "Boné", "Mochila", "Jaqueta"]), i),
+                "price": price,
+                "stock": (h >> 20) % 500,
+                "updatedAt": (data::start() + chrono::Duration::seconds((h % 86_400) as i64)).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            })
+        })
+        .collect();
+    let count = items.len();
+    Ok(Reply::ok(json!({"data": items, "meta": {"page": page, "per_page": per, "total": n}}), count))
+}
+
+fn batch(sim: &Sim, body: &[u8]) -> Result<Reply, Reply> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| Reply::err(400, "body is not JSON"))?;
+    let items = v.get("items").and_then(Value::as_array).cloned().ok_or_else(|| Reply::err(400, "no items"))?;
+    if items.is_empty() || items.len() > 1000 {
+        return Err(Reply::err(400, "a batch holds 1 to 1000 items"));
+    }
+    let mut st = sim.retail.lock().unwrap();
+    st.count += 1;
+    let id = format!("job-{:08x}-{}", data::mix(sim.cfg.seed, &[61, st.count]) & 0xffff_ffff, st.count);
+    st.jobs.insert(id.clone(), Job { items, started: Instant::now(), applied: None });
+    let mut r = Reply::ok(json!({"jobId": id}), 0);
+    r.status = 202;
+    Ok(r)
+}
+
+fn job(sim: &Sim, id: &str) -> Result<Reply, Reply> {
+    let mut st = sim.retail.lock().unwrap();
+    let rate = sim.cfg.job_items_per_sec.max(1.0);
+    let State { jobs, held, creates, updates, .. } = &mut *st;
+    let Some(j) = jobs.get_mut(id) else {
+        return Err(Reply::err(404, "no such job"));
+    };
+    if let Some(done) = &j.applied {
+        return Ok(Reply::ok(done.clone(), 0));
+    }
+    let total = j.items.len();
+    if j.started.elapsed().as_secs_f64() * rate < total as f64 {
+        return Ok(Reply::ok(json!({"state": "PROCESSING", "totalItems": total}), 0));
+    }
+    let mut errors = Vec::new();
+    let mut ok = 0;
+    for it in &j.items {
+        let erp = it.get("erpId").and_then(Value::as_i64);
+        let price = it.get("price").and_then(Value::as_f64).unwrap_or(0.0);
+        match erp {
+            None => errors.push(json!({"erpId": it.get("erpId"), "message": "erpId must be an integer"})),
+            Some(e) if price < 0.0 => errors.push(json!({"erpId": e, "message": "price must not be negative"})),
+            Some(e) => {
+                if held.insert(e, it.clone()).is_some() {
+                    *updates += 1;
+                } else {
+                    *creates += 1;
+                }
+                ok += 1;
+            }
+        }
+    }
+    let done = json!({
+        "state": "COMPLETED", "totalItems": total, "successCount": ok, "failureCount": errors.len(),
+        "duration": j.started.elapsed().as_secs_f64(), "errors": errors,
+    });
+    j.applied = Some(done.clone());
+    Ok(Reply::ok(done, 0))
+}
+
+pub fn truth(sim: &Sim) -> Value {
+    let st = sim.retail.lock().unwrap();
+    json!({"items": st.held.len(), "creates": st.creates, "updates": st.updates, "jobs": st.jobs.len()})
+}
