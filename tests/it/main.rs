@@ -6,6 +6,7 @@ mod faults;
 mod input;
 mod pull_c2s;
 mod pull_pancake;
+mod push;
 mod runs;
 mod transform;
 mod transform_traps;

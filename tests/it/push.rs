@@ -1,0 +1,147 @@
+//! `ingest push` (seed 002, retail portal): the ERP's products pulled, modelled and pushed in
+//! batches of 500, three at a time, each job polled; the ledger records every item once;
+//! a second push sends nothing; a kill mid-push and a rerun create no duplicate; bad input
+//! exits 2 before anything is sent.
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn run(sim: &Sim, pipes: &Path, sql: &Path, lake: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--lake")
+        .arg(lake)
+        .arg("--pipelines")
+        .arg(pipes)
+        .arg("--sql")
+        .arg(sql)
+        .args(args)
+        .env_remove("INGEST_LAKE")
+        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .output()
+        .unwrap()
+}
+
+fn truth(sim: &Sim) -> serde_json::Value {
+    http_get_json(&format!("{}/_sim/truth/retail", sim.base))
+}
+
+fn batches(sim: &Sim) -> u64 {
+    sim.stats()["by_route"]["retail/batch"]["requests"].as_u64().unwrap_or(0)
+}
+
+fn prepared(sim: &Sim, lake: &Path) {
+    ok(&run(sim, &pipelines(), &shipped_sql(), lake, &["pull", "retail_portal"]));
+    ok(&run(sim, &pipelines(), &shipped_sql(), lake, &["transform", "push.retail_products"]));
+}
+
+#[test]
+fn products_are_upserted_once_and_a_second_push_sends_nothing() {
+    let sim = Sim::start(&["--rate-window", "1", "--products", "5000", "--job-items-per-sec", "20000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    prepared(&sim, &lake);
+    let dry = ok(&run(&sim, &pipelines(), &shipped_sql(), &lake, &["push", "retail_portal", "--dry-run"]));
+    assert!(dry.contains("5000") && dry.contains("sample payload: {\"erpId\":"), "{dry}");
+    assert_eq!(batches(&sim), 0, "--dry-run sent something");
+    let o = run(&sim, &pipelines(), &shipped_sql(), &lake, &["push", "retail_portal"]);
+    assert_eq!(o.status.code(), Some(1), "items the job rejected make the push fail: {}", text(&o));
+    let t = truth(&sim);
+    // One product in 97 has a negative price: rejected item by item, the rest held once.
+    let rejected = (0..5000).filter(|i| i % 97 == 13).count() as u64;
+    assert_eq!(t["items"].as_u64().unwrap(), 5000 - rejected);
+    assert_eq!(t["creates"].as_u64().unwrap(), 5000 - rejected);
+    assert_eq!(t["updates"], 0);
+    assert_eq!(batches(&sim), 10, "5000 items in batches of 500");
+    let states = query(
+        &lake,
+        "SELECT state, count(*) AS n, min(error) AS e FROM (SELECT key, last_value(state ORDER BY at) AS state, last_value(error ORDER BY at) AS error FROM _ingest.sent GROUP BY key) GROUP BY state ORDER BY state",
+    );
+    assert_eq!(states[0]["state"], "failed");
+    assert_eq!(states[0]["n"].as_u64().unwrap(), rejected);
+    assert_eq!(states[0]["e"], "price must not be negative");
+    assert_eq!(states[1]["state"], "sent");
+    assert_eq!(states[1]["n"].as_u64().unwrap(), 5000 - rejected);
+    assert_eq!(sim.stats()["throttled"], 0, "the 100/min budget was exceeded");
+    // Nothing changed: nothing is sent again (failed items only with --retry-failed).
+    ok(&run(&sim, &pipelines(), &shipped_sql(), &lake, &["push", "retail_portal"]));
+    assert_eq!(batches(&sim), 10);
+    let key = sim.var("RETAIL_PORTAL_API_KEY");
+    assert_no_secrets(&[key], &[&text(&o), &dry], &lake);
+}
+
+#[test]
+fn a_kill_mid_push_then_a_rerun_creates_no_duplicate() {
+    let sim = Sim::start(&["--rate-window", "1", "--products", "3000", "--job-items-per-sec", "1500"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    prepared(&sim, &lake);
+    let mut child = Command::new(BIN)
+        .arg("--lake")
+        .arg(&lake)
+        .arg("--pipelines")
+        .arg(pipelines())
+        .args(["-q", "push", "retail_portal"])
+        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while batches(&sim) < 3 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(child.try_wait().unwrap().is_none(), "the push ended before the kill");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = run(&sim, &pipelines(), &shipped_sql(), &lake, &["push", "retail_portal"]);
+    let t = truth(&sim);
+    let rejected = (0..3000).filter(|i| i % 97 == 13).count() as u64;
+    assert_eq!(t["items"].as_u64().unwrap(), 3000 - rejected);
+    assert_eq!(t["creates"].as_u64().unwrap(), 3000 - rejected, "a resend created a duplicate");
+    // The ledger agrees with the destination: every held item is `sent`.
+    let sent = query(&lake, "SELECT count(*) AS n FROM (SELECT key, last_value(state ORDER BY at) AS s FROM _ingest.sent GROUP BY key) WHERE s = 'sent'");
+    assert_eq!(sent[0]["n"].as_u64().unwrap(), 3000 - rejected);
+}
+
+fn edited(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let p = dir.join("pipelines");
+    std::fs::create_dir_all(&p).unwrap();
+    let text = std::fs::read_to_string(pipelines().join("retail_portal.toml")).unwrap();
+    assert!(text.contains(from), "{from}");
+    std::fs::write(p.join("retail_portal.toml"), text.replace(from, to)).unwrap();
+    p
+}
+
+#[test]
+fn bad_push_input_exits_2_and_sends_nothing() {
+    let sim = Sim::start(&["--rate-window", "1", "--products", "50"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    prepared(&sim, &lake);
+    // A batch larger than the API takes.
+    let p = edited(dir.path(), "size = 500, max = 1000", "size = 1500, max = 1000");
+    let o = run(&sim, &p, &shipped_sql(), &lake, &["push", "retail_portal"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("retail_portal.toml:") && text(&o).contains("batch"), "{}", text(&o));
+    // Duplicate keys in what would be sent.
+    let sql = dir.path().join("sql");
+    std::fs::create_dir_all(sql.join("push")).unwrap();
+    std::fs::write(
+        sql.join("push/dups.sql"),
+        "-- target: push.dups\n-- mode: append\nSELECT \"erpId\", name FROM raw.retail_portal_erp_products UNION ALL SELECT \"erpId\", name FROM raw.retail_portal_erp_products WHERE \"erpId\" = 100007\n",
+    )
+    .unwrap();
+    ok(&run(&sim, &pipelines(), &sql, &lake, &["transform"]));
+    let p = edited(dir.path(), "table = \"push.retail_products\"", "table = \"push.dups\"");
+    let o = run(&sim, &p, &sql, &lake, &["push", "retail_portal"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("100007") && text(&o).contains("twice"), "{}", text(&o));
+    // A sink naming a missing key column.
+    let p = edited(dir.path(), "key = \"erpId\"", "key = \"erp_id\"");
+    let o = run(&sim, &p, &shipped_sql(), &lake, &["push", "retail_portal"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_eq!(batches(&sim), 0);
+    assert!(!lake.join("_ingest/sent").exists(), "bad input wrote to the ledger");
+}
