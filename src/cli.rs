@@ -84,6 +84,9 @@ pub enum Command {
         /// Send again records that failed with the same payload
         #[arg(long)]
         retry_failed: bool,
+        /// Send again create_once records a crash left uncertain (may create duplicates)
+        #[arg(long)]
+        resend_uncertain: bool,
     },
     /// SQL model helpers.
     Model {
@@ -260,6 +263,9 @@ pub struct ServeArgs {
     /// Items a retail portal batch job processes per second
     #[arg(long, default_value_t = 4.0)]
     pub job_items_per_sec: f64,
+    /// Delay every reply by this many ms after the request took effect
+    #[arg(long, default_value_t = 0)]
+    pub reply_delay_ms: u64,
 }
 
 impl ServeArgs {
@@ -285,6 +291,7 @@ impl ServeArgs {
             rotate_refresh: self.rotate_refresh,
             products: self.products,
             job_items_per_sec: self.job_items_per_sec,
+            reply_delay_ms: self.reply_delay_ms,
         }
     }
 }

@@ -118,14 +118,14 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             print!("{}", status::render(&lake, source.as_deref(), &template).await?);
             Ok(0)
         }
-        Command::Push { target, dry_run, limit, retry_failed } => {
+        Command::Push { target, dry_run, limit, retry_failed, resend_uncertain } => {
             let (source, sink) = match target.split_once('.') {
                 Some((s, k)) => (s.to_string(), Some(k.to_string())),
                 None => (target.clone(), None),
             };
             let p = config::load(&cli.pipelines, &source)?;
             let lake = Lake::open(&cli.lake)?;
-            let opts = ingest::push::PushOptions { sink, dry_run, limit, retry_failed };
+            let opts = ingest::push::PushOptions { sink, dry_run, limit, retry_failed, resend_uncertain };
             let reports = ingest::push::push(&p, &lake, &opts).await?;
             print!("{}", ingest::push::render(&reports, dry_run));
             if reports.iter().any(|r| r.failed > 0) {

@@ -41,6 +41,23 @@ pub struct SinkConfig {
     pub batch: SinkBatch,
     /// An asynchronous job answered by `202` and polled until final.
     pub job: Option<SinkJob>,
+    /// How to ask the destination whether a record already exists (create_once sinks use it
+    /// after a crash between intent and outcome).
+    pub lookup: Option<SinkLookup>,
+}
+
+/// `GET path?<param>=<row[value]>`; the record exists when an item at `records` has
+/// `match` equal to that value.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SinkLookup {
+    pub path: String,
+    pub param: String,
+    pub value: String,
+    #[serde(default)]
+    pub records: String,
+    #[serde(rename = "match")]
+    pub matches: String,
 }
 
 #[derive(Debug, Deserialize, Clone)]

@@ -21,6 +21,7 @@ pub struct PushOptions {
     pub dry_run: bool,
     pub limit: Option<usize>,
     pub retry_failed: bool,
+    pub resend_uncertain: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -30,6 +31,8 @@ pub struct SinkReport {
     pub skipped: usize,
     pub sent: usize,
     pub failed: usize,
+    pub uncertain: usize,
+    pub reconciled: usize,
     pub jobs: usize,
     pub requests: u64,
     pub throttled: u64,
@@ -39,13 +42,13 @@ pub struct SinkReport {
 
 pub fn render(reports: &[SinkReport], dry_run: bool) -> String {
     let mut out = format!(
-        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>5} {:>8} {:>5} {:>7}\n",
-        "sink", "rows", if dry_run { "to send" } else { "sent" }, "skipped", "failed", "jobs", "requests", "429s", "time"
+        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>5} {:>8} {:>5} {:>7}\n",
+        "sink", "rows", if dry_run { "to send" } else { "sent" }, "skipped", "failed", "uncertain", "reconciled", "jobs", "requests", "429s", "time"
     );
     for r in reports {
         out.push_str(&format!(
-            "{:<24} {:>7} {:>7} {:>7} {:>7} {:>5} {:>8} {:>5} {:>6.1}s\n",
-            r.sink, r.rows, r.sent, r.skipped, r.failed, r.jobs, r.requests, r.throttled, r.elapsed.as_secs_f64()
+            "{:<24} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>5} {:>8} {:>5} {:>6.1}s\n",
+            r.sink, r.rows, r.sent, r.skipped, r.failed, r.uncertain, r.reconciled, r.jobs, r.requests, r.throttled, r.elapsed.as_secs_f64()
         ));
         if let Some(s) = &r.sample {
             out.push_str(&format!("  sample payload: {s}\n"));
@@ -139,17 +142,72 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
         }
         let known = ledger::latest(lake, &p.name, name).await?;
         let mut rep = SinkReport { sink: name.clone(), rows: items.len(), ..Default::default() };
-        let todo: Vec<(String, String, Value)> = items
+        let create_once = k.mode == "create_once";
+        let mut todo: Vec<(String, String, Value)> = items
             .into_iter()
             .filter(|(key, hash, _)| match known.get(key) {
-                Some(e) if e.hash == *hash && e.state == "sent" => false,
+                Some(e) if e.state == "sent" && (create_once || e.hash == *hash) => false,
                 Some(e) if e.hash == *hash && e.state == "failed" && !opts.retry_failed => false,
-                Some(_) if k.mode == "create_once" && known.get(key).is_some_and(|e| e.state == "sent") => false,
+                Some(e) if e.state == "uncertain" && !opts.resend_uncertain => false,
                 _ => true,
             })
             .take(opts.limit.unwrap_or(usize::MAX))
             .collect();
-        rep.skipped = rep.rows - todo.len();
+        // create_once: a key left `pending` by a crash may or may not exist at the destination.
+        // Ask it (lookup); without a lookup it becomes `uncertain` and waits for
+        // --resend-uncertain.
+        if create_once && !opts.dry_run {
+            let mut settled = Vec::new();
+            let mut keep = Vec::new();
+            for (key, hash, v) in todo {
+                let was_pending = known.get(&key).is_some_and(|e| e.state == "pending");
+                let forced = known.get(&key).is_some_and(|e| e.state == "uncertain") && opts.resend_uncertain;
+                if !was_pending || forced {
+                    keep.push((key, hash, v));
+                    continue;
+                }
+                let state = match &k.lookup {
+                    Some(l) => {
+                        let value = v.get(&l.value).and_then(key_text).unwrap_or_default();
+                        let url = format!("{}{}", p.base_url, l.path);
+                        let f = client
+                            .get(&url, &[(l.param.clone(), value.clone())], auth, &format!("{}.{name} lookup", p.name))
+                            .await
+                            .map_err(|e| Error::Http(e.to_string()))?;
+                        let found = json::at_str(&f.body, &l.records)
+                            .and_then(Value::as_array)
+                            .is_some_and(|a| a.iter().any(|r| r.get(&l.matches).and_then(key_text).as_deref() == Some(value.as_str())));
+                        if found {
+                            rep.reconciled += 1;
+                            Some("sent")
+                        } else {
+                            None
+                        }
+                    }
+                    None => Some("uncertain"),
+                };
+                match state {
+                    Some(st) => settled.push(Entry {
+                        source: p.name.clone(),
+                        sink: name.clone(),
+                        key: key.clone(),
+                        hash: hash.clone(),
+                        state: st.into(),
+                        job_id: None,
+                        attempts: known.get(&key).map_or(0, |e| e.attempts),
+                        error: (st == "uncertain").then(|| "a crash left it pending and the sink has no lookup: resend with --resend-uncertain".to_string()),
+                        response: None,
+                        run_id: run_id.clone(),
+                        at: now(),
+                    }),
+                    None => keep.push((key, hash, v)),
+                }
+            }
+            rep.uncertain = settled.iter().filter(|e| e.state == "uncertain").count();
+            ledger::append(lake, &settled).await?;
+            todo = keep;
+        }
+        rep.skipped = rep.rows - todo.len() - rep.uncertain - rep.reconciled;
         if opts.dry_run {
             rep.sent = todo.len();
             rep.sample = todo.first().map(|t| t.2.to_string());
@@ -182,20 +240,28 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                     let pending: Vec<Entry> = batch.iter().map(|(key, h, _)| entry(key, h, "pending")).collect();
                     ledger::append(lake, &pending).await?;
                     let list = Value::Array(batch.iter().map(|(_, _, v)| v.clone()).collect());
-                    let body = match &k.batch.wrapper {
-                        Some(w) => serde_json::json!({ w: list }),
-                        None => list,
+                    let body = match (&k.batch.wrapper, k.batch.max) {
+                        (Some(w), _) => serde_json::json!({ w: list }),
+                        // One record a request: the record itself.
+                        (None, 1) => batch[0].2.clone(),
+                        (None, _) => list,
                     };
                     let what = format!("{}.{name}", p.name);
                     let req = Request { method: &k.method, url, query: &[], headers: &[], body: Some(&body) };
                     let (mut requests, mut throttled) = (1u64, 0u64);
                     let sent = client.send(&req, auth, &what).await;
                     let mut job_id = None;
+                    let mut response: Option<String> = None;
                     let mut item_errors: HashMap<String, String> = HashMap::new();
                     let outcome: std::result::Result<(), String> = match sent {
                         Ok(f) => {
                             requests += f.retries;
                             throttled += f.throttled;
+                            if k.job.is_none() && !f.body.is_null() {
+                                let mut r = f.body.to_string();
+                                r.truncate(500);
+                                response = Some(crate::secret::redact(&r));
+                            }
                             match &k.job {
                                 Some(j) => {
                                     let id = json::at_str(&f.body, &j.id).and_then(key_text);
@@ -247,6 +313,7 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                         .map(|(key, h, _)| {
                             let mut e = entry(key, h, "sent");
                             e.job_id = job_id.clone();
+                            e.response = response.clone();
                             if let Err(msg) = &outcome {
                                 e.state = "failed".into();
                                 e.error = Some(crate::secret::redact(msg));

@@ -3,6 +3,7 @@
 //! `Retry-After`), `/_sim/stats`, and injected faults. It never talks to the real APIs.
 mod c2s;
 mod data;
+mod milvus;
 mod pancake;
 mod retail;
 mod zoho;
@@ -62,6 +63,9 @@ pub struct SimConfig {
     pub products: u64,
     /// Items a retail portal job processes per second.
     pub job_items_per_sec: f64,
+    /// Every answer waits this long *after* the request took effect (a write is done but
+    /// its reply is still on the way: the window a crash leaves a write unrecorded).
+    pub reply_delay_ms: u64,
 }
 
 /// Fields the real APIs may leave out of a record (everything but keys, names, times and the
@@ -111,6 +115,7 @@ impl Default for SimConfig {
             rotate_refresh: false,
             products: 200,
             job_items_per_sec: 4.0,
+            reply_delay_ms: 0,
         }
     }
 }
@@ -158,6 +163,7 @@ pub struct Sim {
     pub c2s_requests: AtomicU64,
     zoho: Mutex<zoho::State>,
     retail: Mutex<retail::State>,
+    milvus: Mutex<milvus::State>,
     /// The last query of each route (credentials removed), for tests of templated requests.
     last_query: Mutex<HashMap<String, HashMap<String, String>>>,
 }
@@ -176,6 +182,7 @@ impl Sim {
             c2s_requests: AtomicU64::new(0),
             zoho: Mutex::default(),
             retail: Mutex::default(),
+            milvus: Mutex::default(),
             last_query: Mutex::default(),
         }
     }
@@ -295,6 +302,9 @@ pub fn exports(sim: &Sim, base: &str) -> Vec<(String, String)> {
         ("RETAIL_PORTAL_BASE_URL".into(), format!("{base}/retail")),
         ("RETAIL_PORTAL_API_KEY".into(), retail::api_key(sim)),
         ("RETAIL_PORTAL_RATE_SECONDS".into(), format!("{w}")),
+        ("MILVUS_BASE_URL".into(), format!("{base}/milvus")),
+        ("MILVUS_TOKEN".into(), milvus::token(sim)),
+        ("MILVUS_RATE_SECONDS".into(), format!("{w}")),
     ]);
     v
 }
@@ -328,6 +338,7 @@ async fn handle(
             "c2s" => respond(200, &c2s::truth(&sim), None, false),
             "zoho_details" => respond(200, &zoho::detail_hits(&sim), None, false),
             "retail" => respond(200, &retail::truth(&sim), None, false),
+            "milvus" => respond(200, &milvus::truth(&sim), None, false),
             _ => respond(404, &json!({"error": "no truth for this source"}), None, false),
         };
     }
@@ -342,8 +353,12 @@ async fn handle(
         Some("pancake") if method == Method::GET => pancake::handle(&sim, &segs[1..], &query),
         Some("zoho") if method == Method::GET || method == Method::POST => zoho::handle(&sim, &segs[1..], &query, &headers),
         Some("retail") => retail::handle(&sim, &segs[1..], &query, &headers, &body),
+        Some("milvus") => milvus::handle(&sim, &segs[1..], &query, &headers, &body),
         _ => ("unknown".to_string(), Err(Reply::err(404, "not found"))),
     };
+    if sim.cfg.reply_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(sim.cfg.reply_delay_ms)).await;
+    }
     {
         let mut q = query.clone();
         q.retain(|k, _| !["page_access_token", "refresh_token", "client_secret", "client_id"].contains(&k.as_str()));

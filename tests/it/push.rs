@@ -145,3 +145,58 @@ fn bad_push_input_exits_2_and_sends_nothing() {
     assert_eq!(batches(&sim), 0);
     assert!(!lake.join("_ingest/sent").exists(), "bad input wrote to the ledger");
 }
+
+#[test]
+fn create_once_clients_survive_a_kill_through_lookup_reconciliation() {
+    // Each write takes effect at once but its reply comes 150 ms later: the kill lands there.
+    let sim = Sim::start(&["--rate-window", "1", "--days", "2", "--reply-delay-ms", "150"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let sql = dir.path().join("sql");
+    std::fs::create_dir_all(sql.join("push")).unwrap();
+    std::fs::write(
+        sql.join("push/milvus_new_clients.sql"),
+        "-- target: push.milvus_new_clients\n-- unique_key: cliente_documento\n-- mode: merge\n\
+         SELECT substr(regexp_replace(attributes['customer']['phone'], '[^0-9]', '', 'g'), 3, 11) AS cliente_documento,\n\
+         attributes['customer']['name'] AS razao_social, _ingest_order\nFROM raw.c2s_leads\n",
+    )
+    .unwrap();
+    ok(&run(&sim, &pipelines(), &sql, &lake, &["pull", "c2s"]));
+    ok(&run(&sim, &pipelines(), &sql, &lake, &["transform"]));
+    let docs = query(&lake, "SELECT count(DISTINCT cliente_documento) AS n FROM push.milvus_new_clients")[0]["n"].as_u64().unwrap();
+    assert!(docs > 30);
+    let clients = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base));
+    let mut child = Command::new(BIN)
+        .arg("--lake")
+        .arg(&lake)
+        .arg("--pipelines")
+        .arg(pipelines())
+        .args(["-q", "push", "milvus.clients"])
+        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while clients()["clients"].as_u64().unwrap() < 10 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the push ended before the kill");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = ok(&run(&sim, &pipelines(), &sql, &lake, &["push", "milvus.clients"]));
+    eprintln!("rerun after the kill:\n{out}");
+    let t = clients();
+    assert_eq!(t["clients"].as_u64().unwrap(), docs, "{out}");
+    let reconciled: u64 = out.lines().nth(1).unwrap().split_whitespace().nth(6).unwrap().parse().unwrap();
+    assert_eq!(reconciled, 1, "the client created before the kill was not reconciled:\n{out}");
+    for (doc, n) in t["by_document"].as_object().unwrap() {
+        assert_eq!(n, 1, "client {doc} created {n} times");
+    }
+    // The ledger agrees with the destination, and a second push creates nothing.
+    let sent = query(&lake, "SELECT count(*) AS n FROM (SELECT key, last_value(state ORDER BY at) AS s FROM _ingest.sent WHERE sink = 'clients' GROUP BY key) WHERE s = 'sent'");
+    assert_eq!(sent[0]["n"].as_u64().unwrap(), docs);
+    ok(&run(&sim, &pipelines(), &sql, &lake, &["push", "milvus.clients"]));
+    assert_eq!(clients()["clients"].as_u64().unwrap(), docs);
+    assert_no_secrets(&[sim.var("MILVUS_TOKEN")], &[&out], &lake);
+}

@@ -1,0 +1,76 @@
+//! Milvus helpdesk clients (seed 001): `Authorization: <token>`; `GET /api/cliente/busca`
+//! (optional `documento`, at most 1000 rows, `{"lista": [...]}`); `POST /api/cliente/criar`
+//! creating a client from `cliente_documento` — twice if called twice, like the real one.
+//! `GET /_sim/truth/milvus`: clients per document.
+use super::data;
+use super::{Reply, Sim};
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+#[derive(Default)]
+pub struct State {
+    clients: Vec<Value>,
+}
+
+pub fn token(sim: &Sim) -> String {
+    format!("mv-{:018x}", data::mix(sim.cfg.seed, &[80]) as u128 * 13)
+}
+
+pub fn handle(sim: &Sim, segs: &[&str], q: &HashMap<String, String>, headers: &HeaderMap, body: &[u8]) -> (String, Result<Reply, Reply>) {
+    let route = match segs {
+        ["api", "cliente", "busca"] => "milvus/cliente/busca",
+        ["api", "cliente", "criar"] => "milvus/cliente/criar",
+        _ => return ("milvus/unknown".into(), Err(Reply::err(404, "not found"))),
+    };
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(token(sim).as_str()) {
+        return (route.into(), Err(Reply::err(401, "token inválido")));
+    }
+    if let Some(wait) = sim.throttle("milvus", 60) {
+        let mut r = Reply::err(429, "muitas requisições");
+        r.body["retry_after"] = json!(wait);
+        return (route.into(), Err(r));
+    }
+    let mut st = sim.milvus.lock().unwrap();
+    let res = match segs {
+        ["api", "cliente", "busca"] => {
+            let doc = q.get("documento");
+            let lista: Vec<Value> = st
+                .clients
+                .iter()
+                .filter(|c| doc.is_none_or(|d| c["cnpj_cpf"].as_str() == Some(d.as_str())))
+                .take(1000)
+                .cloned()
+                .collect();
+            let n = lista.len();
+            Ok(Reply::ok(json!({"lista": lista}), n))
+        }
+        _ => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            match v.get("cliente_documento").and_then(Value::as_str).filter(|d| d.chars().all(|c| c.is_ascii_digit()) && (d.len() == 11 || d.len() == 14)) {
+                None => Err(Reply::err(422, "cliente_documento deve ter 11 ou 14 dígitos")),
+                Some(doc) => {
+                    let id = st.clients.len() as u64 + 1;
+                    st.clients.push(json!({
+                        "id": id,
+                        "nome_fantasia": v.get("razao_social").cloned().unwrap_or(Value::Null),
+                        "razao_social": v.get("razao_social").cloned().unwrap_or(Value::Null),
+                        "cnpj_cpf": doc,
+                        "token": format!("tk{:012x}", data::mix(sim.cfg.seed, &[81, id])),
+                    }));
+                    Ok(Reply::ok(json!({"id": id}), 0))
+                }
+            }
+        }
+    };
+    (route.into(), res)
+}
+
+pub fn truth(sim: &Sim) -> Value {
+    let st = sim.milvus.lock().unwrap();
+    let mut by: HashMap<String, u64> = HashMap::new();
+    for c in &st.clients {
+        *by.entry(c["cnpj_cpf"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    json!({"clients": st.clients.len(), "by_document": by})
+}
