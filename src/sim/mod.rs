@@ -5,6 +5,7 @@ mod c2s;
 mod data;
 mod milvus;
 mod pancake;
+mod ploomes;
 mod retail;
 mod zoho;
 
@@ -305,6 +306,9 @@ pub fn exports(sim: &Sim, base: &str) -> Vec<(String, String)> {
         ("MILVUS_BASE_URL".into(), format!("{base}/milvus")),
         ("MILVUS_TOKEN".into(), milvus::token(sim)),
         ("MILVUS_RATE_SECONDS".into(), format!("{w}")),
+        ("PLOOMES_BASE_URL".into(), format!("{base}/ploomes")),
+        ("PLOOMES_USER_KEY".into(), ploomes::user_key(sim)),
+        ("PLOOMES_RATE_SECONDS".into(), format!("{w}")),
     ]);
     v
 }
@@ -354,6 +358,10 @@ async fn handle(
         Some("zoho") if method == Method::GET || method == Method::POST => zoho::handle(&sim, &segs[1..], &query, &headers),
         Some("retail") => retail::handle(&sim, &segs[1..], &query, &headers, &body),
         Some("milvus") => milvus::handle(&sim, &segs[1..], &query, &headers, &body),
+        Some("ploomes") if method == Method::GET => {
+            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+            ploomes::handle(&sim, &format!("http://{host}"), &segs[1..], &query, &headers)
+        }
         _ => ("unknown".to_string(), Err(Reply::err(404, "not found"))),
     };
     if sim.cfg.reply_delay_ms > 0 {

@@ -164,11 +164,22 @@ fn missing_field(
     e: &deltalake::datafusion::error::DataFusionError,
     raw_refs: &[&String],
     sql: &str,
+    schemas: &[(String, deltalake::arrow::datatypes::SchemaRef)],
 ) -> Option<(String, Vec<String>)> {
     use deltalake::datafusion::common::SchemaError;
     use deltalake::datafusion::error::DataFusionError;
     let root = e.find_root();
     let only = || (raw_refs.len() == 1).then(|| raw_refs[0].clone());
+    // Several raw inputs and an unqualified name: the one raw stream still empty (no data
+    // column yet) is the one lacking it.
+    let empty_one = || {
+        let empty: Vec<&String> = schemas
+            .iter()
+            .filter(|(_, s)| s.fields().iter().all(|f| f.name().starts_with('_')))
+            .map(|(t, _)| t)
+            .collect();
+        (empty.len() == 1).then(|| empty[0].clone())
+    };
     if let DataFusionError::SchemaError(err, _) = root {
         if let SchemaError::FieldNotFound { field, valid_fields } = err.as_ref() {
             // A name that exists in another case is a typo (unquoted mixed-case names are
@@ -181,7 +192,7 @@ fn missing_field(
                     let r = r.to_string().to_lowercase();
                     raw_refs.iter().find(|t| ***t == r).map(|t| (*t).clone()).or_else(only)
                 }
-                None => only(),
+                None => only().or_else(empty_one),
             }?;
             return Some((table, shape_of(sql, &field.name)));
         }
@@ -285,7 +296,11 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
     }
     let models = order(&all, &refs, &opts.models)?;
     let catalogue = state::read_catalogue(lake, None).await?;
-    let streams = raw::streams(&catalogue);
+    let mut streams = raw::streams(&catalogue);
+    // A stream pulled but empty so far (only path-less rows) is an empty table, not "not yet".
+    for c in &catalogue {
+        streams.entry(raw::table_name(&c.source, &c.stream)).or_default();
+    }
     let max_seq = catalogue.iter().map(|r| r.seq).max().unwrap_or(0);
     let targets: BTreeSet<&str> = all.iter().map(|m| m.target.as_str()).collect();
 
@@ -355,7 +370,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                             schemas.push(((*r).clone(), t.schema()));
                         }
                     }
-                    let found = missing_field(&e, &raw_refs, &m.sql).or_else(|| missing_nested(&e, &m.sql, &schemas));
+                    let found = missing_field(&e, &raw_refs, &m.sql, &schemas).or_else(|| missing_nested(&e, &m.sql, &schemas));
                     let Some((table, path)) = found.filter(|_| tries < 100) else {
                         return Err(sql_error(m, &e.to_string()));
                     };

@@ -200,3 +200,37 @@ fn create_once_clients_survive_a_kill_through_lookup_reconciliation() {
     assert_eq!(clients()["clients"].as_u64().unwrap(), docs);
     assert_no_secrets(&[sim.var("MILVUS_TOKEN")], &[&out], &lake);
 }
+
+/// Seed 001, clients: Ploomes contacts whose CNPJ/CPF is not yet a Milvus client become Milvus
+/// clients, each exactly once; after Milvus is pulled again nothing is left to send.
+#[test]
+fn seed_001_ploomes_contacts_missing_in_milvus_become_clients_once() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let sql = shipped_sql();
+    let o = ok(&run(&sim, &pipelines(), &sql, &lake, &["pull", "ploomes"]));
+    assert!(o.contains("contacts"), "{o}");
+    ok(&run(&sim, &pipelines(), &sql, &lake, &["pull", "milvus"]));
+    ok(&run(&sim, &pipelines(), &sql, &lake, &["transform", "push.milvus_new_clients"]));
+    let contacts: std::collections::BTreeSet<String> = raw_files(&lake)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("ploomes/_/contacts/"))
+        .flat_map(|(_, v)| v)
+        .filter_map(|c| c["CNPJ"].as_str().or(c["CPF"].as_str()).map(|d| d.chars().filter(char::is_ascii_digit).collect()))
+        .collect();
+    assert!(contacts.len() >= 45, "{}", contacts.len());
+    let out = ok(&run(&sim, &pipelines(), &sql, &lake, &["push", "milvus"]));
+    let truth = http_get_json(&format!("{}/_sim/truth/milvus", sim.base));
+    let held: std::collections::BTreeSet<String> = truth["by_document"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(held, contacts, "{out}");
+    assert!(truth["by_document"].as_object().unwrap().values().all(|n| n == 1));
+    // Milvus pulled again: every contact is a client now; the model is empty, nothing is sent.
+    ok(&run(&sim, &pipelines(), &sql, &lake, &["pull", "milvus"]));
+    ok(&run(&sim, &pipelines(), &sql, &lake, &["transform", "push.milvus_new_clients"]));
+    assert_eq!(query(&lake, "SELECT count(*) AS n FROM push.milvus_new_clients")[0]["n"], 0);
+    let before = sim.stats()["by_route"]["milvus/cliente/criar"]["requests"].clone();
+    ok(&run(&sim, &pipelines(), &sql, &lake, &["push", "milvus"]));
+    assert_eq!(sim.stats()["by_route"]["milvus/cliente/criar"]["requests"], before);
+    assert_no_secrets(&[sim.var("MILVUS_TOKEN"), sim.var("PLOOMES_USER_KEY")], &[&out], &lake);
+}
