@@ -112,7 +112,57 @@ pub async fn render(lake: &Lake, source: Option<&str>, template: &dyn Fn(&str) -
             out.push_str(&format!("  {f}\n"));
         }
     }
+    out.push_str(&pushes(lake, source).await?);
     out.push_str(&tables(lake).await?);
+    Ok(out)
+}
+
+/// The push ledger per sink: records by state; `uncertain` ones listed (a crash left them
+/// pending and the sink cannot look them up: `ingest push … --resend-uncertain`).
+async fn pushes(lake: &Lake, source: Option<&str>) -> Result<String> {
+    if !state::table_exists(lake, crate::lake::ledger::SENT).await? {
+        return Ok(String::new());
+    }
+    let mut sinks: BTreeMap<(String, String), BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let sources: Vec<String> = match source {
+        Some(s) => vec![s.to_string()],
+        None => {
+            let rows: Vec<crate::lake::ledger::Entry> = state::select(lake, crate::lake::ledger::SENT, "").await?;
+            rows.into_iter().map(|r| r.source).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+        }
+    };
+    for src in sources {
+        let rows: Vec<crate::lake::ledger::Entry> =
+            state::select(lake, crate::lake::ledger::SENT, &format!("WHERE source = '{}' ORDER BY at", src.replace('\'', "''"))).await?;
+        let mut latest: BTreeMap<(String, String), crate::lake::ledger::Entry> = BTreeMap::new();
+        for r in rows {
+            latest.insert((r.sink.clone(), r.key.clone()), r);
+        }
+        for ((sink, key), e) in latest {
+            sinks.entry((src.clone(), sink)).or_default().entry(e.state).or_default().push(key);
+        }
+    }
+    if sinks.is_empty() {
+        return Ok(String::new());
+    }
+    let mut out = format!("\n{:<30} {:>8} {:>8} {:>8} {:>9}\n", "push sink", "sent", "failed", "pending", "uncertain");
+    for ((src, sink), by) in &sinks {
+        let n = |s: &str| by.get(s).map_or(0, Vec::len);
+        out.push_str(&format!(
+            "{:<30} {:>8} {:>8} {:>8} {:>9}\n",
+            format!("{src}.{sink}"),
+            n("sent"),
+            n("failed"),
+            n("pending"),
+            n("uncertain")
+        ));
+        if let Some(keys) = by.get("uncertain") {
+            out.push_str(&format!(
+                "  uncertain (check the destination, then `ingest push {src}.{sink} --resend-uncertain`): {}\n",
+                keys.join(", ")
+            ));
+        }
+    }
     Ok(out)
 }
 

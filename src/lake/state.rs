@@ -243,7 +243,7 @@ pub async fn read_catalogue(lake: &Lake, source: Option<&str>) -> Result<Vec<Lan
 }
 
 /// Rows of the state table at `rel` (`tail`: a WHERE / ORDER BY clause), as `T`.
-pub(crate) async fn select<T: serde::de::DeserializeOwned>(lake: &Lake, rel: &str, tail: &str) -> Result<Vec<T>> {
+pub async fn select<T: serde::de::DeserializeOwned>(lake: &Lake, rel: &str, tail: &str) -> Result<Vec<T>> {
     let Some(t) = open_table(lake, rel).await? else {
         return Ok(Vec::new());
     };

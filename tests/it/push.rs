@@ -234,3 +234,52 @@ fn seed_001_ploomes_contacts_missing_in_milvus_become_clients_once() {
     assert_eq!(sim.stats()["by_route"]["milvus/cliente/criar"]["requests"], before);
     assert_no_secrets(&[sim.var("MILVUS_TOKEN"), sim.var("PLOOMES_USER_KEY")], &[&out], &lake);
 }
+
+/// Without a lookup, a record a crash left pending is `uncertain`: listed by `status`, not
+/// resent unless asked.
+#[test]
+fn without_a_lookup_a_crash_leaves_uncertain_records_that_status_lists() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "1", "--reply-delay-ms", "150"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let p = dir.path().join("pipelines");
+    std::fs::create_dir_all(&p).unwrap();
+    let text = std::fs::read_to_string(pipelines().join("milvus.toml")).unwrap();
+    let lookup = text.lines().find(|l| l.starts_with("lookup = ")).unwrap().to_string();
+    std::fs::write(p.join("milvus.toml"), text.replace(&lookup, "")).unwrap();
+    std::fs::copy(pipelines().join("ploomes.toml"), p.join("ploomes.toml")).unwrap();
+    let sql = shipped_sql();
+    ok(&run(&sim, &p, &sql, &lake, &["pull", "ploomes"]));
+    ok(&run(&sim, &p, &sql, &lake, &["pull", "milvus"]));
+    ok(&run(&sim, &p, &sql, &lake, &["transform", "push.milvus_new_clients"]));
+    let clients = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base))["clients"].as_u64().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--lake")
+        .arg(&lake)
+        .arg("--pipelines")
+        .arg(&p)
+        .args(["-q", "push", "milvus"])
+        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while clients() < 3 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the push ended before the kill");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = ok(&run(&sim, &p, &sql, &lake, &["push", "milvus"]));
+    let status = ok(&run(&sim, &p, &sql, &lake, &["status"]));
+    assert!(status.contains("uncertain (check the destination"), "{out}\n{status}");
+    let created = clients();
+    // Not resent by a plain push; resent (here: a duplicate, the documented risk) on request.
+    ok(&run(&sim, &p, &sql, &lake, &["push", "milvus"]));
+    assert_eq!(clients(), created);
+    ok(&run(&sim, &p, &sql, &lake, &["push", "milvus", "--resend-uncertain"]));
+    assert_eq!(clients(), created + 1);
+    let status = ok(&run(&sim, &p, &sql, &lake, &["status"]));
+    assert!(!status.contains("uncertain (check"), "{status}");
+}
