@@ -52,6 +52,12 @@ pub struct SinkConfig {
 #[serde(deny_unknown_fields)]
 pub struct SinkLookup {
     pub path: String,
+    /// `GET` (default, `param` in the query) or `POST` (`body`, a TOML table whose strings may
+    /// name the row's columns as `{row.<col>}`; Milvus `chamado/listagem`'s `filtro_body`).
+    #[serde(default = "default_get")]
+    pub method: String,
+    pub body: Option<toml::Value>,
+    #[serde(default)]
     pub param: String,
     pub value: String,
     #[serde(default)]

@@ -69,6 +69,25 @@ fn key_text(v: &Value) -> Option<String> {
     }
 }
 
+/// Every string of `tpl` with `{row.<col>}` replaced by the row's value.
+fn fill_row(tpl: &Value, row: &Value) -> Value {
+    match tpl {
+        Value::String(s) => {
+            let mut out = s.clone();
+            while let Some(p) = out.find("{row.") {
+                let end = out[p..].find('}').map_or(out.len(), |e| p + e);
+                let col = out[p + 5..end].to_string();
+                let v = row.get(&col).and_then(key_text).unwrap_or_default();
+                out.replace_range(p..(end + 1).min(out.len()), &v);
+            }
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| fill_row(x, row)).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), fill_row(x, row))).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The rows of `table` (`schema.table`) as JSON objects.
 async fn rows_of(lake: &Lake, table: &str) -> Result<Vec<Map<String, Value>>> {
     let rel = table.replace('.', "/");
@@ -170,8 +189,12 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                     Some(l) => {
                         let value = v.get(&l.value).and_then(key_text).unwrap_or_default();
                         let url = format!("{}{}", p.base_url, l.path);
+                        let body = l.body.as_ref().map(|b| fill_row(&serde_json::to_value(b).unwrap_or(Value::Null), &v));
+                        let query: Vec<(String, String)> =
+                            if l.param.is_empty() { vec![] } else { vec![(l.param.clone(), value.clone())] };
+                        let req = Request { method: &l.method, url: &url, query: &query, headers: &[], body: body.as_ref() };
                         let f = client
-                            .get(&url, &[(l.param.clone(), value.clone())], auth, &format!("{}.{name} lookup", p.name))
+                            .send(&req, auth, &format!("{}.{name} lookup", p.name))
                             .await
                             .map_err(|e| Error::Http(e.to_string()))?;
                         let found = json::at_str(&f.body, &l.records)

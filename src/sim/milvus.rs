@@ -11,6 +11,7 @@ use std::collections::HashMap;
 #[derive(Default)]
 pub struct State {
     clients: Vec<Value>,
+    tickets: Vec<Value>,
 }
 
 pub fn token(sim: &Sim) -> String {
@@ -21,6 +22,8 @@ pub fn handle(sim: &Sim, segs: &[&str], q: &HashMap<String, String>, headers: &H
     let route = match segs {
         ["api", "cliente", "busca"] => "milvus/cliente/busca",
         ["api", "cliente", "criar"] => "milvus/cliente/criar",
+        ["api", "chamado", "criar"] => "milvus/chamado/criar",
+        ["api", "chamado", "listagem"] => "milvus/chamado/listagem",
         _ => return ("milvus/unknown".into(), Err(Reply::err(404, "not found"))),
     };
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(token(sim).as_str()) {
@@ -44,6 +47,42 @@ pub fn handle(sim: &Sim, segs: &[&str], q: &HashMap<String, String>, headers: &H
                 .collect();
             let n = lista.len();
             Ok(Reply::ok(json!({"lista": lista}), n))
+        }
+        ["api", "chamado", "criar"] => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let token = v.get("cliente_id").and_then(Value::as_str).unwrap_or_default();
+            if !st.clients.iter().any(|c| c["token"].as_str() == Some(token)) {
+                Err(Reply::err(422, "cliente_id deve ser o token de um cliente"))
+            } else if v.get("chamado_assunto").and_then(Value::as_str).unwrap_or_default().is_empty() {
+                Err(Reply::err(422, "chamado_assunto é obrigatório"))
+            } else {
+                // No idempotency key: calling it twice creates two tickets, like the real one.
+                let id = st.tickets.len() as u64 + 1;
+                st.tickets.push(json!({
+                    "id": id, "codigo": format!("{:06}", id), "cliente_id": token,
+                    "assunto": v["chamado_assunto"], "descricao": v.get("chamado_descricao").cloned().unwrap_or(Value::Null),
+                    "status": "Aberto",
+                }));
+                Ok(Reply::ok(json!({"id": id}), 0))
+            }
+        }
+        ["api", "chamado", "listagem"] => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let filtro = v.get("filtro_body").cloned().unwrap_or(Value::Null);
+            let num = |k: &str, d: u64| q.get(k).and_then(|x| x.parse::<u64>().ok()).unwrap_or(d).max(1);
+            let (page, per) = (num("pagina", 1), num("total_registros", 50).min(100));
+            let matching: Vec<&Value> = st
+                .tickets
+                .iter()
+                .filter(|t| filtro.get("cliente_id").and_then(Value::as_str).is_none_or(|c| t["cliente_id"].as_str() == Some(c)))
+                .collect();
+            let last = (matching.len() as u64).div_ceil(per).max(1);
+            let lista: Vec<Value> = matching.into_iter().skip(((page - 1) * per) as usize).take(per as usize).cloned().collect();
+            let n = lista.len();
+            Ok(Reply::ok(
+                json!({"meta": {"paginate": {"current_page": page.to_string(), "last_page": last, "per_page": per}}, "lista": lista}),
+                n,
+            ))
         }
         _ => {
             let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -72,5 +111,9 @@ pub fn truth(sim: &Sim) -> Value {
     for c in &st.clients {
         *by.entry(c["cnpj_cpf"].as_str().unwrap_or_default().to_string()).or_default() += 1;
     }
-    json!({"clients": st.clients.len(), "by_document": by})
+    let mut tickets: HashMap<String, u64> = HashMap::new();
+    for t in &st.tickets {
+        *tickets.entry(t["descricao"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    json!({"clients": st.clients.len(), "by_document": by, "tickets": st.tickets.len(), "tickets_by_description": tickets})
 }

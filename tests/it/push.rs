@@ -283,3 +283,65 @@ fn without_a_lookup_a_crash_leaves_uncertain_records_that_status_lists() {
     let status = ok(&run(&sim, &p, &sql, &lake, &["status"]));
     assert!(!status.contains("uncertain (check"), "{status}");
 }
+
+/// Seed 001, tickets: tagged Ploomes tasks/interactions of contacts who are Milvus clients become
+/// one Milvus ticket each, even with `kill -9` at seeded points mid-push (Milvus would make a
+/// second ticket if asked twice: the rerun reconciles through `chamado/listagem`).
+#[test]
+fn seed_001_tickets_exist_once_after_kills_at_seeded_points() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "5", "--reply-delay-ms", "80"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let sql = shipped_sql();
+    let go = |args: &[&str]| ok(&run(&sim, &pipelines(), &sql, &lake, args));
+    go(&["pull", "ploomes"]);
+    go(&["pull", "milvus"]);
+    go(&["transform", "push.milvus_new_clients"]);
+    go(&["push", "milvus.clients"]);
+    go(&["pull", "milvus"]);
+    go(&["transform", "push.milvus_new_tickets"]);
+    let want = query(&lake, "SELECT count(*) AS n FROM push.milvus_new_tickets")[0]["n"].as_u64().unwrap();
+    assert!(want > 20, "{want} qualifying tickets");
+    let tickets = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base));
+    let no_duplicates = |point: usize| {
+        for (d, n) in tickets()["tickets_by_description"].as_object().unwrap() {
+            assert_eq!(n, 1, "point {point}: ticket `{d}` exists {n} times");
+        }
+    };
+    // Twenty pushes killed at seeded moments, one after the other: each resumes from the
+    // ledger (reconciling what the previous one left pending) and is killed again.
+    let mut seed: u64 = 0xdecaf;
+    for point in 0..20 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(150 + (seed >> 33) % 250);
+        let mut child = Command::new(BIN)
+            .arg("--lake")
+            .arg(&lake)
+            .arg("--pipelines")
+            .arg(pipelines())
+            .args(["-q", "push", "milvus.tickets"])
+            .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().unwrap();
+        no_duplicates(point);
+    }
+    let done_before = tickets()["tickets"].as_u64().unwrap();
+    assert!(done_before > 3 && done_before < want, "{done_before} of {want} tickets before the final run");
+    // The final rerun finishes the job: every qualifying ticket exactly once.
+    let out = go(&["push", "milvus.tickets"]);
+    assert_eq!(tickets()["tickets"].as_u64().unwrap(), want, "{out}");
+    no_duplicates(20);
+    // Rows settled by the lookup (no response kept) show the reconciliation happened.
+    let reconciled = query(&lake, "SELECT count(*) AS n FROM _ingest.sent WHERE sink = 'tickets' AND state = 'sent' AND response IS NULL")[0]["n"]
+        .as_u64()
+        .unwrap();
+    eprintln!("reconciled through the lookup across kill points: {reconciled}");
+    assert!(reconciled >= 3, "kills rarely landed between a ticket's creation and its ledger row: {reconciled}");
+    let sent = query(&lake, "SELECT count(*) AS n FROM (SELECT key, last_value(state ORDER BY at) AS s FROM _ingest.sent WHERE sink = 'tickets' GROUP BY key) WHERE s = 'sent'");
+    assert_eq!(sent[0]["n"].as_u64().unwrap(), want);
+}
