@@ -130,6 +130,12 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
     let mut reports = Vec::new();
     for (name, k) in sinks {
         let started = Instant::now();
+        // Pushing every sink of a source: one whose table is not built yet waits (named).
+        if opts.sink.is_none() && !state::table_exists(lake, &k.table.replace('.', "/")).await? {
+            tracing::warn!(sink = %name, table = %k.table, "skipped: its table is not built yet (ingest transform)");
+            reports.push(SinkReport { sink: format!("{name} (no table yet)"), ..Default::default() });
+            continue;
+        }
         let rows = rows_of(lake, &k.table).await?;
         // Validate everything before anything is sent.
         let mut keys = BTreeSet::new();
