@@ -311,6 +311,9 @@ pub struct StreamConfig {
     pub context: BTreeMap<String, String>,
     /// One detail request per landed record (seed 004's `mapping_fetch`).
     pub details: Option<DetailsConfig>,
+    /// The API silently stops at this many records a response (Milvus `cliente/busca`: 1000):
+    /// a response that size is logged as a warning (records beyond it were not returned).
+    pub cap: Option<usize>,
 }
 
 /// Detail fetches: for each landed record, `GET path` (templates `{record.<json path>}`, e.g.

@@ -60,6 +60,8 @@ pub struct StreamReport {
     pub started: Option<chrono::DateTime<Utc>>,
     /// The last record landed (of the stream's first output), for `${last:…}`.
     pub last: Option<serde_json::Value>,
+    /// A response reached the stream's declared `cap` (records may be missing).
+    pub capped: bool,
 }
 
 impl StreamReport {
@@ -107,7 +109,10 @@ impl PullReport {
                 s.retries,
                 s.throttled,
                 s.elapsed.as_secs_f64(),
-                s.error.as_ref().map(|e| format!("  FAILED: {e}")).unwrap_or_default()
+                s.error
+                    .as_ref()
+                    .map(|e| format!("  FAILED: {e}"))
+                    .unwrap_or_else(|| if s.capped { "  CAPPED: the API's row cap was hit".into() } else { String::new() })
             ));
         }
         out.push_str(&format!(

@@ -368,6 +368,10 @@ impl StreamRun<'_> {
                     let mut recs = records::select(&got.body, &out.records, out.map_key.as_deref());
                     if i == 0 {
                         page_count = recs.len();
+                        if self.s.cap.is_some_and(|c| recs.len() >= c) {
+                            tracing::warn!(stream = %what, records = recs.len(), "the API's cap was reached: records beyond it were not returned (narrow the request, e.g. by a filter or partitions)");
+                            rep.capped = true;
+                        }
                         last_record = recs.last().cloned();
                         if let Some(inc) = inc {
                             page_cursors = recs
