@@ -231,8 +231,8 @@ fn seed_001_ploomes_contacts_missing_in_milvus_become_clients_once() {
     // (`cliente/busca` stops at 1000 rows: a pipeline declaring a cap flags a full answer.)
     let capped_dir = dir.path().join("capped");
     std::fs::create_dir_all(&capped_dir).unwrap();
-    let text = std::fs::read_to_string(pipelines().join("milvus.toml")).unwrap();
-    std::fs::write(capped_dir.join("milvus.toml"), text.replace("cap = 1000", "cap = 5")).unwrap();
+    let toml_text = std::fs::read_to_string(pipelines().join("milvus.toml")).unwrap();
+    std::fs::write(capped_dir.join("milvus.toml"), toml_text.replace("cap = 1000", "cap = 5")).unwrap();
     let o = run(&sim, &capped_dir, &sql, &dir.path().join("other"), &["pull", "milvus"]);
     assert!(ok(&o).contains("CAPPED") && text(&o).contains("cap was reached"), "{}", text(&o));
     ok(&run(&sim, &pipelines(), &sql, &lake, &["transform", "push.milvus_new_clients"]));
