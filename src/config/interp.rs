@@ -4,42 +4,55 @@
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 
-/// Substitute `${env:…}` references; leave `${secret:…}` untouched.
-pub fn substitute_env(file: &str, text: &str) -> Result<String> {
+/// Replace every `${<prefix>:<body>}` of `s` by `f(body)`: the one scanner behind `${env:}`,
+/// `${self:}`, `${secret:}` and `${last:}`. An unterminated reference is an error.
+pub fn replace_refs(
+    s: &str,
+    prefix: &str,
+    mut f: impl FnMut(&str) -> std::result::Result<String, String>,
+) -> std::result::Result<String, String> {
+    let open = format!("${{{prefix}:");
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find(&open) {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + open.len()..];
+        let end = after.find('}').ok_or_else(|| format!("unterminated `{open}` reference"))?;
+        out.push_str(&f(&after[..end])?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `replace_refs` on every line of a file's text, errors naming the line.
+fn replace_lines(
+    file: &str,
+    text: &str,
+    prefix: &str,
+    mut f: impl FnMut(&str) -> std::result::Result<String, String>,
+) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     for (i, line) in text.lines().enumerate() {
-        let mut rest = line;
-        while let Some(pos) = rest.find("${env:") {
-            out.push_str(&rest[..pos]);
-            let after = &rest[pos + 6..];
-            let end = after
-                .find('}')
-                .ok_or_else(|| Error::config(file, Some(i + 1), None, "unterminated `${env:` reference"))?;
-            let body = &after[..end];
-            let (name, default) = match body.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (body, None),
-            };
-            match std::env::var(name).ok().filter(|v| !v.is_empty()) {
-                Some(v) => out.push_str(&v),
-                None => match default {
-                    Some(d) => out.push_str(d),
-                    None => {
-                        return Err(Error::config(
-                            file,
-                            Some(i + 1),
-                            None,
-                            format!("environment variable {name} is not set (referenced as ${{env:{name}}})"),
-                        ))
-                    }
-                },
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
+        out.push_str(&replace_refs(line, prefix, &mut f).map_err(|m| Error::config(file, Some(i + 1), None, m))?);
         out.push('\n');
     }
     Ok(out)
+}
+
+/// Substitute `${env:…}` references; leave `${secret:…}` untouched.
+pub fn substitute_env(file: &str, text: &str) -> Result<String> {
+    replace_lines(file, text, "env", |body| {
+        let (name, default) = match body.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (body, None),
+        };
+        match (std::env::var(name).ok().filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => Ok(v),
+            (None, Some(d)) => Ok(d.to_string()),
+            (None, None) => Err(format!("environment variable {name} is not set (referenced as ${{env:{name}}})")),
+        }
+    })
 }
 
 /// Substitute `${self:<dotted.path>}` with another value of the same file (seed 004's
@@ -48,75 +61,36 @@ pub fn substitute_self(file: &str, text: &str) -> Result<String> {
     if !text.contains("${self:") {
         return Ok(text.to_string());
     }
-    // Parse with the references blanked out, so the file parses whatever they stand for.
-    let blank = {
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(p) = rest.find("${self:") {
-            out.push_str(&rest[..p]);
-            let end = rest[p..].find('}').map_or(rest.len(), |e| p + e + 1);
-            rest = &rest[end..];
-        }
-        out.push_str(rest);
-        out
-    };
+    // Parse with the references blanked out, so the file parses whatever they stand for (an
+    // unterminated one is reported with its line below).
+    let blank = replace_refs(text, "self", |_| Ok(String::new())).unwrap_or_else(|_| text.to_string());
     let doc: toml::Value = toml::from_str(&blank).map_err(|e| Error::config(file, None, None, e.message().to_string()))?;
-    let mut out = String::with_capacity(text.len());
-    for (i, line) in text.lines().enumerate() {
-        let mut rest = line;
-        while let Some(pos) = rest.find("${self:") {
-            out.push_str(&rest[..pos]);
-            let after = &rest[pos + 7..];
-            let end = after
-                .find('}')
-                .ok_or_else(|| Error::config(file, Some(i + 1), None, "unterminated `${self:` reference"))?;
-            let path = &after[..end];
-            let mut v = &doc;
-            for seg in path.split('.') {
-                v = v.get(seg).ok_or_else(|| {
-                    Error::config(file, Some(i + 1), None, format!("`${{self:{path}}}`: no value at `{path}` in this file"))
-                })?;
-            }
-            match v {
-                toml::Value::String(s) if !s.contains("${") => out.push_str(s),
-                toml::Value::Integer(n) => out.push_str(&n.to_string()),
-                toml::Value::Float(n) => out.push_str(&n.to_string()),
-                toml::Value::Boolean(b) => out.push_str(&b.to_string()),
-                _ => {
-                    return Err(Error::config(
-                        file,
-                        Some(i + 1),
-                        None,
-                        format!("`${{self:{path}}}` must name a plain string, number or boolean"),
-                    ))
-                }
-            }
-            rest = &after[end + 1..];
+    replace_lines(file, text, "self", |path| {
+        let mut v = &doc;
+        for seg in path.split('.') {
+            v = v
+                .get(seg)
+                .ok_or_else(|| format!("`${{self:{path}}}`: no value at `{path}` in this file"))?;
         }
-        out.push_str(rest);
-        out.push('\n');
-    }
-    Ok(out)
+        match v {
+            toml::Value::String(s) if !s.contains("${") => Ok(s.clone()),
+            toml::Value::Integer(n) => Ok(n.to_string()),
+            toml::Value::Float(n) => Ok(n.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            _ => Err(format!("`${{self:{path}}}` must name a plain string, number or boolean")),
+        }
+    })
 }
 
 /// Resolve a string that may hold `${secret:NAME}` references (NAME may contain `{partition}`,
 /// already expanded by the caller). Secrets come from environment variables of that name.
 pub fn resolve_secret(value: &str) -> std::result::Result<Secret, String> {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(pos) = rest.find("${secret:") {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 9..];
-        let end = after.find('}').ok_or("unterminated `${secret:` reference")?;
-        let name = &after[..end];
-        let v = std::env::var(name)
+    let out = replace_refs(value, "secret", |name| {
+        std::env::var(name)
             .ok()
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("secret {name} is not set (export it as an environment variable)"))?;
-        out.push_str(&v);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
+            .ok_or_else(|| format!("secret {name} is not set (export it as an environment variable)"))
+    })?;
     Ok(Secret::new(out))
 }
 

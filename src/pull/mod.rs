@@ -210,16 +210,14 @@ fn templates(s: &crate::config::Stream) -> Vec<String> {
 fn declared_last(s: &crate::config::Stream) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for t in templates(s) {
-        let mut rest = t.as_str();
-        while let Some(p) = rest.find("${last:") {
-            let after = &rest[p + 7..];
-            let end = after.find('}').unwrap_or(after.len());
-            let field = after[..end].split(":-").next().unwrap_or_default().to_string();
+        // (An unterminated reference was already refused by `check_last`.)
+        let _ = crate::config::interp::replace_refs(&t, "last", |body| {
+            let field = body.split(":-").next().unwrap_or_default().to_string();
             if !out.contains(&field) {
                 out.push(field);
             }
-            rest = &after[end.min(after.len())..];
-        }
+            Ok(String::new())
+        });
     }
     out
 }
@@ -227,31 +225,20 @@ fn declared_last(s: &crate::config::Stream) -> Vec<String> {
 /// Replace `${last:<field>}` / `${last:<field>:-default}` with the previous successful run's
 /// value (seed 004's `last::`). No value and no default is an input error.
 pub fn fill_last(tpl: &str, prev: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = tpl;
-    while let Some(p) = rest.find("${last:") {
-        out.push_str(&rest[..p]);
-        let after = &rest[p + 7..];
-        let end = after.find('}').ok_or("unterminated `${last:` reference")?;
-        let (field, default) = match after[..end].split_once(":-") {
+    crate::config::interp::replace_refs(tpl, "last", |body| {
+        let (field, default) = match body.split_once(":-") {
             Some((f, d)) => (f, Some(d)),
-            None => (&after[..end], None),
+            None => (body, None),
         };
-        let v = prev.and_then(|m| m.get(field)).filter(|v| !v.is_null());
-        match (v, default) {
-            (Some(serde_json::Value::String(s)), _) => out.push_str(s),
-            (Some(other), _) => out.push_str(&other.to_string()),
-            (None, Some(d)) => out.push_str(d),
-            (None, None) => {
-                return Err(format!(
-                    "`${{last:{field}}}` has no value yet (no successful run landed a record with it); give a default: `${{last:{field}:-…}}`"
-                ))
-            }
+        match (prev.and_then(|m| m.get(field)).filter(|v| !v.is_null()), default) {
+            (Some(serde_json::Value::String(s)), _) => Ok(s.clone()),
+            (Some(other), _) => Ok(other.to_string()),
+            (None, Some(d)) => Ok(d.to_string()),
+            (None, None) => Err(format!(
+                "`${{last:{field}}}` has no value yet (no successful run landed a record with it); give a default: `${{last:{field}:-…}}`"
+            )),
         }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    })
 }
 
 /// Check `--streams` against the pipeline before anything runs.
