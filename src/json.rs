@@ -134,6 +134,14 @@ impl Condition {
     }
 }
 
+/// A value as request/key text: a string without its quotes, anything else as JSON.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 pub fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,

@@ -25,19 +25,11 @@ pub async fn landed(lake: &Lake, current: &[String]) -> Result<HashSet<(String, 
         };
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             if let Ok(v) = serde_json::from_slice::<Value>(line) {
-                out.insert((text(&v["_parent_key"]), text(&v["_parent_cursor"])));
+                out.insert((json::text(&v["_parent_key"]), json::text(&v["_parent_cursor"])));
             }
         }
     }
     Ok(out)
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
 }
 
 /// Fill `{record.<path>}` from a record.
@@ -48,7 +40,7 @@ fn fill(tpl: &str, record: &Value) -> String {
         out.push_str(&rest[..p]);
         let after = &rest[p + 8..];
         let end = after.find('}').unwrap_or(after.len());
-        let v = json::at_str(record, &after[..end]).map(text).unwrap_or_default();
+        let v = json::at_str(record, &after[..end]).filter(|v| !v.is_null()).map(json::text).unwrap_or_default();
         out.push_str(&url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
         rest = &after[(end + 1).min(after.len())..];
     }

@@ -142,7 +142,7 @@ impl<'a> Paginator<'a> {
                 let n = page
                     .last
                     .and_then(|r| json::at_str(r, from))
-                    .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+                    .map(json::text);
                 if let Some(c) = &n {
                     if !sent.insert(c.clone()) {
                         return Err(format!(

@@ -47,13 +47,6 @@ struct Pass {
     floor: Option<DateTime<Utc>>,
 }
 
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -422,9 +415,9 @@ impl StreamRun<'_> {
                         rep.last = recs.last().cloned();
                         if let Some(d) = det.as_mut() {
                             let pk = self.s.primary_key.clone().unwrap_or_default();
-                            let key = |r: &Value| json::at(r, &pk).map(text_of).unwrap_or_default();
+                            let key = |r: &Value| json::at(r, &pk).map(json::text).unwrap_or_default();
                             let cur = |r: &Value| {
-                                inc.and_then(|i| json::at(r, &i.cursor)).map(text_of).unwrap_or_default()
+                                inc.and_then(|i| json::at(r, &i.cursor)).map(json::text).unwrap_or_default()
                             };
                             for chunk in recs.chunks(d.cfg.batch) {
                                 d.fetch(chunk, &key, &cur).await?;

@@ -61,12 +61,9 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// A key or lookup value as text (None for a JSON null).
 fn key_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
+    (!v.is_null()).then(|| json::text(v))
 }
 
 /// Every string of `tpl` with `{row.<col>}` replaced by the row's value.
