@@ -124,23 +124,8 @@ async fn pushes(lake: &Lake, source: Option<&str>) -> Result<String> {
         return Ok(String::new());
     }
     let mut sinks: BTreeMap<(String, String), BTreeMap<String, Vec<String>>> = BTreeMap::new();
-    let sources: Vec<String> = match source {
-        Some(s) => vec![s.to_string()],
-        None => {
-            let rows: Vec<crate::lake::ledger::Entry> = state::select(lake, crate::lake::ledger::SENT, "").await?;
-            rows.into_iter().map(|r| r.source).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
-        }
-    };
-    for src in sources {
-        let rows: Vec<crate::lake::ledger::Entry> =
-            state::select(lake, crate::lake::ledger::SENT, &format!("WHERE source = '{}' ORDER BY at", src.replace('\'', "''"))).await?;
-        let mut latest: BTreeMap<(String, String), crate::lake::ledger::Entry> = BTreeMap::new();
-        for r in rows {
-            latest.insert((r.sink.clone(), r.key.clone()), r);
-        }
-        for ((sink, key), e) in latest {
-            sinks.entry((src.clone(), sink)).or_default().entry(e.state).or_default().push(key);
-        }
+    for e in crate::lake::ledger::current(lake, source).await? {
+        sinks.entry((e.source, e.sink)).or_default().entry(e.state).or_default().push(e.key);
     }
     if sinks.is_empty() {
         return Ok(String::new());

@@ -64,18 +64,23 @@ pub async fn append(lake: &Lake, rows: &[Entry]) -> Result<()> {
     Ok(())
 }
 
+/// The latest entry of each (source, sink, key), of one source or all, by sink and key.
+pub async fn current(lake: &Lake, source: Option<&str>) -> Result<Vec<Entry>> {
+    let filter = source.map_or(String::new(), |s| format!("WHERE source = '{}' ", s.replace('\'', "''")));
+    let rows: Vec<Entry> = select(lake, SENT, &format!("{filter}ORDER BY at")).await?;
+    let mut latest: std::collections::BTreeMap<(String, String, String), Entry> = Default::default();
+    for r in rows {
+        latest.insert((r.source.clone(), r.sink.clone(), r.key.clone()), r);
+    }
+    Ok(latest.into_values().collect())
+}
+
 /// The latest entry of each key of a sink.
 pub async fn latest(lake: &Lake, source: &str, sink: &str) -> Result<HashMap<String, Entry>> {
-    let q = |s: &str| s.replace('\'', "''");
-    let rows: Vec<Entry> = select(
-        lake,
-        SENT,
-        &format!("WHERE source = '{}' AND sink = '{}' ORDER BY at", q(source), q(sink)),
-    )
-    .await?;
-    let mut out = HashMap::new();
-    for r in rows {
-        out.insert(r.key.clone(), r);
-    }
-    Ok(out)
+    Ok(current(lake, Some(source))
+        .await?
+        .into_iter()
+        .filter(|e| e.sink == sink)
+        .map(|e| (e.key.clone(), e))
+        .collect())
 }

@@ -85,25 +85,13 @@ fn fill_row(tpl: &Value, row: &Value) -> Value {
     }
 }
 
-/// The rows of `table` (`schema.table`) as JSON objects.
-async fn rows_of(lake: &Lake, table: &str) -> Result<Vec<Map<String, Value>>> {
+/// The rows of `table` (`schema.table`) as JSON objects; None when the table does not exist.
+async fn rows_of(lake: &Lake, table: &str) -> Result<Option<Vec<Map<String, Value>>>> {
     let rel = table.replace('.', "/");
-    let Some(t) = state::open_table(lake, &rel).await? else {
-        return Err(Error::Usage(format!("push: table `{table}` does not exist in {} (run `ingest transform` first)", lake.url)));
-    };
-    let ctx = deltalake::datafusion::prelude::SessionContext::new();
-    t.update_datafusion_session(&ctx.state())?;
-    ctx.register_table("t", t.table_provider().await?)?;
-    let batches = ctx.sql("SELECT * FROM t").await?.collect().await?;
-    let mut w = deltalake::arrow::json::ArrayWriter::new(Vec::new());
-    let refs: Vec<_> = batches.iter().collect();
-    w.write_batches(&refs)?;
-    w.finish()?;
-    let buf = w.into_inner();
-    if buf.is_empty() {
-        return Ok(Vec::new());
+    if !state::table_exists(lake, &rel).await? {
+        return Ok(None);
     }
-    serde_json::from_slice(&buf).map_err(|e| Error::Lake(e.to_string()))
+    Ok(Some(state::select(lake, &rel, "").await?))
 }
 
 pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<SinkReport>> {
@@ -127,13 +115,21 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
     let mut reports = Vec::new();
     for (name, k) in sinks {
         let started = Instant::now();
-        // Pushing every sink of a source: one whose table is not built yet waits (named).
-        if opts.sink.is_none() && !state::table_exists(lake, &k.table.replace('.', "/")).await? {
-            tracing::warn!(sink = %name, table = %k.table, "skipped: its table is not built yet (ingest transform)");
-            reports.push(SinkReport { sink: format!("{name} (no table yet)"), ..Default::default() });
-            continue;
-        }
-        let rows = rows_of(lake, &k.table).await?;
+        let rows = match rows_of(lake, &k.table).await? {
+            Some(rows) => rows,
+            // Pushing every sink of a source: one whose table is not built yet waits (named).
+            None if opts.sink.is_none() => {
+                tracing::warn!(sink = %name, table = %k.table, "skipped: its table is not built yet (ingest transform)");
+                reports.push(SinkReport { sink: format!("{name} (no table yet)"), ..Default::default() });
+                continue;
+            }
+            None => {
+                return Err(Error::Usage(format!(
+                    "push: table `{}` does not exist in {} (run `ingest transform` first)",
+                    k.table, lake.url
+                )))
+            }
+        };
         // Validate everything before anything is sent.
         let mut keys = BTreeSet::new();
         let mut bad = Vec::new();
