@@ -30,6 +30,25 @@ pub struct Entry {
     pub at: String,
 }
 
+impl Entry {
+    /// An entry stamped now, with no job, error or response yet.
+    pub fn new(source: &str, sink: &str, key: &str, hash: &str, state: &str, attempts: i64, run_id: &str) -> Self {
+        Entry {
+            source: source.to_string(),
+            sink: sink.to_string(),
+            key: key.to_string(),
+            hash: hash.to_string(),
+            state: state.to_string(),
+            job_id: None,
+            attempts,
+            error: None,
+            response: None,
+            run_id: run_id.to_string(),
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        }
+    }
+}
+
 fn schema() -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     Arc::new(Schema::new(vec![

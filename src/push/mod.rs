@@ -57,10 +57,6 @@ pub fn render(reports: &[SinkReport], dry_run: bool) -> String {
     out
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
 /// A key or lookup value as text (None for a JSON null).
 fn key_text(v: &Value) -> Option<String> {
     (!v.is_null()).then(|| json::text(v))
@@ -210,17 +206,8 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                 };
                 match state {
                     Some(st) => settled.push(Entry {
-                        source: p.name.clone(),
-                        sink: name.clone(),
-                        key: key.clone(),
-                        hash: hash.clone(),
-                        state: st.into(),
-                        job_id: None,
-                        attempts: known.get(&key).map_or(0, |e| e.attempts),
                         error: (st == "uncertain").then(|| "a crash left it pending and the sink has no lookup: resend with --resend-uncertain".to_string()),
-                        response: None,
-                        run_id: run_id.clone(),
-                        at: now(),
+                        ..Entry::new(&p.name, name, &key, &hash, st, known.get(&key).map_or(0, |e| e.attempts), &run_id)
                     }),
                     None => keep.push((key, hash, v)),
                 }
@@ -245,18 +232,8 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
             .map(|batch| {
                 let (client, url, run_id, attempts) = (&client, &url, &run_id, &attempts);
                 async move {
-                    let entry = |key: &str, hash: &str, state: &str| Entry {
-                        source: p.name.clone(),
-                        sink: name.clone(),
-                        key: key.to_string(),
-                        hash: hash.to_string(),
-                        state: state.to_string(),
-                        job_id: None,
-                        attempts: attempts.get(key).copied().unwrap_or(0) + 1,
-                        error: None,
-                        response: None,
-                        run_id: run_id.clone(),
-                        at: now(),
+                    let entry = |key: &str, hash: &str, state: &str| {
+                        Entry::new(&p.name, name, key, hash, state, attempts.get(key).copied().unwrap_or(0) + 1, run_id)
                     };
                     // Intent first: a crash from here on leaves `pending`, resent next run.
                     let pending: Vec<Entry> = batch.iter().map(|(key, h, _)| entry(key, h, "pending")).collect();
