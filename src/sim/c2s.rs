@@ -164,11 +164,7 @@ fn leads(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<
         r.body["retry_after"] = json!(wait);
         return Err(r);
     }
-    let num = |k: &str, d: u64| -> Result<u64, Reply> {
-        q.get(k).map_or(Ok(d), |v| {
-            v.parse().map_err(|_| Reply::err(400, &format!("invalid {k}")))
-        })
-    };
+    let num = |k: &str, d: u64| super::query_num(q, k, d);
     let page = num("page", 1)?.max(1);
     let perpage = num("perpage", 20)?;
     if perpage > 50 || perpage == 0 {

@@ -269,6 +269,12 @@ impl Sim {
     }
 }
 
+/// A numeric query parameter (`d` when absent); 400 `invalid <k>` when it is not a number.
+pub fn query_num(q: &HashMap<String, String>, k: &str, d: u64) -> Result<u64, Reply> {
+    q.get(k)
+        .map_or(Ok(d), |v| v.parse().map_err(|_| Reply::err(400, &format!("invalid {k}"))))
+}
+
 /// The `export NAME=value` lines that point every shipped pipeline at a simulator.
 pub fn exports(sim: &Sim, base: &str) -> Vec<(String, String)> {
     let (c2s, pages) = sim.tokens();

@@ -248,11 +248,7 @@ fn paged(
     key: &str,
 ) -> Result<Reply, Reply> {
     let w = unix_window(q, true)?.unwrap();
-    let num = |k: &str, d: u64| {
-        q.get(k).map_or(Ok(d), |v| {
-            v.parse::<u64>().map_err(|_| Reply::err(400, &format!("invalid {k}")))
-        })
-    };
+    let num = |k: &str, d: u64| super::query_num(q, k, d);
     let (pn, ps) = (num("page_number", 1)?, num("page_size", max.min(30))?);
     if pn == 0 || ps == 0 || ps > max {
         return Err(Reply::err(

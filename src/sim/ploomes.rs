@@ -87,7 +87,7 @@ pub fn handle(sim: &Sim, base: &str, segs: &[&str], q: &HashMap<String, String>,
         r.body["retry_after"] = json!(wait);
         return (route, Err(r));
     }
-    let num = |k: &str, d: u64| q.get(k).map_or(Ok(d), |v| v.parse::<u64>().map_err(|_| Reply::err(400, &format!("invalid {k}"))));
+    let num = |k: &str, d: u64| super::query_num(q, k, d);
     let res = (|| {
         let (top, skip) = (num("$top", 300)?, num("$skip", 0)?);
         if top == 0 || top > 300 {

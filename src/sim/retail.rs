@@ -62,7 +62,7 @@ pub fn handle(
 }
 
 fn products(sim: &Sim, q: &HashMap<String, String>) -> Result<Reply, Reply> {
-    let num = |k: &str, d: u64| q.get(k).map_or(Ok(d), |v| v.parse::<u64>().map_err(|_| Reply::err(400, "bad number")));
+    let num = |k: &str, d: u64| super::query_num(q, k, d);
     let (page, per) = (num("page", 1)?.max(1), num("per_page", 100)?.clamp(1, 500));
     let n = sim.cfg.products;
     let start = (page - 1) * per;

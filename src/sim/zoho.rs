@@ -5,7 +5,7 @@
 //! tickets (`orgId` header, `from`/`limit`, 422 above 100). An access token stops working
 //! `--token-ttl` seconds after it was issued (401 `INVALID_TOKEN`).
 use super::data::{self, pick};
-use super::{Reply, Sim};
+use super::{query_num as num, Reply, Sim};
 use axum::http::HeaderMap;
 use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{json, Value};
@@ -151,11 +151,6 @@ fn all(sim: &Sim, kind: u64, per_day: u64) -> Vec<(DateTime<Utc>, Value)> {
             .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1["id"].as_str().cmp(&b.1["id"].as_str())));
     rows
-}
-
-fn num(q: &HashMap<String, String>, k: &str, d: u64) -> Result<u64, Reply> {
-    q.get(k)
-        .map_or(Ok(d), |v| v.parse().map_err(|_| Reply::err(400, &format!("invalid {k}"))))
 }
 
 fn crm(sim: &Sim, module: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Reply, Reply> {
