@@ -90,15 +90,28 @@ pub fn http_get_json(url: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-/// Run `ingest` with the simulator's environment, a lake, and the shipped pipelines.
-pub fn ingest(sim: Option<&Sim>, lake: &Path, args: &[&str]) -> Output {
+/// `ingest --lake <lake> --pipelines <pipelines> <args>` with the simulator's environment.
+pub fn ingest_cmd(sim: Option<&Sim>, lake: &Path, pipelines: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
-    c.arg("--lake").arg(lake).arg("--pipelines").arg(pipelines()).args(args);
-    c.env_remove("INGEST_LAKE").env("INGEST_LOG", "ingest=debug");
+    c.arg("--lake").arg(lake).arg("--pipelines").arg(pipelines).args(args);
+    c.env_remove("INGEST_LAKE");
     if let Some(s) = sim {
         c.envs(s.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    c.output().expect("run ingest")
+    c
+}
+
+/// [`ingest_cmd`] started with its output discarded: a run to kill.
+pub fn spawn_quiet(mut c: Command) -> std::process::Child {
+    c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start ingest")
+}
+
+/// Run `ingest` with the simulator's environment, a lake, and the shipped pipelines.
+pub fn ingest(sim: Option<&Sim>, lake: &Path, args: &[&str]) -> Output {
+    ingest_cmd(sim, lake, &pipelines(), args)
+        .env("INGEST_LOG", "ingest=debug")
+        .output()
+        .expect("run ingest")
 }
 
 pub fn ok(o: &Output) -> String {

@@ -7,19 +7,12 @@ use crate::transform::{check_tables, spawn_transform};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 fn spawn(sim: &Sim, lake: &Path, args: &[&str]) -> Child {
-    Command::new(BIN)
-        .arg("--lake")
-        .arg(lake)
-        .arg("--pipelines")
-        .arg(pipelines())
+    ingest_cmd(Some(sim), lake, &pipelines(), args)
         .arg("-q")
-        .args(args)
-        .env_remove("INGEST_LAKE")
-        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

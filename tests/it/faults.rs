@@ -2,7 +2,6 @@
 //! followed by a rerun leaves the lake and the catalogue equal to a clean run's.
 use crate::common::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const ARGS: &[&str] = &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-07"];
@@ -51,17 +50,7 @@ fn faults_and_a_kill_leave_the_same_lake_as_a_clean_run() {
     // kill -9 in the middle of a slow pull, then a rerun.
     let killed = dir.path().join("killed");
     let sim = Sim::start(&["--rate-window", "1", "--slow-every", "1", "--slow-ms", "40"]);
-    let mut child = Command::new(BIN)
-        .arg("--lake")
-        .arg(&killed)
-        .arg("--pipelines")
-        .arg(pipelines())
-        .args(ARGS)
-        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_quiet(ingest_cmd(Some(&sim), &killed, &pipelines(), ARGS));
     // Kill once a few windows are committed, mid-run.
     let log = killed.join("_ingest/catalogue/_delta_log");
     for _ in 0..200 {
@@ -162,19 +151,14 @@ fn kill_9_at_seeded_points_then_a_rerun_equals_a_clean_run() {
     for point in 0..30 {
         let op = next(3);
         let delay = Duration::from_millis(30 + next(900));
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--lake").arg(&lake).arg("--pipelines").arg(pipelines()).arg("--sql").arg(shipped_sql());
-        match op {
-            0 => cmd.args(PANCAKE),
-            1 => cmd.args(["pull", "c2s"]),
-            _ => cmd.args(["transform"]),
+        let args: &[&str] = match op {
+            0 => PANCAKE,
+            1 => &["pull", "c2s"],
+            _ => &["transform"],
         };
-        let mut child = cmd
-            .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = ingest_cmd(Some(&sim), &lake, &pipelines(), args);
+        cmd.arg("--sql").arg(shipped_sql());
+        let mut child = spawn_quiet(cmd);
         std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL, wherever it is (or already done)
         child.wait().unwrap();

@@ -4,22 +4,10 @@
 //! exits 2 before anything is sent.
 use crate::common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn run(sim: &Sim, pipes: &Path, sql: &Path, lake: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--lake")
-        .arg(lake)
-        .arg("--pipelines")
-        .arg(pipes)
-        .arg("--sql")
-        .arg(sql)
-        .args(args)
-        .env_remove("INGEST_LAKE")
-        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-        .output()
-        .unwrap()
+    ingest_cmd(Some(sim), lake, pipes, args).arg("--sql").arg(sql).output().unwrap()
 }
 
 fn truth(sim: &Sim) -> serde_json::Value {
@@ -76,17 +64,7 @@ fn a_kill_mid_push_then_a_rerun_creates_no_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     prepared(&sim, &lake);
-    let mut child = Command::new(BIN)
-        .arg("--lake")
-        .arg(&lake)
-        .arg("--pipelines")
-        .arg(pipelines())
-        .args(["-q", "push", "retail_portal"])
-        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &pipelines(), &["-q", "push", "retail_portal"]));
     let t0 = Instant::now();
     while batches(&sim) < 3 && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(20));
@@ -166,17 +144,7 @@ fn create_once_clients_survive_a_kill_through_lookup_reconciliation() {
     let docs = query(&lake, "SELECT count(DISTINCT cliente_documento) AS n FROM push.milvus_new_clients")[0]["n"].as_u64().unwrap();
     assert!(docs > 30);
     let clients = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base));
-    let mut child = Command::new(BIN)
-        .arg("--lake")
-        .arg(&lake)
-        .arg("--pipelines")
-        .arg(pipelines())
-        .args(["-q", "push", "milvus.clients"])
-        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &pipelines(), &["-q", "push", "milvus.clients"]));
     let t0 = Instant::now();
     while clients()["clients"].as_u64().unwrap() < 10 && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(10));
@@ -261,17 +229,7 @@ fn without_a_lookup_a_crash_leaves_uncertain_records_that_status_lists() {
     ok(&run(&sim, &p, &sql, &lake, &["pull", "milvus"]));
     ok(&run(&sim, &p, &sql, &lake, &["transform", "push.milvus_new_clients"]));
     let clients = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base))["clients"].as_u64().unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--lake")
-        .arg(&lake)
-        .arg("--pipelines")
-        .arg(&p)
-        .args(["-q", "push", "milvus"])
-        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &p, &["-q", "push", "milvus"]));
     let t0 = Instant::now();
     while clients() < 3 && t0.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(10));
@@ -322,17 +280,7 @@ fn seed_001_tickets_exist_once_after_kills_at_seeded_points() {
     for point in 0..20 {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let delay = Duration::from_millis(150 + (seed >> 33) % 250);
-        let mut child = Command::new(BIN)
-            .arg("--lake")
-            .arg(&lake)
-            .arg("--pipelines")
-            .arg(pipelines())
-            .args(["-q", "push", "milvus.tickets"])
-            .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &pipelines(), &["-q", "push", "milvus.tickets"]));
         std::thread::sleep(delay);
         let _ = child.kill();
         child.wait().unwrap();

@@ -3,7 +3,6 @@
 //! next request.
 use crate::common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn edited(dir: &Path, from: &str, to: &str) -> PathBuf {
     let p = dir.join("pipelines");
@@ -15,17 +14,7 @@ fn edited(dir: &Path, from: &str, to: &str) -> PathBuf {
 }
 
 fn run(sim: &Sim, p: &Path, lake: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--lake")
-        .arg(lake)
-        .arg("--pipelines")
-        .arg(p)
-        .args(args)
-        .env_remove("INGEST_LAKE")
-        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
+    ingest_cmd(Some(sim), lake, p, args).envs(env.iter().copied()).output().unwrap()
 }
 
 #[test]

@@ -6,18 +6,10 @@
 use crate::common::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 fn zoho(sim: &Sim, pipelines: &Path, lake: &Path, rt_file: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--lake")
-        .arg(lake)
-        .arg("--pipelines")
-        .arg(pipelines)
-        .args(args)
-        .env_remove("INGEST_LAKE")
-        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+    ingest_cmd(Some(sim), lake, pipelines, args)
         .env("ZOHO_REFRESH_TOKEN_FILE", rt_file)
         .env("INGEST_LOG", "ingest=debug")
         .output()
@@ -257,18 +249,9 @@ fn detail_fetches_within_budget_resume_after_a_kill_without_refetching() {
             .map(|d| d["_parent_key"].as_str().unwrap().to_string())
             .collect()
     };
-    let mut child = std::process::Command::new(BIN)
-        .arg("--lake")
-        .arg(&lake)
-        .arg("--pipelines")
-        .arg(pipelines())
-        .args(["-q", "pull", "zoho_crm", "--streams", "deals"])
-        .envs(sim.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-        .env("ZOHO_REFRESH_TOKEN_FILE", &rt)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = ingest_cmd(Some(&sim), &lake, &pipelines(), &["-q", "pull", "zoho_crm", "--streams", "deals"]);
+    cmd.env("ZOHO_REFRESH_TOKEN_FILE", &rt);
+    let mut child = spawn_quiet(cmd);
     let t0 = Instant::now();
     while landed_keys(&lake).len() < 150 && t0.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(100));
