@@ -159,11 +159,7 @@ fn leads(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<
     if !sent {
         return Err(Reply::err(401, "invalid token"));
     }
-    if let Some(wait) = sim.throttle(&format!("c2s:{token}"), 10) {
-        let mut r = Reply::err(429, "Too many requests, wait a minute");
-        r.body["retry_after"] = json!(wait);
-        return Err(r);
-    }
+    sim.limit(&format!("c2s:{token}"), 10, "Too many requests, wait a minute")?;
     let num = |k: &str, d: u64| super::query_num(q, k, d);
     let page = num("page", 1)?.max(1);
     let perpage = num("perpage", 20)?;

@@ -29,9 +29,7 @@ pub fn handle(sim: &Sim, segs: &[&str], q: &HashMap<String, String>, headers: &H
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(token(sim).as_str()) {
         return (route.into(), Err(Reply::err(401, "token inválido")));
     }
-    if let Some(wait) = sim.throttle("milvus", 60) {
-        let mut r = Reply::err(429, "muitas requisições");
-        r.body["retry_after"] = json!(wait);
+    if let Err(r) = sim.limit("milvus", 60, "muitas requisições") {
         return (route.into(), Err(r));
     }
     let mut st = sim.milvus.lock().unwrap();

@@ -126,6 +126,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub records: u64,
+    /// Seconds a 429 asks the client to wait (sent as `Retry-After` unless `--no-retry-after`).
+    pub retry_after: Option<f64>,
 }
 
 impl Reply {
@@ -134,6 +136,7 @@ impl Reply {
             status: 200,
             body,
             records: records as u64,
+            retry_after: None,
         }
     }
     pub fn err(status: u16, msg: &str) -> Self {
@@ -141,6 +144,7 @@ impl Reply {
             status,
             body: json!({"success": false, "error": msg, "message": msg}),
             records: 0,
+            retry_after: None,
         }
     }
 }
@@ -212,6 +216,15 @@ impl Sim {
         }
         c.insert(key, v.clone());
         v
+    }
+
+    /// The rate limit as an API answers it: 429 with `msg` (and the wait) when `key` is over
+    /// `n` requests per window.
+    pub fn limit(&self, key: &str, n: usize, msg: &str) -> Result<(), Reply> {
+        match self.throttle(key, n) {
+            Some(wait) => Err(Reply { retry_after: Some(wait), ..Reply::err(429, msg) }),
+            None => Ok(()),
+        }
     }
 
     /// Sliding-window limit: at most `n` accepted requests per `per_minute_window` for `key`.
@@ -385,12 +398,8 @@ async fn handle(
     match result {
         Err(r) if r.status == 429 => {
             sim.count(&route, true, 0);
-            let wait = r.body.get("retry_after").and_then(Value::as_f64).unwrap_or(1.0);
-            let mut body = r.body;
-            if let Some(m) = body.as_object_mut() {
-                m.remove("retry_after");
-            }
-            respond(429, &body, Some(wait).filter(|_| !sim.cfg.no_retry_after), false)
+            let wait = r.retry_after.unwrap_or(1.0);
+            respond(429, &r.body, Some(wait).filter(|_| !sim.cfg.no_retry_after), false)
         }
         Err(r) => {
             sim.count(&route, false, 0);

@@ -160,9 +160,7 @@ pub fn handle(sim: &Sim, segs: &[&str], q: &HashMap<String, String>) -> (String,
     if q.get("page_access_token") != Some(token) {
         return (route, Err(Reply::err(401, "invalid page_access_token")));
     }
-    if let Some(wait) = sim.throttle(&format!("pancake:{pid}"), 300) {
-        let mut r = Reply::err(429, "too_many_requests");
-        r.body["retry_after"] = json!(wait);
+    if let Err(r) = sim.limit(&format!("pancake:{pid}"), 300, "too_many_requests") {
         return (route, Err(r));
     }
     let page: u64 = pid.parse().unwrap_or(0);

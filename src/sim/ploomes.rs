@@ -82,9 +82,7 @@ pub fn handle(sim: &Sim, base: &str, segs: &[&str], q: &HashMap<String, String>,
     if headers.get("user-key").and_then(|v| v.to_str().ok()) != Some(user_key(sim).as_str()) {
         return (route, Err(Reply::err(401, "invalid User-Key")));
     }
-    if let Some(wait) = sim.throttle("ploomes", 120) {
-        let mut r = Reply::err(429, "Too Many Requests");
-        r.body["retry_after"] = json!(wait);
+    if let Err(r) = sim.limit("ploomes", 120, "Too Many Requests") {
         return (route, Err(r));
     }
     let num = |k: &str, d: u64| super::query_num(q, k, d);

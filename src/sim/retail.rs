@@ -47,9 +47,7 @@ pub fn handle(
     if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(api_key(sim).as_str()) {
         return (route.into(), Err(Reply::err(401, "invalid api key")));
     }
-    if let Some(wait) = sim.throttle("retail", 100) {
-        let mut r = Reply::err(429, "rate limit exceeded");
-        r.body["retry_after"] = json!(wait);
+    if let Err(r) = sim.limit("retail", 100, "rate limit exceeded") {
         return (route.into(), Err(r));
     }
     let res = match segs {

@@ -155,11 +155,7 @@ fn all(sim: &Sim, kind: u64, per_day: u64) -> Vec<(DateTime<Utc>, Value)> {
 
 fn crm(sim: &Sim, module: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Reply, Reply> {
     authorized(sim, headers)?;
-    if let Some(wait) = sim.throttle("zoho:crm", 100) {
-        let mut r = Reply::err(429, "too many requests");
-        r.body["retry_after"] = json!(wait);
-        return Err(r);
-    }
+    sim.limit("zoho:crm", 100, "too many requests")?;
     let (kind, per_day) = match module {
         "Leads" => (LEADS, 30),
         "Contacts" => (CONTACTS, 10),
@@ -192,7 +188,7 @@ fn crm(sim: &Sim, module: &str, q: &HashMap<String, String>, headers: &HeaderMap
     if rows.is_empty() {
         // Nothing modified since the header: 304; a module with no record at all: 204.
         let status = if since.is_some() && kind != 0 { 304 } else { 204 };
-        return Ok(Reply { status, body: Value::Null, records: 0 });
+        return Ok(Reply { status, ..Reply::ok(Value::Null, 0) });
     }
     let start = ((page - 1) * per_page) as usize;
     let items: Vec<Value> = rows.iter().skip(start).take(per_page as usize).cloned().collect();
@@ -208,11 +204,7 @@ fn crm(sim: &Sim, module: &str, q: &HashMap<String, String>, headers: &HeaderMap
 /// module answer 404 here (deleted between the list and the detail request).
 fn deal(sim: &Sim, id: &str, headers: &HeaderMap) -> Result<Reply, Reply> {
     authorized(sim, headers)?;
-    if let Some(wait) = sim.throttle("zoho:crm", 100) {
-        let mut r = Reply::err(429, "too many requests");
-        r.body["retry_after"] = json!(wait);
-        return Err(r);
-    }
+    sim.limit("zoho:crm", 100, "too many requests")?;
     *sim.zoho.lock().unwrap().detail_hits.entry(id.to_string()).or_default() += 1;
     let now = data::sim_now(sim.cfg.days);
     let found = data::entities(sim.cfg.seed, DEALS, 0, 20 * sim.cfg.scale as u64, 0..=sim.cfg.days as i64, sim.cfg.days)
