@@ -228,7 +228,7 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
         let attempts: HashMap<String, i64> = known.iter().map(|(k, e)| (k.clone(), e.attempts)).collect();
         let batches: Vec<Vec<(String, String, Value)>> = todo.chunks(k.batch.size).map(|c| c.to_vec()).collect();
         let url = format!("{}{}", p.base_url, k.path);
-        let outcomes: Vec<Result<(Vec<Entry>, u64, u64, bool)>> = futures::stream::iter(batches)
+        let outcomes: Vec<Result<(Vec<Entry>, u64, u64)>> = futures::stream::iter(batches)
             .map(|batch| {
                 let (client, url, run_id, attempts) = (&client, &url, &run_id, &attempts);
                 async move {
@@ -306,7 +306,6 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                         }
                         Err(e) => return Err(Error::Http(e.to_string())),
                     };
-                    let rejected = outcome.is_err();
                     let done: Vec<Entry> = batch
                         .iter()
                         .map(|(key, h, _)| {
@@ -324,14 +323,14 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                         })
                         .collect();
                     ledger::append(lake, &done).await?;
-                    Ok((done, requests, throttled, rejected && job_id.is_none()))
+                    Ok((done, requests, throttled))
                 }
             })
             .buffer_unordered(k.batch.parallel)
             .collect()
             .await;
         for o in outcomes {
-            let (done, requests, throttled, _) = o?;
+            let (done, requests, throttled) = o?;
             rep.requests += requests;
             rep.throttled += throttled;
             rep.jobs += done.first().is_some_and(|e| e.job_id.is_some()) as usize;
