@@ -271,16 +271,16 @@ fn schema_with_path(path: &[String]) -> Schema {
 }
 
 /// Register raw stream `name` holding `files` (none: empty, for planning), with the stream's
-/// schema over `all` its current files plus `extra` fields.
+/// schema (`base`, computed once per run) plus `extra` fields.
 async fn register_raw(
     ctx: &SessionContext,
     lake: &Lake,
     name: &str,
     files: &[LandedFile],
-    all: &[LandedFile],
+    base: &Schema,
     extra: &Schema,
 ) -> Result<()> {
-    let data_schema = Arc::new(raw::stream_schema(lake, all, extra).await?);
+    let data_schema = Arc::new(crate::lake::schema::union(base, extra));
     let (schema, batches) = raw::load(lake, files, data_schema).await?;
     let mem = MemTable::try_new(schema, vec![batches])?;
     register(ctx, name, Arc::new(mem))
@@ -301,6 +301,13 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
     for c in &catalogue {
         streams.entry(raw::table_name(&c.source, &c.stream)).or_default();
     }
+    // Each referenced raw stream's schema, once per run (planning and running reuse it).
+    let mut bases: BTreeMap<String, Schema> = BTreeMap::new();
+    for r in refs.values().flatten() {
+        if let (Some(files), false) = (streams.get(r), bases.contains_key(r)) {
+            bases.insert(r.clone(), raw::stream_schema(lake, files, &Schema::empty()).await?);
+        }
+    }
     let max_seq = catalogue.iter().map(|r| r.seq).max().unwrap_or(0);
     let targets: BTreeSet<&str> = all.iter().map(|m| m.target.as_str()).collect();
 
@@ -314,8 +321,8 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
     for m in &models {
         let mut missing = Vec::new();
         for r in &refs[&m.target] {
-            if let Some(files) = streams.get(r) {
-                register_raw(&ctx, lake, r, &[], files, extras.get(r).unwrap_or(&empty)).await?;
+            if streams.contains_key(r) {
+                register_raw(&ctx, lake, r, &[], &bases[r], extras.get(r).unwrap_or(&empty)).await?;
             } else if targets.contains(r.as_str()) {
                 // Registered below when its model is planned (or skipped).
                 if ctx.table_exist(r.as_str()).unwrap_or(false) {
@@ -379,7 +386,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                     let add = schema_with_path(&path);
                     let cur = extras.remove(&table).unwrap_or_else(Schema::empty);
                     extras.insert(table.clone(), crate::lake::schema::union(&cur, &add));
-                    register_raw(&ctx, lake, &table, &[], &streams[&table], &extras[&table]).await?;
+                    register_raw(&ctx, lake, &table, &[], &bases[&table], &extras[&table]).await?;
                 }
             }
         };
@@ -406,7 +413,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
             });
             continue;
         }
-        let ran = run_model(lake, &ctx, m, &refs, &streams, &extras, &changed, opts, &run_id, max_seq, started).await;
+        let ran = run_model(lake, &ctx, m, &refs, &streams, &bases, &extras, &changed, opts, &run_id, max_seq, started).await;
         match ran {
             Ok((report, wrote)) => {
                 if wrote {
@@ -446,6 +453,7 @@ async fn run_model(
     m: &Model,
     refs: &BTreeMap<String, Vec<String>>,
     streams: &BTreeMap<String, Vec<LandedFile>>,
+    bases: &BTreeMap<String, Schema>,
     extras: &BTreeMap<String, Schema>,
     changed: &BTreeSet<String>,
     opts: &TransformOptions,
@@ -474,7 +482,7 @@ async fn run_model(
                     .cloned()
                     .collect();
                 files_read.extend(new.iter().filter_map(|f| f.path.clone()));
-                register_raw(ctx, lake, r, &new, files, extras.get(r).unwrap_or(&Schema::empty())).await?;
+                register_raw(ctx, lake, r, &new, &bases[r], extras.get(r).unwrap_or(&Schema::empty())).await?;
             } else if let Some(t) = state::open_table(lake, &r.replace('.', "/")).await? {
                 register_delta(ctx, r, &t).await?;
             }
