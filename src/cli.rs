@@ -266,6 +266,9 @@ pub struct ServeArgs {
     /// Delay every reply by this many ms after the request took effect
     #[arg(long, default_value_t = 0)]
     pub reply_delay_ms: u64,
+    /// Clients Milvus holds before any push (half share a Ploomes contact's document)
+    #[arg(long, default_value_t = 0)]
+    pub milvus_clients: u64,
 }
 
 impl ServeArgs {
@@ -292,6 +295,7 @@ impl ServeArgs {
             products: self.products,
             job_items_per_sec: self.job_items_per_sec,
             reply_delay_ms: self.reply_delay_ms,
+            milvus_clients: self.milvus_clients,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! files, records, last run. Reads only.
 use crate::error::Result;
 use crate::lake::state::{self, LandedFile};
-use crate::lake::Lake;
+use crate::lake::{runs, Lake};
 use std::collections::BTreeMap;
 
 #[derive(Default)]
@@ -130,6 +130,14 @@ async fn pushes(lake: &Lake, source: Option<&str>) -> Result<String> {
     if sinks.is_empty() {
         return Ok(String::new());
     }
+    let mut last_push = BTreeMap::new();
+    if state::table_exists(lake, runs::RUNS).await? {
+        for r in runs::read(lake, source, false).await? {
+            if r.partition == runs::PUSH {
+                last_push.insert((r.source.clone(), r.stream.clone()), r);
+            }
+        }
+    }
     let mut out = format!("\n{:<30} {:>8} {:>8} {:>8} {:>9}\n", "push sink", "sent", "failed", "pending", "uncertain");
     for ((src, sink), by) in &sinks {
         let n = |s: &str| by.get(s).map_or(0, Vec::len);
@@ -141,6 +149,15 @@ async fn pushes(lake: &Lake, source: Option<&str>) -> Result<String> {
             n("pending"),
             n("uncertain")
         ));
+        if let Some(r) = last_push.get(&(src.clone(), sink.clone())) {
+            out.push_str(&format!(
+                "  last push {}: {} sent in {} request(s){}\n",
+                r.ended.chars().take(19).collect::<String>(),
+                r.records,
+                r.pages,
+                r.last.as_ref().map(|l| format!("; destination's latest integration: {l}")).unwrap_or_default()
+            ));
+        }
         if let Some(keys) = by.get("uncertain") {
             out.push_str(&format!(
                 "  uncertain (check the destination, then `ingest push {src}.{sink} --resend-uncertain`): {}\n",

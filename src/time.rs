@@ -55,3 +55,8 @@ mod tests {
         assert_eq!(c.timestamp_millis(), 1693526399500);
     }
 }
+
+/// An instant as the run log and ledger write it: RFC 3339, microseconds, `Z`.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

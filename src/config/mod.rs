@@ -44,6 +44,36 @@ pub struct SinkConfig {
     /// How to ask the destination whether a record already exists (create_once sinks use it
     /// after a crash between intent and outcome).
     pub lookup: Option<SinkLookup>,
+    /// Columns kept for the key and the ledger but not sent (columns starting with `_`, such
+    /// as `_ingest_order`, are never sent).
+    #[serde(default)]
+    pub omit: Vec<String>,
+    /// Checks on the rows before anything is sent, column → `integer`, `timestamp_utc`
+    /// (ISO-8601 ending in `Z`), `digits` or `not_null`; a violation names the rows (exit 2).
+    #[serde(default)]
+    pub checks: BTreeMap<String, String>,
+    /// The destination's own record of the last integration (seed 002's
+    /// `get-latest-integration`), read after a push, kept in the run log and shown by `status`.
+    pub latest: Option<SinkLatest>,
+}
+
+/// `GET path` after a push; the `fields` (JSON paths) of its answer are kept.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SinkLatest {
+    pub path: String,
+    pub fields: Vec<String>,
+}
+
+/// A lookup that pages: `param` = 1, 2, … until the record is found or the page at `last`
+/// (a JSON path of the answer, e.g. Milvus `meta.paginate.last_page`) has been read.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LookupPages {
+    pub param: String,
+    pub last: String,
+    pub size_param: Option<String>,
+    pub size: Option<u64>,
 }
 
 /// `GET path?<param>=<row[value]>`; the record exists when an item at `records` has
@@ -59,11 +89,35 @@ pub struct SinkLookup {
     pub body: Option<toml::Value>,
     #[serde(default)]
     pub param: String,
+    /// More query parameters, whose strings may name the row's columns as `{row.<col>}`
+    /// (Ploomes: `"$filter" = "CPF eq '{row.CPF}'"`).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    pub pages: Option<LookupPages>,
     pub value: String,
     #[serde(default)]
     pub records: String,
+    /// The item's field(s) compared with the row's `value` (any of them may match: Ploomes
+    /// holds a company's document in `CNPJ`, a person's in `CPF`).
     #[serde(rename = "match")]
-    pub matches: String,
+    pub matches: OneOrMany,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -186,6 +240,9 @@ pub struct RetryConfig {
     pub base_delay_ms: u64,
     #[serde(default = "default_max_delay")]
     pub max_delay_ms: u64,
+    /// The wait after a 429 that carries no `Retry-After` (seed 001: 5 s for Ploomes, Milvus).
+    #[serde(default = "default_throttle_wait")]
+    pub throttle_wait_ms: u64,
 }
 
 impl Default for RetryConfig {
@@ -194,8 +251,12 @@ impl Default for RetryConfig {
             max_attempts: default_attempts(),
             base_delay_ms: default_base_delay(),
             max_delay_ms: default_max_delay(),
+            throttle_wait_ms: default_throttle_wait(),
         }
     }
+}
+fn default_throttle_wait() -> u64 {
+    1000
 }
 fn default_attempts() -> usize {
     8

@@ -268,7 +268,7 @@ impl Client {
         if status.as_u16() == 429 {
             return Attempt::Retry {
                 why: "429 Too Many Requests".into(),
-                after: retry_after.or(Some(Duration::from_secs(1))),
+                after: retry_after.or(Some(Duration::from_millis(self.retry.throttle_wait_ms))),
                 throttled: true,
             };
         }

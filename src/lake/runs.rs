@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub const RUNS: &str = "_ingest/runs";
+/// The `partition` of a push's row (one per sink run: `stream` is the sink, `pages` its
+/// requests, `records` the records sent, `files` its jobs, `last` the sink's `latest` answer).
+pub const PUSH: &str = "push";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRow {

@@ -168,10 +168,6 @@ pub async fn known_state(lake: &Lake, source: &str) -> Result<Known> {
     Ok(k)
 }
 
-fn rfc(t: chrono::DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
 /// The previous successful run's last-record fields per (partition, stream), checked to
 /// resolve every `${last:…}` of the pipeline.
 async fn check_last(p: &Pipeline, lake: &Lake) -> Result<HashMap<(String, String), serde_json::Map<String, serde_json::Value>>> {
@@ -351,7 +347,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
     streams.sort_by(|a, b| (&a.partition, &a.stream).cmp(&(&b.partition, &b.stream)));
     // The run log: one row per (partition, stream), whatever happened.
     let commit_error = closed.as_ref().err().map(|e| crate::secret::redact(&e.to_string()));
-    let ended = rfc(Utc::now());
+    let ended = crate::time::rfc3339(Utc::now());
     let rows: Vec<runs::RunRow> = streams
         .iter()
         .map(|r| {
@@ -369,7 +365,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
                 source: p.name.clone(),
                 partition: r.partition.clone(),
                 stream: r.stream.clone(),
-                started: rfc(r.started.unwrap_or(now)),
+                started: crate::time::rfc3339(r.started.unwrap_or(now)),
                 ended: ended.clone(),
                 success: error.is_none(),
                 error,

@@ -3,12 +3,12 @@
 //! `sent` with that hash are skipped. The intent is committed to the ledger as `pending`
 //! before a batch is sent and its outcome after (see `lake::ledger`), so a crash in between
 //! is resent by the next run (upsert sinks: the API is idempotent by key).
-use crate::config::{Pipeline, SinkConfig};
+use crate::config::{Auth, Pipeline, SinkConfig, SinkLookup};
 use crate::error::{Error, Result};
 use crate::http::{Client, HttpError, Request};
 use crate::json;
 use crate::lake::ledger::{self, Entry};
-use crate::lake::{state, Lake};
+use crate::lake::{runs, state, Lake};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use sha2::Digest;
@@ -37,6 +37,8 @@ pub struct SinkReport {
     pub requests: u64,
     pub throttled: u64,
     pub sample: Option<String>,
+    /// The sink's `latest` answer (JSON), read after the push.
+    pub latest: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -52,6 +54,9 @@ pub fn render(reports: &[SinkReport], dry_run: bool) -> String {
         ));
         if let Some(s) = &r.sample {
             out.push_str(&format!("  sample payload: {s}\n"));
+        }
+        if let Some(l) = &r.latest {
+            out.push_str(&format!("  destination's latest integration: {l}\n"));
         }
     }
     out
@@ -78,6 +83,74 @@ fn fill_row(tpl: &Value, row: &Value) -> Value {
         Value::Array(a) => Value::Array(a.iter().map(|x| fill_row(x, row)).collect()),
         Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), fill_row(x, row))).collect()),
         other => other.clone(),
+    }
+}
+
+/// A sink's declared check of one value (see `SinkConfig::checks`); Err says what is wrong.
+fn check(kind: &str, v: Option<&Value>) -> std::result::Result<(), String> {
+    let got = |v: &Value| {
+        let mut t = v.to_string();
+        t.truncate(40);
+        t
+    };
+    let v = match v {
+        None | Some(Value::Null) => return Err("is missing".into()),
+        Some(v) => v,
+    };
+    let ok = match kind {
+        "integer" => v.as_i64().is_some() || v.as_u64().is_some(),
+        "digits" => v.as_u64().is_some() || v.as_str().is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())),
+        "timestamp_utc" => v
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok()),
+        _ => true,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match kind {
+        "integer" => format!("is not an integer (got {})", got(v)),
+        "digits" => format!("is not digits only (got {})", got(v)),
+        _ => format!("is not an ISO-8601 UTC time ending in Z (got {})", got(v)),
+    })
+}
+
+/// Whether the destination already holds `row` (the sink's lookup): the record exists when
+/// an item at `records` has `match` equal to the row's `value`; a paged lookup reads pages
+/// until it is found or the last page is read.
+async fn exists(client: &Client, p: &Pipeline, auth: &Auth, what: &str, l: &SinkLookup, row: &Value) -> Result<bool> {
+    let value = row.get(&l.value).and_then(key_text).unwrap_or_default();
+    let url = format!("{}{}", p.base_url, l.path);
+    let body = l.body.as_ref().map(|b| fill_row(&serde_json::to_value(b).unwrap_or(Value::Null), row));
+    let mut query: Vec<(String, String)> = if l.param.is_empty() { vec![] } else { vec![(l.param.clone(), value.clone())] };
+    for (k, tpl) in &l.params {
+        query.push((k.clone(), json::text(&fill_row(&Value::String(tpl.clone()), row))));
+    }
+    let mut page = 1u64;
+    loop {
+        let mut q = query.clone();
+        if let Some(pg) = &l.pages {
+            q.push((pg.param.clone(), page.to_string()));
+            if let (Some(sp), Some(n)) = (&pg.size_param, pg.size) {
+                q.push((sp.clone(), n.to_string()));
+            }
+        }
+        let req = Request { method: &l.method, url: &url, query: &q, headers: &[], body: body.as_ref() };
+        let f = client.send(&req, auth, what).await.map_err(|e| Error::Http(e.to_string()))?;
+        let found = json::at_str(&f.body, &l.records)
+            .and_then(Value::as_array)
+            .is_some_and(|a| {
+                a.iter().any(|r| l.matches.items().iter().any(|m| r.get(m).and_then(key_text).as_deref() == Some(value.as_str())))
+            });
+        if found {
+            return Ok(true);
+        }
+        let Some(pg) = &l.pages else { return Ok(false) };
+        let last = json::at_str(&f.body, &pg.last).and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok())).unwrap_or(0);
+        if page >= last {
+            return Ok(false);
+        }
+        page += 1;
     }
 }
 
@@ -131,11 +204,24 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
         let mut bad = Vec::new();
         let mut items: Vec<(String, String, Value)> = Vec::new();
         for (i, r) in rows.iter().enumerate() {
-            match r.get(&k.key).and_then(key_text) {
+            let key = r.get(&k.key).and_then(key_text);
+            for (col, kind) in &k.checks {
+                if let Err(why) = check(kind, r.get(col)) {
+                    let who = key.as_ref().map(|v| format!(" (`{}` = {v})", k.key)).unwrap_or_default();
+                    bad.push(format!("row {}{who}: `{col}` {why}", i + 1));
+                }
+            }
+            match key {
                 None => bad.push(format!("row {}: no `{}`", i + 1, k.key)),
                 Some(key) if !keys.insert(key.clone()) => bad.push(format!("`{}` = {key} appears twice", k.key)),
                 Some(key) => {
-                    let payload = Value::Object(r.clone());
+                    // Bookkeeping columns (`_…`) and `omit` stay out of what is sent and hashed.
+                    let payload = Value::Object(
+                        r.iter()
+                            .filter(|(c, _)| !c.starts_with('_') && !k.omit.contains(c))
+                            .map(|(c, v)| (c.clone(), v.clone()))
+                            .collect(),
+                    );
                     let hash = hex::encode(sha2::Sha256::digest(payload.to_string().as_bytes()));
                     items.push((key, hash, payload));
                 }
@@ -147,13 +233,21 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
             }
         }
         if !bad.is_empty() {
+            let n = bad.len();
             bad.truncate(10);
+            let more = if n > 10 { format!("; … {} more", n - 10) } else { String::new() };
             return Err(Error::Usage(format!(
-                "{}: sink `{name}`: nothing sent: {}",
+                "{}: sink `{name}` (table {}): nothing sent, {n} problem(s): {}{more}",
                 p.file,
+                k.table,
                 bad.join("; ")
             )));
         }
+        // The whole rows by key, `omit`ted columns included: what a lookup may name.
+        let full: HashMap<String, Value> = rows
+            .iter()
+            .filter_map(|r| Some((r.get(&k.key).and_then(key_text)?, Value::Object(r.clone()))))
+            .collect();
         let known = ledger::latest(lake, &p.name, name).await?;
         let mut rep = SinkReport { sink: name.clone(), rows: items.len(), ..Default::default() };
         let create_once = k.mode == "create_once";
@@ -182,20 +276,8 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                 }
                 let state = match &k.lookup {
                     Some(l) => {
-                        let value = v.get(&l.value).and_then(key_text).unwrap_or_default();
-                        let url = format!("{}{}", p.base_url, l.path);
-                        let body = l.body.as_ref().map(|b| fill_row(&serde_json::to_value(b).unwrap_or(Value::Null), &v));
-                        let query: Vec<(String, String)> =
-                            if l.param.is_empty() { vec![] } else { vec![(l.param.clone(), value.clone())] };
-                        let req = Request { method: &l.method, url: &url, query: &query, headers: &[], body: body.as_ref() };
-                        let f = client
-                            .send(&req, auth, &format!("{}.{name} lookup", p.name))
-                            .await
-                            .map_err(|e| Error::Http(e.to_string()))?;
-                        let found = json::at_str(&f.body, &l.records)
-                            .and_then(Value::as_array)
-                            .is_some_and(|a| a.iter().any(|r| r.get(&l.matches).and_then(key_text).as_deref() == Some(value.as_str())));
-                        if found {
+                        let row = full.get(&key).unwrap_or(&v);
+                        if exists(&client, p, auth, &format!("{}.{name} lookup", p.name), l, row).await? {
                             rep.reconciled += 1;
                             Some("sent")
                         } else {
@@ -342,7 +424,41 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                 }
             }
         }
+        // The destination's own view of the last integration (seed 002), kept in the run log.
+        let mut last = None;
+        if let Some(l) = &k.latest {
+            let url = format!("{}{}", p.base_url, l.path);
+            match client.get(&url, &[], auth, &format!("{}.{name} latest", p.name)).await {
+                Ok(f) => {
+                    rep.requests += 1;
+                    let m: Map<String, Value> =
+                        l.fields.iter().filter_map(|f2| json::at_str(&f.body, f2).map(|v| (f2.clone(), v.clone()))).collect();
+                    rep.latest = Some(Value::Object(m.clone()).to_string());
+                    last = rep.latest.clone();
+                }
+                Err(e) => tracing::warn!(sink = %name, "cannot read {}: {}", l.path, crate::secret::redact(&e.to_string())),
+            }
+        }
         rep.elapsed = started.elapsed();
+        let now = chrono::Utc::now();
+        let run = runs::RunRow {
+            run_id: run_id.clone(),
+            source: p.name.clone(),
+            partition: runs::PUSH.into(),
+            stream: name.clone(),
+            started: crate::time::rfc3339(now - chrono::Duration::from_std(rep.elapsed).unwrap_or_default()),
+            ended: crate::time::rfc3339(now),
+            success: true,
+            error: None,
+            pages: rep.requests as i64,
+            records: rep.sent as i64,
+            files: rep.jobs as i64,
+            bytes: 0,
+            last,
+        };
+        if let Err(e) = runs::append(lake, &[run]).await {
+            tracing::warn!("cannot append to the run log: {e}");
+        }
         tracing::info!(sink = %name, sent = rep.sent, failed = rep.failed, skipped = rep.skipped, "push done");
         reports.push(rep);
     }

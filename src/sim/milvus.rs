@@ -12,6 +12,36 @@ use std::collections::HashMap;
 pub struct State {
     clients: Vec<Value>,
     tickets: Vec<Value>,
+    seeded: bool,
+}
+
+/// The state, holding `--milvus-clients` pre-existing clients from the first use on.
+fn state(sim: &Sim) -> std::sync::MutexGuard<'_, State> {
+    let mut st = sim.milvus.lock().unwrap();
+    if !st.seeded {
+        st.seeded = true;
+        let ploomes = super::ploomes::contact_documents(sim);
+        for i in 0..sim.cfg.milvus_clients {
+            let (name, doc) = match ploomes.get(i as usize / 2).filter(|_| i % 2 == 0) {
+                Some((n, d)) => (n.clone(), d.clone()),
+                None => {
+                    let mut d = format!("{:020}", data::mix(sim.cfg.seed, &[82, i]));
+                    d.truncate(if i % 3 == 0 { 11 } else { 14 });
+                    (format!("Cliente Milvus {}", i + 1), d)
+                }
+            };
+            let id = st.clients.len() as u64 + 1;
+            st.clients.push(client(sim, id, &name, &doc));
+        }
+    }
+    st
+}
+
+fn client(sim: &Sim, id: u64, name: &str, doc: &str) -> Value {
+    json!({
+        "id": id, "nome_fantasia": name, "razao_social": name, "cnpj_cpf": doc,
+        "token": format!("tk{:012x}", data::mix(sim.cfg.seed, &[81, id])),
+    })
 }
 
 pub fn token(sim: &Sim) -> String {
@@ -32,7 +62,7 @@ pub fn handle(sim: &Sim, segs: &[&str], q: &HashMap<String, String>, headers: &H
     if let Err(r) = sim.limit("milvus", 60, "muitas requisições") {
         return (route.into(), Err(r));
     }
-    let mut st = sim.milvus.lock().unwrap();
+    let mut st = state(sim);
     let res = match segs {
         ["api", "cliente", "busca"] => {
             let doc = q.get("documento");
@@ -88,13 +118,9 @@ pub fn handle(sim: &Sim, segs: &[&str], q: &HashMap<String, String>, headers: &H
                 None => Err(Reply::err(422, "cliente_documento deve ter 11 ou 14 dígitos")),
                 Some(doc) => {
                     let id = st.clients.len() as u64 + 1;
-                    st.clients.push(json!({
-                        "id": id,
-                        "nome_fantasia": v.get("razao_social").cloned().unwrap_or(Value::Null),
-                        "razao_social": v.get("razao_social").cloned().unwrap_or(Value::Null),
-                        "cnpj_cpf": doc,
-                        "token": format!("tk{:012x}", data::mix(sim.cfg.seed, &[81, id])),
-                    }));
+                    let name = v.get("razao_social").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let c = client(sim, id, &name, doc);
+                    st.clients.push(c);
                     Ok(Reply::ok(json!({"id": id}), 0))
                 }
             }
@@ -104,7 +130,7 @@ pub fn handle(sim: &Sim, segs: &[&str], q: &HashMap<String, String>, headers: &H
 }
 
 pub fn truth(sim: &Sim) -> Value {
-    let st = sim.milvus.lock().unwrap();
+    let st = state(sim);
     let mut by: HashMap<String, u64> = HashMap::new();
     for c in &st.clients {
         *by.entry(c["cnpj_cpf"].as_str().unwrap_or_default().to_string()).or_default() += 1;

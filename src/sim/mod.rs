@@ -67,6 +67,9 @@ pub struct SimConfig {
     /// Every answer waits this long *after* the request took effect (a write is done but
     /// its reply is still on the way: the window a crash leaves a write unrecorded).
     pub reply_delay_ms: u64,
+    /// Clients Milvus holds before any push: every other one shares a Ploomes contact's
+    /// document, the rest are Milvus-only (seed 001's reverse direction).
+    pub milvus_clients: u64,
 }
 
 /// Fields the real APIs may leave out of a record (everything but keys, names, times and the
@@ -117,6 +120,7 @@ impl Default for SimConfig {
             products: 200,
             job_items_per_sec: 4.0,
             reply_delay_ms: 0,
+            milvus_clients: 0,
         }
     }
 }
@@ -169,6 +173,7 @@ pub struct Sim {
     zoho: Mutex<zoho::State>,
     retail: Mutex<retail::State>,
     milvus: Mutex<milvus::State>,
+    ploomes: Mutex<ploomes::State>,
     /// The last query of each route (credentials removed), for tests of templated requests.
     last_query: Mutex<HashMap<String, HashMap<String, String>>>,
 }
@@ -188,6 +193,7 @@ impl Sim {
             zoho: Mutex::default(),
             retail: Mutex::default(),
             milvus: Mutex::default(),
+            ploomes: Mutex::default(),
             last_query: Mutex::default(),
         }
     }
@@ -356,12 +362,19 @@ async fn handle(
         let q = sim.last_query.lock().unwrap().get(route).cloned().unwrap_or_default();
         return respond(200, &json!(q), None, false);
     }
+    if path == "_sim/ploomes/retag" {
+        return match ploomes::retag(&sim, &query) {
+            Ok(v) => respond(200, &v, None, false),
+            Err(r) => respond(r.status, &r.body, None, false),
+        };
+    }
     if let Some(source) = path.strip_prefix("_sim/truth/") {
         return match source {
             "c2s" => respond(200, &c2s::truth(&sim), None, false),
             "zoho_details" => respond(200, &zoho::detail_hits(&sim), None, false),
             "retail" => respond(200, &retail::truth(&sim), None, false),
             "milvus" => respond(200, &milvus::truth(&sim), None, false),
+            "ploomes" => respond(200, &ploomes::truth(&sim), None, false),
             _ => respond(404, &json!({"error": "no truth for this source"}), None, false),
         };
     }
@@ -377,9 +390,9 @@ async fn handle(
         Some("zoho") if method == Method::GET || method == Method::POST => zoho::handle(&sim, &segs[1..], &query, &headers),
         Some("retail") => retail::handle(&sim, &segs[1..], &query, &headers, &body),
         Some("milvus") => milvus::handle(&sim, &segs[1..], &query, &headers, &body),
-        Some("ploomes") if method == Method::GET => {
+        Some("ploomes") => {
             let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-            ploomes::handle(&sim, &format!("http://{host}"), &segs[1..], &query, &headers)
+            ploomes::handle(&sim, &format!("http://{host}"), method.as_str(), &segs[1..], &query, &headers, &body)
         }
         _ => ("unknown".to_string(), Err(Reply::err(404, "not found"))),
     };

@@ -1,7 +1,12 @@
 //! Ploomes CRM (seed 001): OData `GET /Contacts`, `/Tasks`, `/InteractionRecords` with
 //! `User-Key`, `$top` (≤ 300), `$skip`, `$filter=LastUpdateDate ge <ISO>` and
 //! `@odata.nextLink` (absolute, keeping the query) while more rows remain; dates carry -03:00.
-//! About 120 requests a minute per key.
+//! About 120 requests a minute per key. `POST /Contacts` creates a contact (`Name`, `TypeId` 1
+//! company with `CNPJ`, 2 person with `CPF`), twice if called twice, answered in `value[0]`;
+//! created contacts are served by `GET /Contacts` from then on. `$filter` also takes
+//! `CNPJ eq '<v>'` and `CPF eq '<v>'`. `POST /_sim/ploomes/retag?task=<Id>&tag=<TagId>` changes
+//! a task's tag (and its LastUpdateDate) the way a user would; `GET /_sim/truth/ploomes`:
+//! contacts created, per document.
 use super::data::{self, pick};
 use super::{Reply, Sim};
 use axum::http::HeaderMap;
@@ -14,6 +19,14 @@ const TASKS: u64 = 91;
 const INTERACTIONS: u64 = 92;
 /// Tag ids: 1 INSTALAÇÃO, 2 ENTREGA, 3 others.
 const TAGS: &[i64] = &[1, 2, 3, 3, 3];
+
+#[derive(Default)]
+pub struct State {
+    /// Contacts created by `POST /Contacts`.
+    created: Vec<Value>,
+    /// Task Id → its new TagId (`/_sim/ploomes/retag`).
+    retag: HashMap<i64, i64>,
+}
 
 pub fn user_key(sim: &Sim) -> String {
     format!("pk-{:022x}", data::mix(sim.cfg.seed, &[93]) as u128 * 17)
@@ -71,19 +84,59 @@ fn record(sim: &Sim, kind: u64, e: &data::Entity, v: usize) -> Value {
     }
 }
 
-pub fn handle(sim: &Sim, base: &str, segs: &[&str], q: &HashMap<String, String>, headers: &HeaderMap) -> (String, Result<Reply, Reply>) {
+/// Every contact's (name, CNPJ/CPF digits), as `GET /Contacts` serves them today.
+pub fn contact_documents(sim: &Sim) -> Vec<(String, String)> {
+    let now = data::sim_now(sim.cfg.days);
+    data::entities(sim.cfg.seed, CONTACTS, 0, 10 * sim.cfg.scale as u64, 0..=sim.cfg.days as i64, sim.cfg.days)
+        .filter_map(|e| {
+            let v = e.versions.iter().rposition(|t| *t <= now)?;
+            let r = record(sim, CONTACTS, &e, v);
+            let doc = r["CNPJ"].as_str().or(r["CPF"].as_str())?.chars().filter(char::is_ascii_digit).collect();
+            Some((r["Name"].as_str()?.to_string(), doc))
+        })
+        .collect()
+}
+
+/// A `$filter` the simulator understands.
+enum Filter {
+    Since(DateTime<Utc>),
+    Eq(String, String),
+}
+
+fn parse_filter(f: &str) -> Result<Filter, Reply> {
+    if let Some(v) = f.strip_prefix("LastUpdateDate ge ") {
+        return Ok(Filter::Since(DateTime::parse_from_rfc3339(v.trim()).map_err(|_| Reply::err(400, "bad date in $filter"))?.to_utc()));
+    }
+    for field in ["CNPJ", "CPF"] {
+        if let Some(v) = f.strip_prefix(&format!("{field} eq ")) {
+            let v = v.trim().strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).ok_or_else(|| Reply::err(400, "quote the value in $filter"))?;
+            return Ok(Filter::Eq(field.into(), v.into()));
+        }
+    }
+    Err(Reply::err(400, "unsupported $filter (LastUpdateDate ge <date>, CNPJ eq '<v>', CPF eq '<v>')"))
+}
+
+pub fn handle(sim: &Sim, base: &str, method: &str, segs: &[&str], q: &HashMap<String, String>, headers: &HeaderMap, body: &[u8]) -> (String, Result<Reply, Reply>) {
     let (kind, per_day) = match segs {
         ["Contacts"] => (CONTACTS, 10),
         ["Tasks"] => (TASKS, 15),
         ["InteractionRecords"] => (INTERACTIONS, 15),
         _ => return ("ploomes/unknown".into(), Err(Reply::err(404, "not found"))),
     };
-    let route = format!("ploomes/{}", segs[0]);
+    let route = match method {
+        "POST" if kind == CONTACTS => "ploomes/Contacts/create".to_string(),
+        "GET" => format!("ploomes/{}", segs[0]),
+        _ => return ("ploomes/unknown".into(), Err(Reply::err(405, "method not allowed"))),
+    };
     if headers.get("user-key").and_then(|v| v.to_str().ok()) != Some(user_key(sim).as_str()) {
         return (route, Err(Reply::err(401, "invalid User-Key")));
     }
     if let Err(r) = sim.limit("ploomes", 120, "Too Many Requests") {
         return (route, Err(r));
+    }
+    let now = data::sim_now(sim.cfg.days);
+    if method == "POST" {
+        return (route, create_contact(sim, now, body));
     }
     let num = |k: &str, d: u64| super::query_num(q, k, d);
     let res = (|| {
@@ -91,25 +144,33 @@ pub fn handle(sim: &Sim, base: &str, segs: &[&str], q: &HashMap<String, String>,
         if top == 0 || top > 300 {
             return Err(Reply::err(400, "$top must be 1..300"));
         }
-        let since = match q.get("$filter") {
-            Some(f) => {
-                let v = f
-                    .strip_prefix("LastUpdateDate ge ")
-                    .ok_or_else(|| Reply::err(400, "unsupported $filter (LastUpdateDate ge <date>)"))?;
-                Some(DateTime::parse_from_rfc3339(v.trim()).map_err(|_| Reply::err(400, "bad date in $filter"))?.to_utc())
-            }
-            None => None,
-        };
-        let now = data::sim_now(sim.cfg.days);
+        let filter = q.get("$filter").map(|f| parse_filter(f)).transpose()?;
+        let st = sim.ploomes.lock().unwrap();
         let mut rows: Vec<(DateTime<Utc>, i64, Value)> =
             data::entities(sim.cfg.seed, kind, 0, per_day * sim.cfg.scale as u64, 0..=sim.cfg.days as i64, sim.cfg.days)
                 .filter_map(|e| {
                     let v = e.versions.iter().rposition(|t| *t <= now)?;
-                    let r = record(sim, kind, &e, v);
-                    Some((e.versions[v], r["Id"].as_i64().unwrap_or(0), r))
+                    let mut r = record(sim, kind, &e, v);
+                    let id = r["Id"].as_i64().unwrap_or(0);
+                    match st.retag.get(&id) {
+                        Some(tag) if kind == TASKS => {
+                            r["Tags"] = json!([{"TagId": tag}]);
+                            r["LastUpdateDate"] = json!(br(now));
+                            Some((now, id, r))
+                        }
+                        _ => Some((e.versions[v], id, r)),
+                    }
                 })
-                .filter(|(t, _, _)| since.is_none_or(|s| *t >= s))
                 .collect();
+        if kind == CONTACTS {
+            rows.extend(st.created.iter().map(|c| (now, c["Id"].as_i64().unwrap_or(0), c.clone())));
+        }
+        drop(st);
+        rows.retain(|(t, _, r)| match &filter {
+            None => true,
+            Some(Filter::Since(s)) => t >= s,
+            Some(Filter::Eq(f, v)) => r[f.as_str()].as_str() == Some(v.as_str()),
+        });
         rows.sort_by_key(|r| r.1);
         let total = rows.len() as u64;
         let items: Vec<Value> = rows.into_iter().skip(skip as usize).take(top as usize).map(|r| r.2).collect();
@@ -125,4 +186,46 @@ pub fn handle(sim: &Sim, base: &str, segs: &[&str], q: &HashMap<String, String>,
         Ok(Reply::ok(body, n))
     })();
     (route, res)
+}
+
+/// `POST /Contacts`: no idempotency (a second call creates a second contact).
+fn create_contact(sim: &Sim, now: DateTime<Utc>, body: &[u8]) -> Result<Reply, Reply> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| Reply::err(400, "body is not JSON"))?;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let name = text("Name").ok_or_else(|| Reply::err(400, "Name is required"))?;
+    let doc_field = match v.get("TypeId").and_then(Value::as_i64) {
+        Some(1) => "CNPJ",
+        Some(2) => "CPF",
+        _ => return Err(Reply::err(400, "TypeId must be 1 (company) or 2 (person)")),
+    };
+    let doc = text(doc_field).ok_or_else(|| Reply::err(400, &format!("{doc_field} is required for this TypeId")))?;
+    let mut st = sim.ploomes.lock().unwrap();
+    let id = 50_000_000 + st.created.len() as i64 + 1;
+    let c = json!({
+        "Id": id, "Name": name, "Email": v.get("Email").cloned().unwrap_or(Value::Null),
+        "TypeId": v["TypeId"], "CNPJ": if doc_field == "CNPJ" { json!(doc) } else { Value::Null },
+        "CPF": if doc_field == "CPF" { json!(doc) } else { Value::Null },
+        "Phones": v.get("Phones").cloned().unwrap_or(json!([])),
+        "CreateDate": br(now), "LastUpdateDate": br(now),
+    });
+    st.created.push(c.clone());
+    Ok(Reply::ok(json!({"value": [c]}), 0))
+}
+
+/// `/_sim/ploomes/retag?task=<Id>&tag=<TagId>`.
+pub fn retag(sim: &Sim, q: &HashMap<String, String>) -> Result<Value, Reply> {
+    let task = super::query_num(q, "task", 0)? as i64;
+    let tag = super::query_num(q, "tag", 0)? as i64;
+    sim.ploomes.lock().unwrap().retag.insert(task, tag);
+    Ok(json!({"task": task, "tag": tag}))
+}
+
+pub fn truth(sim: &Sim) -> Value {
+    let st = sim.ploomes.lock().unwrap();
+    let mut by: HashMap<String, u64> = HashMap::new();
+    for c in &st.created {
+        let doc = c["CNPJ"].as_str().or(c["CPF"].as_str()).unwrap_or_default();
+        *by.entry(doc.to_string()).or_default() += 1;
+    }
+    json!({"created": st.created.len(), "created_by_document": by})
 }

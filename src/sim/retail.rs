@@ -2,7 +2,8 @@
 //! `updatedAt`), `POST /erp-data/product/batch` (`X-API-Key`, ≤ 1000 items else 400, `202
 //! {jobId}`), `GET /erp-data/batch-job/{jobId}` (processed at `--job-items-per-sec`; upsert by
 //! `erpId`; items with a negative price or no name fail with a message), 100 requests per
-//! minute per key. `GET /_sim/truth/retail`: items held, creates and updates.
+//! minute per key; `GET /erp-data/get-latest-integration` → `{"lastDateTime"}` (when the last
+//! job finished, null before any). `GET /_sim/truth/retail`: items held, creates and updates.
 use super::data::{self, pick};
 use super::{Reply, Sim};
 use axum::http::HeaderMap;
@@ -25,6 +26,8 @@ pub struct State {
     creates: u64,
     updates: u64,
     count: u64,
+    /// When the last job finished (`get-latest-integration`'s `lastDateTime`).
+    last: Option<String>,
 }
 
 pub fn api_key(sim: &Sim) -> String {
@@ -42,6 +45,7 @@ pub fn handle(
         ["erp", "products"] => "retail/erp/products",
         ["erp-data", "product", "batch"] => "retail/batch",
         ["erp-data", "batch-job", _] => "retail/job",
+        ["erp-data", "get-latest-integration"] => "retail/latest",
         _ => return ("retail/unknown".into(), Err(Reply::err(404, "not found"))),
     };
     if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(api_key(sim).as_str()) {
@@ -54,6 +58,9 @@ pub fn handle(
         ["erp", "products"] => products(sim, q),
         ["erp-data", "product", "batch"] => batch(sim, body),
         ["erp-data", "batch-job", id] => job(sim, id),
+        ["erp-data", "get-latest-integration"] => {
+            Ok(Reply::ok(json!({"lastDateTime": sim.retail.lock().unwrap().last}), 0))
+        }
         _ => unreachable!(),
     };
     (route.into(), res)
@@ -101,7 +108,7 @@ fn batch(sim: &Sim, body: &[u8]) -> Result<Reply, Reply> {
 fn job(sim: &Sim, id: &str) -> Result<Reply, Reply> {
     let mut st = sim.retail.lock().unwrap();
     let rate = sim.cfg.job_items_per_sec.max(1.0);
-    let State { jobs, held, creates, updates, .. } = &mut *st;
+    let State { jobs, held, creates, updates, last, .. } = &mut *st;
     let Some(j) = jobs.get_mut(id) else {
         return Err(Reply::err(404, "no such job"));
     };
@@ -135,6 +142,7 @@ fn job(sim: &Sim, id: &str) -> Result<Reply, Reply> {
         "duration": j.started.elapsed().as_secs_f64(), "errors": errors,
     });
     j.applied = Some(done.clone());
+    *last = Some(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
     Ok(Reply::ok(done, 0))
 }
 

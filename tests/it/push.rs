@@ -51,7 +51,13 @@ fn products_are_upserted_once_and_a_second_push_sends_nothing() {
     assert_eq!(states[1]["state"], "sent");
     assert_eq!(states[1]["n"].as_u64().unwrap(), 5000 - rejected);
     assert_eq!(sim.stats()["throttled"], 0, "the 100/min budget was exceeded");
-    // Nothing changed: nothing is sent again (failed items only with --retry-failed).
+    // The portal's get-latest-integration, read after the push, is in the summary and status.
+    assert!(text(&o).contains("destination's latest integration: {\"lastDateTime\":\"20"), "{}", text(&o));
+    let status = ok(&run(&sim, &pipelines(), &shipped_sql(), &lake, &["status"]));
+    assert!(status.contains("retail_portal.products") && status.contains("last push") && status.contains("lastDateTime"), "{status}");
+    // Nothing changed, even after the ERP is pulled again (new `_ingest_order`s, same
+    // payloads): nothing is sent again (failed items only with --retry-failed).
+    prepared(&sim, &lake);
     ok(&run(&sim, &pipelines(), &shipped_sql(), &lake, &["push", "retail_portal"]));
     assert_eq!(batches(&sim), 10);
     let key = sim.var("RETAIL_PORTAL_API_KEY");
@@ -108,7 +114,7 @@ fn bad_push_input_exits_2_and_sends_nothing() {
     std::fs::create_dir_all(sql.join("push")).unwrap();
     std::fs::write(
         sql.join("push/dups.sql"),
-        "-- target: push.dups\n-- mode: append\nSELECT \"erpId\", name FROM raw.retail_portal_erp_products UNION ALL SELECT \"erpId\", name FROM raw.retail_portal_erp_products WHERE \"erpId\" = 100007\n",
+        "-- target: push.dups\n-- mode: append\nSELECT \"erpId\", name, \"updatedAt\" FROM raw.retail_portal_erp_products UNION ALL SELECT \"erpId\", name, \"updatedAt\" FROM raw.retail_portal_erp_products WHERE \"erpId\" = 100007\n",
     )
     .unwrap();
     ok(&run(&sim, &pipelines(), &sql, &lake, &["transform"]));
@@ -116,6 +122,28 @@ fn bad_push_input_exits_2_and_sends_nothing() {
     let o = run(&sim, &p, &sql, &lake, &["push", "retail_portal"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("100007") && text(&o).contains("twice"), "{}", text(&o));
+    // A missing or non-integer erpId, a time that is not UTC ISO-8601: rows named, exit 2.
+    std::fs::write(
+        sql.join("push/bad.sql"),
+        "-- target: push.bad\n-- mode: replace\nSELECT CASE WHEN \"erpId\" = 100003 THEN NULL ELSE \"erpId\" END AS \"erpId\", name, \
+         CASE WHEN \"erpId\" = 100004 THEN '2023-09-01 10:00:00' ELSE \"updatedAt\" END AS \"updatedAt\" FROM raw.retail_portal_erp_products\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sql.join("push/textual.sql"),
+        "-- target: push.textual\n-- mode: replace\nSELECT CAST(\"erpId\" AS VARCHAR) AS \"erpId\", name, \"updatedAt\" FROM raw.retail_portal_erp_products\n",
+    )
+    .unwrap();
+    ok(&run(&sim, &pipelines(), &sql, &lake, &["transform", "push.bad", "push.textual"]));
+    let p = edited(dir.path(), "table = \"push.retail_products\"", "table = \"push.bad\"");
+    let o = run(&sim, &p, &sql, &lake, &["push", "retail_portal"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("`erpId` is missing"), "{}", text(&o));
+    assert!(text(&o).contains("(`erpId` = 100004): `updatedAt` is not an ISO-8601 UTC time"), "{}", text(&o));
+    let p = edited(dir.path(), "table = \"push.retail_products\"", "table = \"push.textual\"");
+    let o = run(&sim, &p, &sql, &lake, &["push", "retail_portal"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("`erpId` is not an integer (got \"100000\")") && text(&o).contains("50 problem(s)"), "{}", text(&o));
     // A sink naming a missing key column.
     let p = edited(dir.path(), "key = \"erpId\"", "key = \"erp_id\"");
     let o = run(&sim, &p, &shipped_sql(), &lake, &["push", "retail_portal"]);
@@ -259,6 +287,15 @@ fn seed_001_tickets_exist_once_after_kills_at_seeded_points() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let sql = shipped_sql();
+    // The lookup reads one ticket a page here: the pending ticket is a client's newest, on its
+    // last page, so a lookup that stopped at page 1 would resend it (a duplicate, caught below).
+    let pipes = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipes).unwrap();
+    let text = std::fs::read_to_string(pipelines().join("milvus.toml")).unwrap();
+    assert!(text.contains("size_param = \"total_registros\", size = 50 }"));
+    std::fs::write(pipes.join("milvus.toml"), text.replace("size_param = \"total_registros\", size = 50 }", "size_param = \"total_registros\", size = 1 }")).unwrap();
+    std::fs::copy(pipelines().join("ploomes.toml"), pipes.join("ploomes.toml")).unwrap();
+    let pipelines = || pipes.clone();
     let go = |args: &[&str]| ok(&run(&sim, &pipelines(), &sql, &lake, args));
     go(&["pull", "ploomes"]);
     go(&["pull", "milvus"]);
@@ -300,4 +337,109 @@ fn seed_001_tickets_exist_once_after_kills_at_seeded_points() {
     assert!(reconciled >= 3, "kills rarely landed between a ticket's creation and its ledger row: {reconciled}");
     let sent = query(&lake, "SELECT count(*) AS n FROM (SELECT key, last_value(state ORDER BY at) AS s FROM _ingest.sent WHERE sink = 'tickets' GROUP BY key) WHERE s = 'sent'");
     assert_eq!(sent[0]["n"].as_u64().unwrap(), want);
+}
+
+fn post_requests(sim: &Sim) -> u64 {
+    let s = sim.stats();
+    ["milvus/cliente/criar", "milvus/chamado/criar", "ploomes/Contacts/create"]
+        .iter()
+        .map(|r| s["by_route"][r]["requests"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn digits(v: &serde_json::Value) -> Option<String> {
+    v.as_str().map(|d| d.chars().filter(char::is_ascii_digit).collect())
+}
+
+/// Seed 001 both ways on the simulators: Ploomes contacts missing in Milvus become Milvus
+/// clients, Milvus clients missing in Ploomes become Ploomes contacts (one killed push
+/// reconciled through `$filter`), qualifying tasks/interactions become one ticket each; a
+/// second round sends nothing; a task retagged INSTALAÇÃO after a pull makes exactly its ticket.
+#[test]
+fn seed_001_end_to_end_both_directions_and_a_retagged_task() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "4", "--milvus-clients", "30", "--reply-delay-ms", "30"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let sql = shipped_sql();
+    let go = |args: &[&str]| ok(&run(&sim, &pipelines(), &sql, &lake, args));
+    go(&["pull", "ploomes"]);
+    go(&["pull", "milvus"]);
+    let raw = raw_files(&lake);
+    let records = |prefix: &str| -> Vec<serde_json::Value> {
+        raw.iter().filter(|(k, _)| k.starts_with(prefix)).flat_map(|(_, v)| v.clone()).collect()
+    };
+    let contacts = records("ploomes/_/contacts/");
+    let ploomes_docs: std::collections::BTreeSet<String> =
+        contacts.iter().filter_map(|c| digits(&c["CNPJ"]).or_else(|| digits(&c["CPF"]))).collect();
+    let milvus_before: std::collections::BTreeSet<String> =
+        records("milvus/_/clients/").iter().filter_map(|c| digits(&c["cnpj_cpf"])).collect();
+    assert_eq!(milvus_before.len(), 30);
+    let milvus_only: std::collections::BTreeSet<String> = milvus_before.difference(&ploomes_docs).cloned().collect();
+    assert_eq!(milvus_only.len(), 15, "half of the pre-existing clients are Milvus-only");
+    go(&["transform", "push.milvus_new_clients", "push.ploomes_new_contacts"]);
+    // Milvus → Ploomes, with one push killed mid-way: each missing client exactly once.
+    let created = || http_get_json(&format!("{}/_sim/truth/ploomes", sim.base));
+    let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &pipelines(), &["-q", "push", "ploomes.contacts"]));
+    let t0 = Instant::now();
+    while created()["created"].as_u64().unwrap() < 4 && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the push ended before the kill");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = go(&["push", "ploomes"]);
+    let t = created();
+    let by: std::collections::BTreeMap<String, u64> = serde_json::from_value(t["created_by_document"].clone()).unwrap();
+    assert_eq!(by.keys().cloned().collect::<std::collections::BTreeSet<_>>(), milvus_only, "{out}");
+    assert!(by.values().all(|n| *n == 1), "a Ploomes contact was created twice: {by:?}");
+    // Ploomes → Milvus: every Ploomes document not yet a client, once.
+    go(&["push", "milvus.clients"]);
+    let truth = http_get_json(&format!("{}/_sim/truth/milvus", sim.base));
+    let held: std::collections::BTreeSet<String> = truth["by_document"].as_object().unwrap().keys().cloned().collect();
+    let want: std::collections::BTreeSet<String> = ploomes_docs.union(&milvus_before).cloned().collect();
+    assert_eq!(held, want);
+    assert!(truth["by_document"].as_object().unwrap().values().all(|n| n == 1));
+    // Tickets: both sides pulled again (the new clients' tokens), one ticket per qualifying record.
+    go(&["pull", "milvus"]);
+    go(&["pull", "ploomes"]);
+    go(&["transform", "push.milvus_new_tickets", "push.milvus_new_clients", "push.ploomes_new_contacts"]);
+    let tagged = |rows: Vec<serde_json::Value>| {
+        rows.into_iter().filter(|r| matches!(r["Tags"][0]["TagId"].as_i64(), Some(1 | 2))).count() as u64
+    };
+    let raw = raw_files(&lake);
+    let latest_ids = |prefix: &str| -> std::collections::BTreeMap<i64, serde_json::Value> {
+        raw.iter().filter(|(k, _)| k.starts_with(prefix)).flat_map(|(_, v)| v.clone()).map(|r| (r["Id"].as_i64().unwrap(), r)).collect()
+    };
+    let contact_ids: std::collections::BTreeSet<i64> = latest_ids("ploomes/_/contacts/").keys().copied().collect();
+    let tasks = latest_ids("ploomes/_/tasks/");
+    let interactions = latest_ids("ploomes/_/interaction_records/");
+    let with_client = |m: &std::collections::BTreeMap<i64, serde_json::Value>| {
+        m.values().filter(|r| contact_ids.contains(&r["ContactId"].as_i64().unwrap())).cloned().collect::<Vec<_>>()
+    };
+    let want_tickets = tagged(with_client(&tasks)) + tagged(with_client(&interactions));
+    assert_eq!(query(&lake, "SELECT count(*) AS n FROM push.milvus_new_tickets")[0]["n"].as_u64().unwrap(), want_tickets);
+    assert!(want_tickets > 10, "{want_tickets}");
+    go(&["push", "milvus.tickets"]);
+    let tickets = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base))["tickets"].as_u64().unwrap();
+    assert_eq!(tickets(), want_tickets);
+    // Both models are empty now; a second round sends no request at all.
+    assert_eq!(query(&lake, "SELECT count(*) AS n FROM push.milvus_new_clients")[0]["n"], 0);
+    assert_eq!(query(&lake, "SELECT count(*) AS n FROM push.ploomes_new_contacts")[0]["n"], 0);
+    let posts = post_requests(&sim);
+    go(&["push", "milvus"]);
+    go(&["push", "ploomes"]);
+    assert_eq!(post_requests(&sim), posts, "a second push sent something");
+    // A task retagged INSTALAÇÃO (it was "other") after a pull: exactly its ticket.
+    let retagged = with_client(&tasks).into_iter().find(|t| t["Tags"][0]["TagId"] == 3).expect("a task tagged 3").clone();
+    let id = retagged["Id"].as_i64().unwrap();
+    http_get_json(&format!("{}/_sim/ploomes/retag?task={id}&tag=1", sim.base));
+    go(&["pull", "ploomes"]);
+    go(&["transform", "push.milvus_new_tickets"]);
+    let out = go(&["push", "milvus"]);
+    assert_eq!(tickets(), want_tickets + 1, "{out}");
+    let by = http_get_json(&format!("{}/_sim/truth/milvus", sim.base))["tickets_by_description"].clone();
+    let mine: Vec<_> = by.as_object().unwrap().iter().filter(|(d, _)| d.contains(&format!("[ploomes task:{id}]"))).collect();
+    assert_eq!(mine.len(), 1, "{by}");
+    assert_eq!(post_requests(&sim), posts + 1);
+    assert_no_secrets(&[sim.var("MILVUS_TOKEN"), sim.var("PLOOMES_USER_KEY")], &[&out], &lake);
 }
