@@ -227,7 +227,7 @@ pub struct ServeArgs {
     /// Every Nth request has its body cut in half
     #[arg(long, default_value_t = 0)]
     pub truncate_every: u64,
-    /// Every Nth request is delayed by --slow-ms
+    /// Every Nth reply is delayed by --slow-ms, after the request took effect
     #[arg(long, default_value_t = 0)]
     pub slow_every: u64,
     #[arg(long, default_value_t = 0)]

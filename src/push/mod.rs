@@ -33,6 +33,8 @@ pub struct SinkReport {
     pub failed: usize,
     pub uncertain: usize,
     pub reconciled: usize,
+    /// Of those sent (or to send): keys sent before with another payload (upsert sinks).
+    pub changed: usize,
     pub jobs: usize,
     pub requests: u64,
     pub throttled: u64,
@@ -44,13 +46,13 @@ pub struct SinkReport {
 
 pub fn render(reports: &[SinkReport], dry_run: bool) -> String {
     let mut out = format!(
-        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>5} {:>8} {:>5} {:>7}\n",
-        "sink", "rows", if dry_run { "to send" } else { "sent" }, "skipped", "failed", "uncertain", "reconciled", "jobs", "requests", "429s", "time"
+        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>5} {:>8} {:>5} {:>7}\n",
+        "sink", "rows", if dry_run { "to send" } else { "sent" }, "changed", "skipped", "failed", "uncertain", "reconciled", "jobs", "requests", "429s", "time"
     );
     for r in reports {
         out.push_str(&format!(
-            "{:<24} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>5} {:>8} {:>5} {:>6.1}s\n",
-            r.sink, r.rows, r.sent, r.skipped, r.failed, r.uncertain, r.reconciled, r.jobs, r.requests, r.throttled, r.elapsed.as_secs_f64()
+            "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>10} {:>5} {:>8} {:>5} {:>6.1}s\n",
+            r.sink, r.rows, r.sent, r.changed, r.skipped, r.failed, r.uncertain, r.reconciled, r.jobs, r.requests, r.throttled, r.elapsed.as_secs_f64()
         ));
         if let Some(s) = &r.sample {
             out.push_str(&format!("  sample payload: {s}\n"));
@@ -299,6 +301,7 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
             todo = keep;
         }
         rep.skipped = rep.rows - todo.len() - rep.uncertain - rep.reconciled;
+        rep.changed = todo.iter().filter(|(key, h, _)| known.get(key).is_some_and(|e| e.state == "sent" && e.hash != *h)).count();
         if opts.dry_run {
             rep.sent = todo.len();
             rep.sample = todo.first().map(|t| t.2.to_string());

@@ -40,7 +40,7 @@ pub struct SimConfig {
     pub fail_every: u64,
     /// Every Nth request has its body cut in half (0 = never).
     pub truncate_every: u64,
-    /// Every Nth request is delayed by `slow_ms` (0 = never).
+    /// Every Nth request's reply is delayed by `slow_ms` after it took effect (0 = never).
     pub slow_every: u64,
     pub slow_ms: u64,
     /// Percent of the C2S leads updated each wall-clock second while serving (plus one new
@@ -380,9 +380,6 @@ async fn handle(
     }
     let n = sim.counter.fetch_add(1, Ordering::SeqCst) + 1;
     let every = |k: u64| k > 0 && n % k == 0;
-    if every(sim.cfg.slow_every) {
-        tokio::time::sleep(Duration::from_millis(sim.cfg.slow_ms)).await;
-    }
     let segs: Vec<&str> = path.split('/').collect();
     let (route, result) = match segs.first().copied() {
         Some("c2s") if method == Method::GET => c2s::handle(&sim, &segs[1..], &query, &headers),
@@ -396,6 +393,10 @@ async fn handle(
         }
         _ => ("unknown".to_string(), Err(Reply::err(404, "not found"))),
     };
+    // A slow reply comes after the request took effect (a write is done, its answer late).
+    if every(sim.cfg.slow_every) {
+        tokio::time::sleep(Duration::from_millis(sim.cfg.slow_ms)).await;
+    }
     if sim.cfg.reply_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(sim.cfg.reply_delay_ms)).await;
     }

@@ -59,7 +59,9 @@ pub fn handle(
         ["erp-data", "product", "batch"] => batch(sim, body),
         ["erp-data", "batch-job", id] => job(sim, id),
         ["erp-data", "get-latest-integration"] => {
-            Ok(Reply::ok(json!({"lastDateTime": sim.retail.lock().unwrap().last}), 0))
+            let mut st = sim.retail.lock().unwrap();
+            settle(&mut st, sim.cfg.job_items_per_sec.max(1.0));
+            Ok(Reply::ok(json!({"lastDateTime": st.last}), 0))
         }
         _ => unreachable!(),
     };
@@ -105,48 +107,54 @@ fn batch(sim: &Sim, body: &[u8]) -> Result<Reply, Reply> {
     Ok(r)
 }
 
-fn job(sim: &Sim, id: &str) -> Result<Reply, Reply> {
-    let mut st = sim.retail.lock().unwrap();
-    let rate = sim.cfg.job_items_per_sec.max(1.0);
-    let State { jobs, held, creates, updates, last, .. } = &mut *st;
-    let Some(j) = jobs.get_mut(id) else {
-        return Err(Reply::err(404, "no such job"));
-    };
-    if let Some(done) = &j.applied {
-        return Ok(Reply::ok(done.clone(), 0));
-    }
-    let total = j.items.len();
-    if j.started.elapsed().as_secs_f64() * rate < total as f64 {
-        return Ok(Reply::ok(json!({"state": "PROCESSING", "totalItems": total}), 0));
-    }
-    let mut errors = Vec::new();
-    let mut ok = 0;
-    for it in &j.items {
-        let erp = it.get("erpId").and_then(Value::as_i64);
-        let price = it.get("price").and_then(Value::as_f64).unwrap_or(0.0);
-        match erp {
-            None => errors.push(json!({"erpId": it.get("erpId"), "message": "erpId must be an integer"})),
-            Some(e) if price < 0.0 => errors.push(json!({"erpId": e, "message": "price must not be negative"})),
-            Some(e) => {
-                if held.insert(e, it.clone()).is_some() {
-                    *updates += 1;
-                } else {
-                    *creates += 1;
+/// Apply every job whose processing time has passed, polled or not (a batch whose 202 was
+/// lost still runs, like the real portal's queue).
+fn settle(st: &mut State, rate: f64) {
+    let State { jobs, held, creates, updates, last, .. } = st;
+    let mut due: Vec<(&String, &mut Job)> = jobs
+        .iter_mut()
+        .filter(|(_, j)| j.applied.is_none() && j.started.elapsed().as_secs_f64() * rate >= j.items.len() as f64)
+        .collect();
+    due.sort_by_key(|(_, j)| j.started);
+    for (_, j) in due {
+        let mut errors = Vec::new();
+        let mut ok = 0;
+        for it in &j.items {
+            let erp = it.get("erpId").and_then(Value::as_i64);
+            let price = it.get("price").and_then(Value::as_f64).unwrap_or(0.0);
+            match erp {
+                None => errors.push(json!({"erpId": it.get("erpId"), "message": "erpId must be an integer"})),
+                Some(e) if price < 0.0 => errors.push(json!({"erpId": e, "message": "price must not be negative"})),
+                Some(e) => {
+                    if held.insert(e, it.clone()).is_some() {
+                        *updates += 1;
+                    } else {
+                        *creates += 1;
+                    }
+                    ok += 1;
                 }
-                ok += 1;
             }
         }
+        j.applied = Some(json!({
+            "state": "COMPLETED", "totalItems": j.items.len(), "successCount": ok, "failureCount": errors.len(),
+            "duration": j.started.elapsed().as_secs_f64(), "errors": errors,
+        }));
+        *last = Some(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
     }
-    let done = json!({
-        "state": "COMPLETED", "totalItems": total, "successCount": ok, "failureCount": errors.len(),
-        "duration": j.started.elapsed().as_secs_f64(), "errors": errors,
-    });
-    j.applied = Some(done.clone());
-    *last = Some(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
-    Ok(Reply::ok(done, 0))
+}
+
+fn job(sim: &Sim, id: &str) -> Result<Reply, Reply> {
+    let mut st = sim.retail.lock().unwrap();
+    settle(&mut st, sim.cfg.job_items_per_sec.max(1.0));
+    match st.jobs.get(id) {
+        None => Err(Reply::err(404, "no such job")),
+        Some(Job { applied: Some(done), .. }) => Ok(Reply::ok(done.clone(), 0)),
+        Some(j) => Ok(Reply::ok(json!({"state": "PROCESSING", "totalItems": j.items.len()}), 0)),
+    }
 }
 
 pub fn truth(sim: &Sim) -> Value {
-    let st = sim.retail.lock().unwrap();
+    let mut st = sim.retail.lock().unwrap();
+    settle(&mut st, sim.cfg.job_items_per_sec.max(1.0));
     json!({"items": st.held.len(), "creates": st.creates, "updates": st.updates, "jobs": st.jobs.len()})
 }

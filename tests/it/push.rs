@@ -89,6 +89,24 @@ fn a_kill_mid_push_then_a_rerun_creates_no_duplicate() {
     assert_eq!(sent[0]["n"].as_u64().unwrap(), 3000 - rejected);
 }
 
+/// A batch whose answer times out was still accepted by the portal: resent, it updates the
+/// same items (the portal counts creates and updates) and creates no duplicate.
+#[test]
+fn a_batch_resent_after_a_timeout_creates_no_duplicate() {
+    let sim = Sim::start(&["--rate-window", "1", "--products", "2000", "--job-items-per-sec", "20000", "--slow-every", "5", "--slow-ms", "2500"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    prepared(&sim, &lake);
+    let p = edited(dir.path(), "timeout_secs = 30\n", "timeout_secs = 1\n");
+    let o = run(&sim, &p, &shipped_sql(), &lake, &["push", "retail_portal"]);
+    assert_eq!(o.status.code(), Some(1), "rejected items fail the push: {}", text(&o));
+    let t = truth(&sim);
+    let rejected = (0..2000).filter(|i| i % 97 == 13).count() as u64;
+    assert_eq!(t["items"].as_u64().unwrap(), 2000 - rejected, "{t}");
+    assert_eq!(t["creates"].as_u64().unwrap(), 2000 - rejected, "{t}");
+    assert!(t["updates"].as_u64().unwrap() > 0, "no batch timed out after it was accepted: {t}\n{}", text(&o));
+}
+
 fn edited(dir: &Path, from: &str, to: &str) -> PathBuf {
     let p = dir.join("pipelines");
     std::fs::create_dir_all(&p).unwrap();
