@@ -64,6 +64,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             let p = config::load(&cli.pipelines, &a.source)?;
             pull::check_streams(&p, &a.streams)?;
             let lake = Lake::open(&cli.lake)?;
+            lake.ready_for_writes().await?;
             let opts = pull::PullOptions {
                 from,
                 to,
@@ -82,6 +83,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Transform { models, full_refresh } => {
             let lake = Lake::open(&cli.lake)?;
+            lake.ready_for_writes().await?;
             let opts = transform::TransformOptions { models, full_refresh };
             let reports = transform::transform(&lake, &cli.sql, &opts).await?;
             print!("{}", transform::render(&reports));
@@ -125,6 +127,9 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             };
             let p = config::load(&cli.pipelines, &source)?;
             let lake = Lake::open(&cli.lake)?;
+            if !dry_run {
+                lake.ready_for_writes().await?;
+            }
             let opts = ingest::push::PushOptions { sink, dry_run, limit, retry_failed, resend_uncertain };
             let reports = ingest::push::push(&p, &lake, &opts).await?;
             print!("{}", ingest::push::render(&reports, dry_run));
@@ -170,6 +175,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Vacuum { target } => {
             let lake = Lake::open(&cli.lake)?;
+            lake.ready_for_writes().await?;
             let (raw, files) = status::vacuum(&lake, &cli.pipelines, target.as_deref()).await?;
             println!("removed {raw} raw file(s) that no catalogue row lists and {files} table data file(s) no commit references");
             Ok(0)

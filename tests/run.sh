@@ -7,17 +7,20 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
 export CARGO_TERM_COLOR=never
 
-# DuckDB 1.4.4 with its delta extension, for the reader checks.
+# DuckDB 1.4.4 with its delta and httpfs extensions, Python's deltalake (reader checks), and
+# moto's S3 server (the S3-compatible store the S3 tests run against, on loopback).
 VENV="${INGEST_VENV:-$HOME/.cache/ingest-venv}"
-delta_ext() { ls "$VENV"/lib/python*/site-packages/duckdb_ext/extensions/v1.4.4/*/delta.duckdb_extension 2>/dev/null | head -1; }
-if ! "$VENV/bin/python" -c "import duckdb, pytz" 2>/dev/null || [ -z "$(delta_ext)" ]; then
-  echo "== installing DuckDB into $VENV"
+ext() { ls "$VENV"/lib/python*/site-packages/duckdb_ext/extensions/v1.4.4/*/"$1".duckdb_extension 2>/dev/null | head -1; }
+if ! "$VENV/bin/python" -c "import duckdb, pytz, moto.server, deltalake, flask_cors" 2>/dev/null || [ -z "$(ext delta)" ] || [ -z "$(ext httpfs)" ]; then
+  echo "== installing DuckDB, deltalake and moto into $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb==1.4.4 duckdb-ext-delta pytz
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb==1.4.4 duckdb-ext-delta duckdb-ext-httpfs pytz \
+    deltalake "moto[server]"
 fi
 export INGEST_PYTHON="$VENV/bin/python"
-INGEST_DUCKDB_DELTA="$(delta_ext)"
-export INGEST_DUCKDB_DELTA
+INGEST_DUCKDB_DELTA="$(ext delta)"
+INGEST_DUCKDB_HTTPFS="$(ext httpfs)"
+export INGEST_DUCKDB_DELTA INGEST_DUCKDB_HTTPFS
 
 echo "== building (target: $CARGO_TARGET_DIR)"
 cargo build --locked --tests --bins

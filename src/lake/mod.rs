@@ -47,11 +47,14 @@ impl Lake {
             if bucket.is_empty() {
                 return Err(Error::Usage(format!("--lake {spec}: no bucket name")));
             }
-            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            // Transient failures are retried a few times (object_store's default waits minutes).
+            let retry = object_store::RetryConfig { max_retries: 5, retry_timeout: std::time::Duration::from_secs(60), ..Default::default() };
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry);
             if let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") {
                 b = b.with_endpoint(ep.clone()).with_allow_http(ep.starts_with("http://"));
             }
             let store = b.build().map_err(|e| Error::Usage(format!("--lake {spec}: {e}")))?;
+            register_s3_log_store();
             let prefix = prefix.trim_matches('/').to_string();
             let url = Url::parse(&format!(
                 "s3://{bucket}/{}",
@@ -90,6 +93,52 @@ impl Lake {
             url,
             local_dir: Some(abs),
         })
+    }
+
+    /// Before a command writes to an S3 lake: the bucket is reachable with these credentials,
+    /// and the store honours conditional writes (`If-None-Match: *`), which Delta commits and
+    /// the pull lease rely on to never overwrite each other. A store that ignores them is
+    /// refused unless `AWS_S3_ALLOW_UNSAFE_RENAME=true` (deltalake's variable) accepts the risk.
+    pub async fn ready_for_writes(&self) -> Result<()> {
+        if self.url.scheme() != "s3" {
+            return Ok(());
+        }
+        let bucket = self.url.host_str().unwrap_or_default().to_string();
+        let probe = self.path(&format!("_ingest/.probe-{}", uuid::Uuid::new_v4()));
+        let create = || object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+        let explain = |e: object_store::Error| -> Error {
+            let full = crate::secret::redact(&e.to_string());
+            // The store's XML body adds nothing the hint does not say.
+            let text = full.split(": <?xml").next().unwrap_or_default().to_string();
+            let lower = full.to_lowercase();
+            let hint = if full.contains("NoSuchBucket") {
+                format!("bucket `{bucket}` does not exist at {}", endpoint())
+            } else if text.contains("403") || text.contains("AccessDenied") || text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") {
+                "access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, instance credentials)".to_string()
+            } else if lower.contains("connect") || lower.contains("error sending request") || lower.contains("dns") || lower.contains("timed out") {
+                format!("cannot reach {}: check AWS_ENDPOINT_URL and AWS_REGION", endpoint())
+            } else {
+                "cannot write".to_string()
+            };
+            Error::Usage(format!("--lake {}: {hint} ({text})", self.url))
+        };
+        self.store.put_opts(&probe, "1".into(), create()).await.map_err(explain)?;
+        let second = self.store.put_opts(&probe, "2".into(), create()).await;
+        let _ = self.store.delete(&probe).await;
+        match second {
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(explain(e)),
+            Ok(_) if std::env::var("AWS_S3_ALLOW_UNSAFE_RENAME").is_ok_and(|v| v.eq_ignore_ascii_case("true")) => {
+                tracing::warn!(lake = %self.url, "the store ignores conditional writes; AWS_S3_ALLOW_UNSAFE_RENAME=true: run one writer at a time");
+                Ok(())
+            }
+            Ok(_) => Err(Error::Usage(format!(
+                "--lake {}: the store at {} ignores conditional writes (If-None-Match), so two writers could overwrite each other's Delta commits; \
+                 use a store that supports them (AWS S3 does), or set AWS_S3_ALLOW_UNSAFE_RENAME=true to accept the risk with one writer at a time",
+                self.url,
+                endpoint()
+            ))),
+        }
     }
 
     /// Object path of `rel` (a path relative to the lake root).
@@ -314,5 +363,36 @@ mod tests {
         assert!(local.local_dir.as_ref().unwrap().ends_with("lake"));
         assert!(Lake::open("ftp://x").is_err());
         assert!(Lake::open("s3://").is_err());
+    }
+}
+
+/// The S3 endpoint in use, for messages.
+fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS S3".into())
+}
+
+/// deltalake's log store for `s3://` tables: its default one, which commits each version with
+/// a put-if-absent (object_store sends `If-None-Match: *`), so two writers can never both
+/// write version N — the loser retries on top of the winner. (deltalake's own `s3` feature
+/// would bring the AWS SDK and a DynamoDB lock for stores without conditional writes; every
+/// store this tool accepts has them, see `Lake::ready_for_writes`.)
+fn register_s3_log_store() {
+    use deltalake::logstore::{default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig};
+    struct S3;
+    impl LogStoreFactory for S3 {
+        fn with_options(
+            &self,
+            prefixed: ObjectStoreRef,
+            root: ObjectStoreRef,
+            location: &Url,
+            options: &StorageConfig,
+        ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
+            Ok(default_logstore(prefixed, root, location, options))
+        }
+    }
+    let key = Url::parse("s3://").expect("scheme url");
+    let registry = logstore_factories();
+    if !registry.contains_key(&key) {
+        registry.insert(key, Arc::new(S3));
     }
 }

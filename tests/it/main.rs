@@ -8,6 +8,7 @@ mod pull_c2s;
 mod pull_pancake;
 mod push;
 mod runs;
+mod s3;
 mod transform;
 mod transform_traps;
 mod zoho;
