@@ -156,6 +156,14 @@ pub struct PullArgs {
     /// If a pull of this source is running, wait for it instead of exiting 1
     #[arg(long)]
     pub wait: bool,
+    /// Only these partitions (comma-separated ids, e.g. Pancake page ids); shards of one
+    /// source run side by side against one lake
+    #[arg(long, value_delimiter = ',', conflicts_with = "shard")]
+    pub partitions: Option<Vec<String>>,
+    /// Only shard K of N (0-based, e.g. `--shard $JOB_COMPLETION_INDEX/8`): the partitions
+    /// whose id hashes to K; stable across machines and runs
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

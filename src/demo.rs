@@ -109,6 +109,7 @@ pub async fn run(lake_spec: &str) -> Result<i32> {
             full_refresh: false,
             progress: true,
             wait: true,
+            partitions: None,
         };
         let report = pull::pull(&p, &lake, &opts).await?;
         println!("== pull {name}\n{}", report.table());

@@ -61,8 +61,13 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                     return Err(Error::Usage(format!("--from {f} is after --to {to}")));
                 }
             }
-            let p = config::load(&cli.pipelines, &a.source)?;
+            let mut p = config::load(&cli.pipelines, &a.source)?;
             pull::check_streams(&p, &a.streams)?;
+            let partitions = pull::select_partitions(&mut p, a.partitions.as_deref(), a.shard.as_deref())?;
+            if partitions.as_ref().is_some_and(Vec::is_empty) {
+                println!("{}: no partition in shard {}", a.source, a.shard.as_deref().unwrap_or_default());
+                return Ok(0);
+            }
             let lake = Lake::open(&cli.lake)?;
             lake.ready_for_writes().await?;
             let opts = pull::PullOptions {
@@ -72,6 +77,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 full_refresh: a.full_refresh,
                 progress: !cli.quiet,
                 wait: a.wait,
+                partitions,
             };
             let report = pull::pull(&p, &lake, &opts).await?;
             print!("{}", report.table());

@@ -27,7 +27,7 @@ pub async fn orphans(
     let sources: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.source.as_str()).collect();
     let mut out = BTreeMap::new();
     for s in sources {
-        let o = lake.orphans(&template(s), s, &current).await?;
+        let o = lake.orphans(&template(s), s, &current, None).await?;
         if !o.is_empty() {
             out.insert(s.to_string(), o);
         }
@@ -93,9 +93,12 @@ pub async fn render(lake: &Lake, source: Option<&str>, template: &dyn Fn(&str) -
     }
     let sources: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.source.as_str()).collect();
     for s in sources {
-        if let Some(h) = crate::lake::lease::holder(lake, s).await? {
+        let mut running: Vec<(String, crate::lake::lease::Holder)> =
+            crate::lake::lease::holder(lake, s).await?.map(|h| (String::new(), h)).into_iter().collect();
+        running.extend(crate::lake::lease::partition_holders(lake, s).await?.into_iter().map(|(p, h)| (format!(" (partition {p})"), h)));
+        for (part, h) in running {
             out.push_str(&format!(
-                "\n{s}: a pull is running since {} ({}, pid {})\n",
+                "\n{s}{part}: a pull is running since {} ({}, pid {})\n",
                 h.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 h.host,
                 h.pid
@@ -227,7 +230,7 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
             return Err(crate::Error::Usage(format!("vacuum: no source `{s}` has landed anything in {}", lake.url)));
         }
         for s in sources {
-            let lease = crate::lake::lease::acquire(lake, &s, true).await?;
+            let lease = crate::lake::lease::acquire_scope(lake, &s, crate::lake::lease::Scope::Source, true).await?;
             let res = async {
                 // Read again under the lease: a pull may have committed since.
                 let rows = state::read_catalogue(lake, Some(&s)).await?;

@@ -1,6 +1,11 @@
-//! One writer per (lake, source): a lease object at `<lake>/_ingest/leases/<source>.json`,
-//! created with an object-store conditional put (`PutMode::Create`), so of two pulls started
-//! together exactly one gets it. The holder rewrites it every `ttl / 3` with a new expiry; a
+//! One writer per (lake, source × partition): a lease object created with an object-store
+//! conditional put (`PutMode::Create`), so of two pulls started together exactly one gets it.
+//! A whole-source pull (and `vacuum`) holds `<lake>/_ingest/leases/<source>.json`; a sharded
+//! pull (`--shard`, `--partitions`) holds `<lake>/_ingest/leases/<source>/<partition>.json` for
+//! each of its partitions, taken in sorted order, so shards of one source run side by side.
+//! The two levels exclude each other: after taking its leases a run looks at the other level
+//! and, finding a live holder there, gives everything back (then fails, or waits and tries
+//! again) — each writes before it reads, so of two such runs at least one sees the other. The holder rewrites it every `ttl / 3` with a new expiry; a
 //! lease whose expiry has passed, or whose holder's process is gone (same host), is stale and
 //! taken over, so a killed run never blocks the source for longer than `ttl`. A holder that
 //! finds its lease taken (it stalled past its expiry) raises its fence: the catalogue writer
@@ -64,8 +69,8 @@ pub struct Lease {
     beat: tokio::task::JoinHandle<()>,
 }
 
-fn rel(source: &str) -> String {
-    format!("_ingest/leases/{source}.json")
+fn rel(name: &str) -> String {
+    format!("_ingest/leases/{name}.json")
 }
 
 /// Who holds the lease of `source` now (None: free or stale).
@@ -80,10 +85,108 @@ pub async fn holder(lake: &Lake, source: &str) -> Result<Option<Holder>> {
     }
 }
 
-/// Take the lease of `source`. Busy: waits when `wait`, else fails (exit 1) naming the holder.
-pub async fn acquire(lake: &Lake, source: &str, wait: bool) -> Result<Lease> {
+/// Live partition leases of `source` (sharded pulls running).
+pub async fn partition_holders(lake: &Lake, source: &str) -> Result<Vec<(String, Holder)>> {
+    use futures::TryStreamExt;
+    let root = lake.path(&format!("_ingest/leases/{source}"));
+    let listed: Vec<object_store::ObjectMeta> = match lake.store.list(Some(&root)).try_collect().await {
+        Ok(v) => v,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for m in listed {
+        let Some(part) = m.location.filename().and_then(|f| f.strip_suffix(".json")).map(str::to_string) else { continue };
+        if let Some(h) = holder(lake, &format!("{source}/{part}")).await? {
+            out.push((part, h));
+        }
+    }
+    Ok(out)
+}
+
+/// The leases one run holds (see the module doc).
+pub struct Leases {
+    held: Vec<Lease>,
+}
+
+/// What a run leases: the whole source, or some of its partitions.
+pub enum Scope<'a> {
+    Source,
+    Partitions(&'a [String]),
+}
+
+fn busy(source: &str, part: Option<&str>, h: &Holder) -> Error {
+    Error::Busy(format!(
+        "a pull of {source}{} is running since {} ({}, pid {}); try again later or pass --wait",
+        part.map(|p| format!(" (partition {p})")).unwrap_or_default(),
+        h.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        h.host,
+        h.pid
+    ))
+}
+
+/// Take the leases of `scope` (see the module doc). Busy: waits when `wait`, else fails
+/// (exit 1) naming the holder.
+pub async fn acquire_scope(lake: &Lake, source: &str, scope: Scope<'_>, wait: bool) -> Result<Leases> {
+    loop {
+        let mut held = Vec::new();
+        let conflict = match &scope {
+            Scope::Source => {
+                held.push(acquire(lake, source, wait).await?);
+                partition_holders(lake, source).await?.into_iter().next().map(|(p, h)| busy(source, Some(&p), &h))
+            }
+            Scope::Partitions(parts) => {
+                let mut parts = parts.to_vec();
+                parts.sort();
+                parts.dedup();
+                for p in &parts {
+                    match acquire(lake, &format!("{source}/{p}"), wait).await {
+                        Ok(l) => held.push(l),
+                        Err(e) => {
+                            for l in held {
+                                l.release().await;
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                holder(lake, source).await?.map(|h| busy(source, None, &h))
+            }
+        };
+        let Some(err) = conflict else { return Ok(Leases { held }) };
+        for l in held {
+            l.release().await;
+        }
+        if !wait {
+            return Err(err);
+        }
+        // Give the other level its turn (jittered, so two waiters do not keep colliding).
+        let jitter = u64::from(std::process::id() % 250);
+        tokio::time::sleep(Duration::from_millis(250 + jitter)).await;
+    }
+}
+
+impl Leases {
+    pub fn fence(&self) -> Fence {
+        Fence { parts: self.held.iter().map(Lease::part).collect() }
+    }
+
+    pub async fn release(self) {
+        for l in self.held {
+            l.release().await;
+        }
+    }
+}
+
+/// Take the lease object `name` (`<source>` or `<source>/<partition>`). Busy: waits when
+/// `wait`, else fails (exit 1) naming the holder.
+pub async fn acquire(lake: &Lake, name: &str, wait: bool) -> Result<Lease> {
+    let (source, part) = match name.split_once('/') {
+        Some((s, p)) => (s, Some(p)),
+        None => (name, None),
+    };
     let ttl = ttl();
-    let path = lake.path(&rel(source));
+    let path = lake.path(&rel(name));
     let mut announced = false;
     loop {
         let now = Utc::now();
@@ -105,7 +208,7 @@ pub async fn acquire(lake: &Lake, source: &str, wait: bool) -> Result<Lease> {
                 let beat = tokio::spawn(heartbeat(lake.clone(), path.clone(), me.clone(), ttl, lost.clone()));
                 return Ok(Lease {
                     lake: lake.clone(),
-                    rel: rel(source),
+                    rel: rel(name),
                     me,
                     lost,
                     beat,
@@ -122,12 +225,7 @@ pub async fn acquire(lake: &Lake, source: &str, wait: bool) -> Result<Lease> {
         match serde_json::from_slice::<Holder>(&current) {
             Ok(h) if !h.stale(Utc::now()) => {
                 if !wait {
-                    return Err(Error::Busy(format!(
-                        "a pull of {source} is running since {} ({}, pid {}); try again later or pass --wait",
-                        h.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        h.host,
-                        h.pid
-                    )));
+                    return Err(busy(source, part, &h));
                 }
                 if !announced {
                     tracing::info!(source, host = %h.host, pid = h.pid, "waiting for the running pull of this source");
@@ -179,9 +277,15 @@ async fn heartbeat(lake: Lake, path: object_store::path::Path, mut me: Holder, t
     }
 }
 
-/// What a catalogue writer checks right before each commit: the lease still names this run.
+/// What a catalogue writer checks right before each commit: every lease of the run still
+/// names it.
 #[derive(Clone)]
 pub struct Fence {
+    parts: Vec<FencePart>,
+}
+
+#[derive(Clone)]
+struct FencePart {
     lake: Lake,
     path: object_store::path::Path,
     holder: String,
@@ -189,28 +293,28 @@ pub struct Fence {
 }
 
 impl Fence {
-    /// Ok while this run holds the lease; once lost, always an error.
+    /// Ok while this run holds its leases; once one is lost, always an error.
     pub async fn check(&self) -> Result<()> {
-        if !self.lost.load(Ordering::SeqCst) {
-            if names(&self.lake, &self.path, &self.holder).await {
-                return Ok(());
+        for p in &self.parts {
+            if !p.lost.load(Ordering::SeqCst) && names(&p.lake, &p.path, &p.holder).await {
+                continue;
             }
-            self.lost.store(true, Ordering::SeqCst);
+            p.lost.store(true, Ordering::SeqCst);
+            return Err(Error::Busy(
+                "this run lost its lease to another pull of the source; nothing more is committed".into(),
+            ));
         }
-        Err(Error::Busy(
-            "this run lost its lease to another pull of the source; nothing more is committed".into(),
-        ))
+        Ok(())
     }
 }
 
 impl Lease {
+    fn part(&self) -> FencePart {
+        FencePart { lake: self.lake.clone(), path: self.lake.path(&self.rel), holder: self.me.holder.clone(), lost: self.lost.clone() }
+    }
+
     pub fn fence(&self) -> Fence {
-        Fence {
-            lake: self.lake.clone(),
-            path: self.lake.path(&self.rel),
-            holder: self.me.holder.clone(),
-            lost: self.lost.clone(),
-        }
+        Fence { parts: vec![self.part()] }
     }
 
     pub async fn release(self) {
@@ -221,6 +325,9 @@ impl Lease {
         }
         // A local lake keeps no empty folders behind (a run that landed nothing leaves no trace).
         if let Some(d) = &self.lake.local_dir {
+            if let Some((source, _)) = self.rel.trim_start_matches("_ingest/leases/").split_once('/') {
+                let _ = std::fs::remove_dir(d.join("_ingest/leases").join(source));
+            }
             let _ = std::fs::remove_dir(d.join("_ingest/leases"));
             let _ = std::fs::remove_dir(d.join("_ingest"));
         }

@@ -166,6 +166,7 @@ impl Lake {
         template: &str,
         source: &str,
         current: &std::collections::HashSet<String>,
+        only: Option<&[String]>,
     ) -> Result<Vec<String>> {
         use futures::TryStreamExt;
         let t = template.replace("{source}", source);
@@ -182,7 +183,11 @@ impl Lake {
         while let Some(a) = rest.find('{') {
             re.push_str(&regex::escape(&rest[..a]));
             let b = rest[a..].find('}').map_or(rest.len(), |b| a + b + 1);
-            re.push_str(if &rest[a..b] == "{date}" { "[^/]*" } else { "[^/]+" });
+            re.push_str(match &rest[a..b] {
+                "{date}" => "[^/]*",
+                "{partition}" => "(?P<partition>[^/]+)",
+                _ => "[^/]+",
+            });
             rest = &rest[b.min(rest.len())..];
         }
         re.push_str(&regex::escape(rest));
@@ -215,7 +220,12 @@ impl Lake {
         }
         let mut out: Vec<String> = names
             .into_iter()
-            .filter(|rel| re.is_match(rel) && !current.contains(rel))
+            .filter(|rel| !current.contains(rel))
+            .filter(|rel| match re.captures(rel) {
+                None => false,
+                // A sharded pull sweeps only its own partitions' files.
+                Some(c) => only.is_none_or(|o| c.name("partition").is_some_and(|p| o.iter().any(|x| x == p.as_str()))),
+            })
             .collect();
         out.sort();
         Ok(out)

@@ -29,6 +29,48 @@ pub struct PullOptions {
     pub progress: bool,
     /// Wait for a running pull of the same source instead of failing.
     pub wait: bool,
+    /// A sharded pull: only these partitions (the pipeline already narrowed to them), under
+    /// per-partition leases (see `lake::lease`).
+    pub partitions: Option<Vec<String>>,
+}
+
+/// Narrow `p` to the partitions `--partitions` names or `--shard K/N` picks (a partition
+/// belongs to shard `sha256(id) mod N`). None: the whole source.
+pub fn select_partitions(p: &mut Pipeline, ids: Option<&[String]>, shard: Option<&str>) -> Result<Option<Vec<String>>> {
+    use sha2::Digest;
+    let chosen: Vec<String> = match (ids, shard) {
+        (None, None) => return Ok(None),
+        (Some(ids), _) => {
+            for id in ids {
+                if !p.partitions.iter().any(|x| &x.id == id) {
+                    let known: Vec<&str> = p.partitions.iter().map(|x| x.id.as_str()).collect();
+                    return Err(Error::Usage(format!("--partitions: {} has no partition `{id}` (partitions: {})", p.file, known.join(", "))));
+                }
+            }
+            ids.to_vec()
+        }
+        (None, Some(spec)) => {
+            let bad = || Error::Usage(format!("--shard {spec}: expected K/N with 0 <= K < N"));
+            let (k, n) = spec.split_once('/').ok_or_else(bad)?;
+            let (k, n): (u64, u64) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+            if n == 0 || k >= n {
+                return Err(bad());
+            }
+            p.partitions
+                .iter()
+                .filter(|x| {
+                    let h = sha2::Sha256::digest(x.id.as_bytes());
+                    u64::from_be_bytes(h[..8].try_into().unwrap()) % n == k
+                })
+                .map(|x| x.id.clone())
+                .collect()
+        }
+    };
+    if !p.path_template.contains("{partition}") {
+        return Err(Error::Usage(format!("{}: a sharded pull needs `{{partition}}` in the output path", p.file)));
+    }
+    p.partitions.retain(|x| chosen.contains(&x.id));
+    Ok(Some(chosen))
 }
 
 /// What the catalogue already says, read once before the run.
@@ -264,7 +306,11 @@ pub async fn pull(p: &Pipeline, lake: &Lake, opts: &PullOptions) -> Result<PullR
     let client = Client::new(p).map_err(|e| Error::Other(e.to_string()))?;
     // `${last:…}` without a value is an input error: found before anything is written.
     check_last(p, lake).await?;
-    let lease = lease::acquire(lake, &p.name, opts.wait).await?;
+    let scope = match &opts.partitions {
+        Some(parts) => lease::Scope::Partitions(parts),
+        None => lease::Scope::Source,
+    };
+    let lease = lease::acquire_scope(lake, &p.name, scope, opts.wait).await?;
     let res = pull_leased(p, lake, opts, &client, &lease).await;
     lease.release().await;
     let mut rep = res?;
@@ -277,14 +323,24 @@ pub fn current_paths(known: &Known) -> std::collections::HashSet<String> {
     known.current.values().map(|(p, _)| p.clone()).collect()
 }
 
-async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Client, lease: &lease::Lease) -> Result<PullReport> {
+async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Client, lease: &lease::Leases) -> Result<PullReport> {
     let started = std::time::Instant::now();
     // Holding the lease, no other run of this source is writing: anything on disk that the
     // catalogue does not list as current is a crashed or superseded landing.
-    lake.sweep_staging(&p.name);
+    // (A sharded pull looks only at its own partitions' folders.)
+    match &opts.partitions {
+        None => lake.sweep_staging(&p.name),
+        Some(parts) => {
+            for part in parts {
+                let t = p.path_template.replace("{source}", &p.name).replace("{partition}", part);
+                let fixed = &t[..t.find('{').unwrap_or(t.len())];
+                lake.sweep_staging(fixed.rsplit_once('/').map_or(fixed, |(d, _)| d));
+            }
+        }
+    }
     lake.sweep_log_staging(state::CATALOGUE, std::time::Duration::from_secs(60));
     let known = known_state(lake, &p.name).await?;
-    let orphans = lake.orphans(&p.path_template, &p.name, &current_paths(&known)).await?;
+    let orphans = lake.orphans(&p.path_template, &p.name, &current_paths(&known), opts.partitions.as_deref()).await?;
     if !orphans.is_empty() {
         let n = lake.remove_all(&orphans).await?;
         tracing::info!(source = %p.name, files = n, "removed raw files no catalogue row lists");

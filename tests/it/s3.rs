@@ -328,3 +328,75 @@ fn glue_type(t: &Value) -> bool {
         _ => false,
     }
 }
+
+/// Four shards of one Pancake pull run at once against one S3 lake (per-partition leases);
+/// their union equals an unsharded pull on disk, and a transform afterwards is exact.
+#[test]
+fn four_concurrent_shards_equal_one_unsharded_pull() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "3", "--pages", "8"]);
+    let s3 = S3::start();
+    s3.bucket("lake");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let range = ["--from", "2023-09-01", "--to", "2023-09-03"];
+    let pull: Vec<&str> = [&["pull", "pancake"][..], &range].concat();
+    ok(&ingest_cmd(Some(&sim), &local, &pipelines(), &pull).output().unwrap());
+    ok(&ingest_cmd(Some(&sim), &local, &pipelines(), &["transform"]).arg("--sql").arg(shipped_sql()).output().unwrap());
+    let lake = "s3://lake/sharded";
+    let bad = s3.run(Some(&sim), lake, &["pull", "pancake", "--partitions", "999"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("no partition `999`"), "{}", text(&bad));
+    let shards: Vec<Child> = (0..4)
+        .map(|k| {
+            let spec = format!("{k}/4");
+            let args: Vec<&str> = [&["-q", "pull", "pancake", "--shard", spec.as_str()][..], &range].concat();
+            s3.cmd(Some(&sim), lake, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = shards.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for o in &outs {
+        ok(o);
+    }
+    let parts: Vec<Value> = ok(&s3.run(None, lake, &["query", "--format", "json", "SELECT count(DISTINCT partition) AS n FROM _ingest.catalogue"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parts[0]["n"], 8, "the shards together pulled every page");
+    ok(&s3.run(None, lake, &["transform"]));
+    for t in TABLES.iter().filter(|t| t.contains("pancake")) {
+        let remote = rows(s3.run(None, lake, &["query", "--format", "json", &format!("SELECT * FROM {t}")]));
+        let here = local_rows(&local, t);
+        assert!(!here.is_empty(), "{t} is empty");
+        assert!(remote == here, "{t}: the shards' union differs from one pull ({} vs {} rows)", remote.len(), here.len());
+    }
+}
+
+/// The lease levels exclude each other: while a shard runs, a whole-source pull of that source
+/// is refused (naming the partition) and a shard of other partitions runs alongside.
+#[test]
+fn a_running_shard_blocks_a_whole_source_pull_but_not_another_shard() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "4", "--pages", "2", "--slow-every", "1", "--slow-ms", "300"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let ids: Vec<String> = sim.var("PANCAKE_PAGE_IDS").split(',').map(str::to_string).collect();
+    let range = ["--from", "2023-09-01", "--to", "2023-09-04"];
+    let first: Vec<&str> = [&["-q", "pull", "pancake", "--partitions", ids[0].as_str()][..], &range].concat();
+    let mut running = spawn_quiet(ingest_cmd(Some(&sim), &lake, &pipelines(), &first));
+    let lease = lake.join(format!("_ingest/leases/pancake/{}.json", ids[0]));
+    let t0 = Instant::now();
+    while !lease.exists() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(lease.exists(), "the shard took no partition lease");
+    let whole: Vec<&str> = [&["pull", "pancake"][..], &range].concat();
+    let o = ingest_cmd(Some(&sim), &lake, &pipelines(), &whole).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains(&format!("a pull of pancake (partition {}) is running since", ids[0])), "{}", text(&o));
+    let other: Vec<&str> = [&["pull", "pancake", "--partitions", ids[1].as_str()][..], &range].concat();
+    assert!(running.try_wait().unwrap().is_none(), "the first shard ended before the second started alongside it");
+    ok(&ingest_cmd(Some(&sim), &lake, &pipelines(), &other).output().unwrap());
+    assert!(running.wait().unwrap().success());
+    assert!(!lease.exists(), "the shard left its lease behind");
+    let parts = query(&lake, "SELECT count(DISTINCT partition) AS n FROM _ingest.catalogue");
+    assert_eq!(parts[0]["n"], 2);
+}
