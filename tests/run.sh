@@ -7,15 +7,15 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
 export CARGO_TERM_COLOR=never
 
-# DuckDB 1.4.4 with its delta and httpfs extensions, Python's deltalake (reader checks), and
+# DuckDB 1.4.4 with its delta and httpfs extensions, Python's deltalake and polars (reader checks), and
 # moto's S3 server (the S3-compatible store the S3 tests run against, on loopback).
 VENV="${INGEST_VENV:-$HOME/.cache/ingest-venv}"
 ext() { ls "$VENV"/lib/python*/site-packages/duckdb_ext/extensions/v1.4.4/*/"$1".duckdb_extension 2>/dev/null | head -1; }
-if ! "$VENV/bin/python" -c "import duckdb, pytz, moto.server, deltalake, flask_cors" 2>/dev/null || [ -z "$(ext delta)" ] || [ -z "$(ext httpfs)" ]; then
+if ! "$VENV/bin/python" -c "import duckdb, pytz, moto.server, deltalake, flask_cors, polars" 2>/dev/null || [ -z "$(ext delta)" ] || [ -z "$(ext httpfs)" ]; then
   echo "== installing DuckDB, deltalake and moto into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb==1.4.4 duckdb-ext-delta duckdb-ext-httpfs pytz \
-    deltalake "moto[server]"
+    deltalake polars "moto[server]"
 fi
 export INGEST_PYTHON="$VENV/bin/python"
 INGEST_DUCKDB_DELTA="$(ext delta)"

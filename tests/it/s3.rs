@@ -152,8 +152,8 @@ fn local_rows(lake: &Path, table: &str) -> Vec<String> {
 }
 
 /// Pull Pancake (killed once mid-pull) and C2S, transform (killed once mid-run), rerun both:
-/// every table equals the same work done cleanly on local disk; DuckDB (httpfs + delta) and
-/// Python's deltalake read each table from S3 with the same counts; `ddl athena` points at
+/// every table equals the same work done cleanly on local disk; DuckDB (httpfs + delta),
+/// Python's deltalake and polars read each table from S3 with the same counts; `ddl athena` points at
 /// S3; no credential anywhere.
 #[test]
 fn the_loop_on_s3_with_kills_equals_a_clean_run_on_disk() {
@@ -201,17 +201,18 @@ fn the_loop_on_s3_with_kills_equals_a_clean_run_on_disk() {
         "import duckdb, json\ncon = duckdb.connect(config={{'allow_unsigned_extensions': 'true'}})\n\
          con.execute(\"LOAD '{httpfs}'\")\ncon.execute(\"LOAD '{delta}'\")\n\
          con.execute(\"CREATE SECRET s (TYPE s3, KEY_ID 'AKIAINGESTTEST', SECRET '{secret}', REGION 'us-east-1', ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)\")\n\
-         from deltalake import DeltaTable, QueryBuilder\n\
+         from deltalake import DeltaTable, QueryBuilder\nimport polars\n\
          opts = {{'AWS_ENDPOINT_URL': '{ep}', 'AWS_ACCESS_KEY_ID': 'AKIAINGESTTEST', 'AWS_SECRET_ACCESS_KEY': '{secret}', 'AWS_REGION': 'us-east-1', 'AWS_ALLOW_HTTP': 'true'}}\n\
          for p in {paths:?}:\n    d = con.execute(f\"SELECT count(*) FROM delta_scan('{{p}}')\").fetchone()[0]\n    \
-         py = QueryBuilder().register('t', DeltaTable(p, storage_options=opts)).execute('SELECT count(*) AS n FROM t').read_all()['n'][0].as_py()\n    print(json.dumps([d, py]))\n",
+         py = QueryBuilder().register('t', DeltaTable(p, storage_options=opts)).execute('SELECT count(*) AS n FROM t').read_all()['n'][0].as_py()\n    \
+         pl = polars.read_delta(p, storage_options=opts).height\n    print(json.dumps([d, py, pl]))\n",
         secret = s3.secret,
         ep = s3.endpoint,
     );
-    let read: Vec<(usize, usize)> = python(&code).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let read: Vec<(usize, usize, usize)> = python(&code).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(read.len(), TABLES.len());
-    for ((t, want), (duck, py)) in TABLES.iter().zip(&counts).zip(&read) {
-        assert_eq!((duck, py), (want, want), "{t}: DuckDB / Python deltalake counts");
+    for ((t, want), (duck, py, pl)) in TABLES.iter().zip(&counts).zip(&read) {
+        assert_eq!((duck, py, pl), (want, want, want), "{t}: DuckDB / Python deltalake / polars counts");
     }
     let ddl = ok(&s3.run(None, lake, &["ddl", "athena", "--database", "lake"]));
     assert!(ddl.contains("LOCATION 's3://lake/prod/silver/c2s_leads'"), "{ddl}");
@@ -399,4 +400,55 @@ fn a_running_shard_blocks_a_whole_source_pull_but_not_another_shard() {
     assert!(!lease.exists(), "the shard left its lease behind");
     let parts = query(&lake, "SELECT count(DISTINCT partition) AS n FROM _ingest.catalogue");
     assert_eq!(parts[0]["n"], 2);
+}
+
+/// A store that ignores conditional writes (here: moto behind a proxy that drops
+/// `If-None-Match`) is refused before anything is written, naming the opt-out variable;
+/// with `AWS_S3_ALLOW_UNSAFE_RENAME=true` the user accepts the risk and the pull runs.
+#[test]
+fn a_store_without_conditional_writes_is_refused_unless_the_user_opts_in() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "1"]);
+    let s3 = S3::start();
+    s3.bucket("lake");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let proxy = format!(
+        "import http.server, http.client\n\
+         class P(http.server.BaseHTTPRequestHandler):\n    protocol_version = 'HTTP/1.1'\n    def log_message(self, *a): pass\n    def go(self):\n        \
+         n = int(self.headers.get('Content-Length') or 0)\n        body = self.rfile.read(n) if n else None\n        \
+         h = {{k: v for k, v in self.headers.items() if k.lower() not in ('if-none-match', 'host')}}\n        \
+         c = http.client.HTTPConnection('{up}')\n        c.request(self.command, self.path, body=body, headers=h)\n        r = c.getresponse()\n        data = r.read()\n        \
+         self.send_response(r.status)\n        for k, v in r.getheaders():\n            if k.lower() not in ('transfer-encoding', 'content-length', 'connection'): self.send_header(k, v)\n        \
+         self.send_header('Content-Length', str(len(data)))\n        self.end_headers()\n        self.wfile.write(data)\n    \
+         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = go\n\
+         http.server.ThreadingHTTPServer(('127.0.0.1', {port}), P).serve_forever()\n",
+        up = s3.endpoint.strip_prefix("http://").unwrap()
+    );
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _proxy = Kill(Command::new(std::env::var("INGEST_PYTHON").unwrap()).arg("-c").arg(&proxy).stderr(Stdio::null()).spawn().unwrap());
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let via = |c: &mut Command| {
+        c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+    };
+    let mut c = s3.cmd(Some(&sim), "s3://lake/unsafe", &["pull", "c2s"]);
+    via(&mut c);
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("ignores conditional writes") && text(&o).contains("AWS_S3_ALLOW_UNSAFE_RENAME=true"), "{}", text(&o));
+    assert_eq!(sim.stats()["requests"], 0, "the API was called before the lake was checked");
+    assert!(s3.objects("lake").is_empty(), "something was written: {:?}", s3.objects("lake").iter().map(|o| &o.0).collect::<Vec<_>>());
+    let mut c = s3.cmd(Some(&sim), "s3://lake/unsafe", &["pull", "c2s"]);
+    via(&mut c);
+    c.env("AWS_S3_ALLOW_UNSAFE_RENAME", "true");
+    ok(&c.output().unwrap());
+    assert!(s3.objects("lake").iter().any(|(k, _)| k.starts_with("unsafe/c2s/")));
 }
