@@ -214,6 +214,13 @@ fn the_loop_on_s3_with_kills_equals_a_clean_run_on_disk() {
     for ((t, want), (duck, py, pl)) in TABLES.iter().zip(&counts).zip(&read) {
         assert_eq!((duck, py, pl), (want, want, want), "{t}: DuckDB / Python deltalake / polars counts");
     }
+    // export and vacuum work on S3 too.
+    let o = s3.run(None, lake, &["export", "silver.c2s_leads", "--format", "csv", "--to", "s3://lake/exports/"]);
+    ok(&o);
+    let exported = text(&o);
+    assert!(exported.contains("s3://lake/exports/silver_c2s_leads_") && exported.contains(&format!("{} rows", counts[0])), "{exported}");
+    outputs.push(exported);
+    outputs.push(ok(&s3.run(Some(&sim), lake, &["vacuum"])));
     let ddl = ok(&s3.run(None, lake, &["ddl", "athena", "--database", "lake"]));
     assert!(ddl.contains("LOCATION 's3://lake/prod/silver/c2s_leads'"), "{ddl}");
     outputs.push(ddl);
@@ -227,6 +234,8 @@ fn the_loop_on_s3_with_kills_equals_a_clean_run_on_disk() {
     let objects = s3.objects("lake");
     assert!(objects.iter().any(|(k, _)| k.starts_with("prod/pancake/1001/conversations/file_")), "raw layout on S3");
     assert!(objects.iter().all(|(k, _)| !k.contains(".probe-")), "a write probe was left behind");
+    let csv = objects.iter().find(|(k, _)| k.starts_with("exports/silver_c2s_leads_")).expect("the export on S3");
+    assert!(String::from_utf8_lossy(&csv.1).lines().count() > counts[0], "export: a header and every lead");
     // Athena engine v3's rules, from every Delta log on S3: reader protocol 1 (no reader
     // features), column types Glue maps, partition columns that exist.
     let mut logs = 0;
