@@ -118,6 +118,14 @@ pub enum Command {
         #[arg(long)]
         failed: bool,
     },
+    /// Compact each Delta table's small files into larger ones (and write a checkpoint), so
+    /// reads stay flat as commits pile up: the catalogue gets one small file per pull commit.
+    /// Rows, versions' meanings and transform watermarks are unchanged; safe while readers run
+    /// (they keep reading the version they opened; `vacuum` removes the old files later).
+    Optimize {
+        /// A table (schema.table, or _ingest.catalogue, _ingest.runs, _ingest.sent); default: all
+        table: Option<String>,
+    },
     /// Remove files nothing refers to: raw files no catalogue row lists (landings of crashed
     /// runs, superseded files; under each source's lease, so it never races a pull) and Delta
     /// data files no commit references after the tables' retention (7 days).

@@ -179,6 +179,20 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             print!("{}", ingest::lake::runs::render(&rows));
             Ok(0)
         }
+        Command::Optimize { table } => {
+            let lake = Lake::open(&cli.lake)?;
+            lake.ready_for_writes().await?;
+            let done = status::optimize(&lake, table.as_deref()).await?;
+            println!("{:<40} {:>13} {:>11}", "table", "small files", "into");
+            for (t, removed, added) in &done {
+                if *removed > 0 {
+                    println!("{t:<40} {removed:>13} {added:>11}");
+                }
+            }
+            let untouched = done.iter().filter(|d| d.1 == 0).count();
+            println!("{} table(s) compacted, {untouched} already compact", done.len() - untouched);
+            Ok(0)
+        }
         Command::Vacuum { target } => {
             let lake = Lake::open(&cli.lake)?;
             lake.ready_for_writes().await?;

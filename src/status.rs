@@ -267,3 +267,34 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
     }
     Ok((raw, files))
 }
+
+/// `ingest optimize [TABLE]`: each Delta table's small files compacted (deltalake's
+/// bin-packing, target size its default) and a checkpoint written. Returns (table, files
+/// removed, files added) per table that changed. A conflicting concurrent commit (a transform's
+/// MERGE rewriting the same files) fails that table's optimize; the next run retries it.
+pub async fn optimize(lake: &Lake, table: Option<&str>) -> Result<Vec<(String, u64, u64)>> {
+    let rels = state::delta_tables(lake).await?;
+    let rels: Vec<String> = match table {
+        Some(t) => {
+            let rel = t.replace('.', "/");
+            if !rels.contains(&rel) {
+                return Err(crate::Error::Usage(format!("optimize: no table `{t}` in {}", lake.url)));
+            }
+            vec![rel]
+        }
+        None => rels,
+    };
+    let mut out = Vec::new();
+    for rel in rels {
+        let Some(t) = state::open_table(lake, &rel).await? else { continue };
+        let (t, metrics) = t.optimize().with_max_concurrent_tasks(1).await?;
+        if metrics.num_files_removed > 0 {
+            deltalake::checkpoints::create_checkpoint(&t, None).await?;
+        }
+        if metrics.num_files_removed > 0 {
+            tracing::info!(table = %rel, removed = metrics.num_files_removed, added = metrics.num_files_added, "optimized");
+        }
+        out.push((rel.replace('/', "."), metrics.num_files_removed, metrics.num_files_added));
+    }
+    Ok(out)
+}

@@ -296,3 +296,37 @@ fn status_lists_and_vacuum_removes_only_what_no_catalogue_row_lists() {
     assert_eq!(query(&lake, "SELECT count(*) AS n FROM silver.pancake_posts")[0]["n"].as_u64().unwrap() as usize,
         before.values().map(Vec::len).sum::<usize>());
 }
+
+/// `ingest optimize` compacts the catalogue (one small file per pull commit) into one file and
+/// writes a checkpoint; rows and transform watermarks are unchanged, DuckDB reads it, and the
+/// next pull and transform apply exactly the new data.
+#[test]
+fn optimize_compacts_the_catalogue_and_changes_nothing_else() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let run = |args: &[&str]| ok(&ingest_cmd(Some(&sim), &lake, &pipelines(), args).arg("--sql").arg(shipped_sql()).output().unwrap());
+    run(&["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-04"]);
+    run(&["transform"]);
+    let rows = || query(&lake, "SELECT count(*) AS n, max(seq) AS s FROM _ingest.catalogue")[0].clone();
+    let silver = || query(&lake, "SELECT count(*) AS n FROM silver.pancake_conversations")[0]["n"].as_u64().unwrap();
+    let (before, conversations) = (rows(), silver());
+    let parquet = |d: &str| std::fs::read_dir(lake.join(d)).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".parquet")).count();
+    let small = parquet("_ingest/catalogue");
+    assert!(small > 5, "{small} catalogue files");
+    let out = run(&["optimize"]);
+    assert!(out.contains(&format!("_ingest.catalogue {:>width$} {:>11}", small, 1, width = 40 - "_ingest.catalogue".len() + 13)), "{out}");
+    assert_eq!(rows(), before, "optimize changed the catalogue's rows");
+    assert_eq!(silver(), conversations);
+    assert!(lake.join("_ingest/catalogue/_delta_log/_last_checkpoint").exists(), "no checkpoint written");
+    let n = duckdb(&format!("print(con.execute(\"SELECT count(*) FROM delta_scan('{}')\").fetchone()[0])", lake.join("_ingest/catalogue").display()));
+    assert_eq!(n.trim(), before["n"].to_string());
+    // Nothing new: a transform applies nothing; a new day lands and is applied once.
+    let t = run(&["transform", "silver.pancake_conversations"]);
+    assert_eq!(silver(), conversations, "{t}");
+    run(&["pull", "pancake", "--from", "2023-09-05", "--to", "2023-09-05"]);
+    run(&["transform", "silver.pancake_conversations"]);
+    let raw = query(&lake, "SELECT count(DISTINCT id) AS n FROM raw.pancake_conversations")[0]["n"].as_u64().unwrap();
+    assert_eq!(silver(), raw);
+    assert!(silver() > conversations);
+}
