@@ -244,18 +244,7 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
     }
     let mut files = 0;
     if source.is_none() {
-        let rels = state::delta_tables(lake).await?;
-        let rels: Vec<String> = match table {
-            Some(t) => {
-                let rel = t.replace('.', "/");
-                if !rels.contains(&rel) {
-                    return Err(crate::Error::Usage(format!("vacuum: no table `{t}` in {}", lake.url)));
-                }
-                vec![rel]
-            }
-            None => rels,
-        };
-        for rel in rels {
+        for rel in tables_named(lake, table, "vacuum").await? {
             lake.sweep_log_staging(&rel, std::time::Duration::from_secs(60));
             let Some(t) = state::open_table(lake, &rel).await? else { continue };
             let (_, metrics) = t.vacuum().await?;
@@ -273,19 +262,8 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
 /// removed, files added) per table that changed. A conflicting concurrent commit (a transform's
 /// MERGE rewriting the same files) fails that table's optimize; the next run retries it.
 pub async fn optimize(lake: &Lake, table: Option<&str>) -> Result<Vec<(String, u64, u64)>> {
-    let rels = state::delta_tables(lake).await?;
-    let rels: Vec<String> = match table {
-        Some(t) => {
-            let rel = t.replace('.', "/");
-            if !rels.contains(&rel) {
-                return Err(crate::Error::Usage(format!("optimize: no table `{t}` in {}", lake.url)));
-            }
-            vec![rel]
-        }
-        None => rels,
-    };
     let mut out = Vec::new();
-    for rel in rels {
+    for rel in tables_named(lake, table, "optimize").await? {
         let Some(t) = state::open_table(lake, &rel).await? else { continue };
         let (t, metrics) = t.optimize().with_max_concurrent_tasks(1).await?;
         if metrics.num_files_removed > 0 {
@@ -297,4 +275,20 @@ pub async fn optimize(lake: &Lake, table: Option<&str>) -> Result<Vec<(String, u
         out.push((rel.replace('/', "."), metrics.num_files_removed, metrics.num_files_added));
     }
     Ok(out)
+}
+
+/// The Delta tables a maintenance command works on: `table` (`schema.table`; an unknown one is
+/// a usage error naming `verb`) or every table of the lake.
+async fn tables_named(lake: &Lake, table: Option<&str>, verb: &str) -> Result<Vec<String>> {
+    let rels = state::delta_tables(lake).await?;
+    match table {
+        Some(t) => {
+            let rel = t.replace('.', "/");
+            if !rels.contains(&rel) {
+                return Err(crate::Error::Usage(format!("{verb}: no table `{t}` in {}", lake.url)));
+            }
+            Ok(vec![rel])
+        }
+        None => Ok(rels),
+    }
 }
