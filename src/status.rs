@@ -264,15 +264,8 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
 pub async fn optimize(lake: &Lake, table: Option<&str>) -> Result<Vec<(String, u64, u64)>> {
     let mut out = Vec::new();
     for rel in tables_named(lake, table, "optimize").await? {
-        let Some(t) = state::open_table(lake, &rel).await? else { continue };
-        let (t, metrics) = t.optimize().with_max_concurrent_tasks(1).await?;
-        if metrics.num_files_removed > 0 {
-            deltalake::checkpoints::create_checkpoint(&t, None).await?;
-        }
-        if metrics.num_files_removed > 0 {
-            tracing::info!(table = %rel, removed = metrics.num_files_removed, added = metrics.num_files_added, "optimized");
-        }
-        out.push((rel.replace('/', "."), metrics.num_files_removed, metrics.num_files_added));
+        let (removed, added) = state::compact(lake, &rel).await?;
+        out.push((rel.replace('/', "."), removed, added));
     }
     Ok(out)
 }

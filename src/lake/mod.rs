@@ -294,9 +294,15 @@ impl Lake {
     }
 }
 
-/// A raw NDJSON file being written: lines stream into a multipart upload that becomes
-/// visible only on `finish`. Memory is bounded by the upload's buffered parts.
+/// Bytes a raw file holds in memory before it turns into a multipart upload (also the part size).
+const PART: usize = 5 * 1024 * 1024;
+
+/// A raw NDJSON file being written; it becomes visible whole on `finish`, or never. Up to
+/// [`PART`] bytes it is one buffered `put` (one request on S3, a staged write + rename on disk);
+/// past that, a multipart upload whose memory is bounded by its buffered parts.
 pub struct RawFile {
+    lake: Lake,
+    pending: Vec<u8>,
     writer: Option<WriteMultipart>,
     pub rel: String,
     pub records: u64,
@@ -307,9 +313,10 @@ pub struct RawFile {
 
 impl RawFile {
     pub async fn create(lake: &Lake, rel: &str) -> Result<Self> {
-        let upload = lake.store.put_multipart(&lake.path(rel)).await?;
         Ok(RawFile {
-            writer: Some(WriteMultipart::new_with_chunk_size(upload, 5 * 1024 * 1024)),
+            lake: lake.clone(),
+            pending: Vec::new(),
+            writer: None,
             rel: rel.to_string(),
             records: 0,
             bytes: 0,
@@ -325,21 +332,41 @@ impl RawFile {
             serde_json::to_writer(&mut buf, r).map_err(|e| Error::Lake(e.to_string()))?;
             buf.push(b'\n');
         }
-        let w = self.writer.as_mut().expect("open raw file");
         for r in records {
             self.shape.add(r);
         }
-        w.wait_for_capacity(4).await?;
-        w.write(&buf);
         self.hash.update(&buf);
         self.records += records.len() as u64;
         self.bytes += buf.len() as u64;
+        match self.writer.as_mut() {
+            Some(w) => {
+                w.wait_for_capacity(4).await?;
+                w.write(&buf);
+            }
+            None => {
+                self.pending.extend_from_slice(&buf);
+                if self.pending.len() >= PART {
+                    let upload = self.lake.store.put_multipart(&self.lake.path(&self.rel)).await?;
+                    let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
+                    w.write(&std::mem::take(&mut self.pending));
+                    self.writer = Some(w);
+                }
+            }
+        }
         Ok(())
     }
 
-    /// Complete the upload; returns the content's sha256 and its schema (see [`schema`]).
+    /// Complete the file; returns the content's sha256 and its schema (see [`schema`]).
     pub async fn finish(mut self) -> Result<(String, String)> {
-        self.writer.take().expect("open raw file").finish().await?;
+        match self.writer.take() {
+            Some(w) => {
+                w.finish().await?;
+            }
+            None => {
+                let body = std::mem::take(&mut self.pending);
+                self.lake.store.put(&self.lake.path(&self.rel), body.into()).await?;
+            }
+        }
         Ok((hex::encode(self.hash.clone().finalize()), schema::to_json(&self.shape.schema())))
     }
 

@@ -194,6 +194,29 @@ async fn open_or_create(lake: &Lake) -> Result<DeltaTable> {
     open_or_create_table(lake, CATALOGUE, "catalogue", schema()).await
 }
 
+/// Compact the Delta table at `rel` (deltalake's bin-packing `optimize`, one task) and write a
+/// checkpoint when files were compacted. Rows are unchanged (so are catalogue positions and
+/// the `txn` watermarks). Returns (files compacted, files written).
+pub async fn compact(lake: &Lake, rel: &str) -> Result<(u64, u64)> {
+    let Some(t) = open_table(lake, rel).await? else { return Ok((0, 0)) };
+    let (t, metrics) = t.optimize().with_max_concurrent_tasks(1).await?;
+    if metrics.num_files_removed > 0 {
+        deltalake::checkpoints::create_checkpoint(&t, None).await?;
+        tracing::info!(table = %rel, removed = metrics.num_files_removed, added = metrics.num_files_added, "compacted");
+    }
+    Ok((metrics.num_files_removed, metrics.num_files_added))
+}
+
+/// After a pull: the table at `rel` (the catalogue gets one small file per commit) compacted
+/// once it holds more than `max` files, so reads stay flat as pulls pile up.
+pub async fn compact_when_over(lake: &Lake, rel: &str, max: usize) -> Result<()> {
+    let Some(t) = open_table(lake, rel).await? else { return Ok(()) };
+    if t.snapshot()?.log_data().num_files() > max {
+        compact(lake, rel).await?;
+    }
+    Ok(())
+}
+
 /// Open the state table at `rel`, creating it with `schema` (checkpoints every 50 commits).
 pub(crate) async fn open_or_create_table(lake: &Lake, rel: &str, name: &str, schema: SchemaRef) -> Result<DeltaTable> {
     if let Some(t) = open_table(lake, rel).await? {

@@ -300,6 +300,12 @@ pub fn check_streams(p: &Pipeline, wanted: &Option<Vec<String>>) -> Result<()> {
     Ok(())
 }
 
+/// Catalogue files past which a pull compacts it (see `state::compact_when_over`); 200, or
+/// `INGEST_COMPACT_CATALOGUE_OVER`.
+fn compact_catalogue_over() -> usize {
+    std::env::var("INGEST_COMPACT_CATALOGUE_OVER").ok().and_then(|v| v.parse().ok()).unwrap_or(200)
+}
+
 pub async fn pull(p: &Pipeline, lake: &Lake, opts: &PullOptions) -> Result<PullReport> {
     check_streams(p, &opts.streams)?;
     let started = std::time::Instant::now();
@@ -437,6 +443,11 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         tracing::warn!("cannot append to the run log: {e}");
     }
     let commits = closed?;
+    // The catalogue gets a small file per commit: compacted past a few hundred (a failure here
+    // loses nothing; the next pull or `ingest optimize` tries again).
+    if let Err(e) = state::compact_when_over(lake, state::CATALOGUE, compact_catalogue_over()).await {
+        tracing::warn!("cannot compact the catalogue (the next pull retries): {e}");
+    }
     Ok(PullReport {
         source: p.name.clone(),
         run_id,

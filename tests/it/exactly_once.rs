@@ -329,4 +329,19 @@ fn optimize_compacts_the_catalogue_and_changes_nothing_else() {
     let raw = query(&lake, "SELECT count(DISTINCT id) AS n FROM raw.pancake_conversations")[0]["n"].as_u64().unwrap();
     assert_eq!(silver(), raw);
     assert!(silver() > conversations);
+    // Pulls compact the catalogue themselves past a threshold (200 files; 5 here).
+    let other = dir.path().join("other");
+    let o = ingest_cmd(Some(&sim), &other, &pipelines(), &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-04"])
+        .env("INGEST_COMPACT_CATALOGUE_OVER", "5")
+        .output()
+        .unwrap();
+    ok(&o);
+    let optimized = std::fs::read_dir(other.join("_ingest/catalogue/_delta_log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .any(|p| std::fs::read_to_string(p).unwrap().contains("\"operation\":\"OPTIMIZE\""));
+    assert!(optimized && other.join("_ingest/catalogue/_delta_log/_last_checkpoint").exists(), "the pull did not compact the catalogue");
+    let b = query(&other, "SELECT count(*) AS n FROM _ingest.catalogue");
+    assert_eq!(b[0]["n"], before["n"], "the compacted catalogue lost or gained rows");
 }
