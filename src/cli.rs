@@ -51,6 +51,10 @@ pub enum Command {
         /// Rebuild from every landed file instead of only the new ones
         #[arg(long)]
         full_refresh: bool,
+        /// Memory the engine's sorts and aggregations may use before spilling to temp files
+        /// (e.g. 512MiB, 2GiB); default: no limit
+        #[arg(long, value_name = "SIZE")]
+        memory_limit: Option<String>,
     },
     /// SQL over the lake: every Delta table (schema.table) and raw stream (raw.<source>_<stream>).
     Query {

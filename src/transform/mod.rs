@@ -27,6 +27,8 @@ pub struct TransformOptions {
     /// Only these targets (and what they need); all when empty.
     pub models: Vec<String>,
     pub full_refresh: bool,
+    /// Bytes the query engine's sorts and aggregations may hold before spilling to disk.
+    pub memory_limit: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -288,7 +290,21 @@ async fn register_raw(
 
 pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformOptions) -> Result<Vec<ModelReport>> {
     let all = model::load_dir(sql_dir)?;
-    let ctx = SessionContext::new();
+    let ctx = match opts.memory_limit {
+        None => SessionContext::new(),
+        // Sorts and aggregations spill to temp files past the limit (under the system's temp
+        // directory, removed when the run ends).
+        Some(limit) => {
+            let rt = deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(limit, 1.0)
+                .build_arc()?;
+            // A sort keeps this much aside to merge its spills (10 MB by default): a quarter
+            // of a small limit, so small limits still work.
+            let cfg = deltalake::datafusion::prelude::SessionConfig::new()
+                .with_sort_spill_reservation_bytes((limit / 4).min(10 * 1024 * 1024));
+            SessionContext::new_with_config_rt(cfg, rt)
+        }
+    };
     functions::register(&ctx);
     let mut refs = BTreeMap::new();
     for m in &all {
@@ -422,7 +438,10 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                 reports.push(report);
             }
             Err(e) => {
-                let msg = crate::secret::redact(&format!("{} ({}): {e}", m.target, m.file));
+                let mut msg = crate::secret::redact(&format!("{} ({}): {e}", m.target, m.file));
+                if msg.contains("Resources exhausted") {
+                    msg = format!("{msg} — nothing was written; raise --memory-limit");
+                }
                 tracing::error!(model = %m.target, "model failed: {msg}");
                 broken.insert(m.target.clone());
                 // Dependents must not read a half-registered output: show them the table as it is.

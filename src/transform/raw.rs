@@ -86,17 +86,15 @@ async fn read(lake: &Lake, f: &LandedFile) -> Result<bytes::Bytes> {
     }
 }
 
-/// Read `files` into batches of `data_schema` plus the meta columns.
+/// Read `files` into batches of `data_schema` plus the meta columns, one file at a time (its
+/// bytes are dropped once decoded: peak memory is the decoded batches plus one raw file).
 pub async fn load(lake: &Lake, files: &[LandedFile], data_schema: SchemaRef) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let mut contents = Vec::with_capacity(files.len());
-    for f in files {
-        contents.push(read(lake, f).await?);
-    }
     let mut fields: Vec<Field> = data_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(meta_fields());
     let schema = Arc::new(Schema::new(fields));
     let mut out = Vec::new();
-    for (f, bytes) in files.iter().zip(contents) {
+    for f in files {
+        let bytes = read(lake, f).await?;
         let reader = deltalake::arrow::json::ReaderBuilder::new(data_schema.clone())
             .with_coerce_primitive(true)
             .with_batch_size(16 * 1024)
