@@ -253,12 +253,16 @@ impl Lake {
         }
     }
 
-    /// Remove staging parts (`<version>.json#n`) a killed commit left in a local Delta log,
-    /// once older than `min_age` (a live commit's part lives for milliseconds).
+    /// Remove staging parts a killed commit left in a local Delta table — `<version>.json#n` in
+    /// its log, `part-….parquet#n` beside it — once older than `min_age` (a live writer's part
+    /// lives for milliseconds). No Delta reader lists them.
     pub fn sweep_log_staging(&self, table_rel: &str, min_age: std::time::Duration) {
         let Some(dir) = &self.local_dir else { return };
-        let log = dir.join(table_rel).join("_delta_log");
-        for e in std::fs::read_dir(&log).into_iter().flatten().flatten() {
+        let table = dir.join(table_rel);
+        let log = table.join("_delta_log");
+        // Commit parts in the log, and data-file parts (`part-….parquet#n`) beside it.
+        let entries = std::fs::read_dir(&log).into_iter().chain(std::fs::read_dir(&table)).flatten().flatten();
+        for e in entries {
             let p = e.path();
             let old = e
                 .metadata()
