@@ -88,7 +88,6 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Transform { models, full_refresh, memory_limit } => {
-            let memory_limit = memory_limit.as_deref().map(parse_size).transpose()?;
             let lake = Lake::open(&cli.lake)?;
             lake.ready_for_writes().await?;
             let opts = transform::TransformOptions { models, full_refresh, memory_limit };
@@ -221,26 +220,4 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Demo => demo::run(&cli.lake).await,
     }
-}
-
-/// `512MiB`, `2GiB`, `1.5GB`, `100000000` → bytes.
-fn parse_size(s: &str) -> Result<usize, Error> {
-    let t = s.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.trim().parse().map_err(|_| Error::Usage(format!("--memory-limit {s}: expected a size like 512MiB or 2GiB")))?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(Error::Usage(format!("--memory-limit {s}: unknown unit `{unit}` (B, KiB, MiB, GiB, KB, MB, GB)"))),
-    };
-    if n <= 0.0 {
-        return Err(Error::Usage(format!("--memory-limit {s}: must be positive")));
-    }
-    Ok((n * mult) as usize)
 }

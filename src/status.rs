@@ -259,7 +259,7 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
 
 /// `ingest optimize [TABLE]`: each Delta table's small files compacted (deltalake's
 /// bin-packing, target size its default) and a checkpoint written. Returns (table, files
-/// removed, files added) per table that changed. A conflicting concurrent commit (a transform's
+/// compacted, files written) per table, (0, 0) for one already compact. A conflicting concurrent commit (a transform's
 /// MERGE rewriting the same files) fails that table's optimize; the next run retries it.
 pub async fn optimize(lake: &Lake, table: Option<&str>) -> Result<Vec<(String, u64, u64)>> {
     let mut out = Vec::new();

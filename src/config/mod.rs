@@ -48,13 +48,26 @@ pub struct SinkConfig {
     /// as `_ingest_order`, are never sent).
     #[serde(default)]
     pub omit: Vec<String>,
-    /// Checks on the rows before anything is sent, column → `integer`, `timestamp_utc`
-    /// (ISO-8601 ending in `Z`), `digits` or `not_null`; a violation names the rows (exit 2).
+    /// Checks on the rows before anything is sent, column → check; a violation names the
+    /// rows (exit 2).
     #[serde(default)]
-    pub checks: BTreeMap<String, String>,
+    pub checks: BTreeMap<String, RowCheck>,
     /// The destination's own record of the last integration (seed 002's
     /// `get-latest-integration`), read after a push, kept in the run log and shown by `status`.
     pub latest: Option<SinkLatest>,
+}
+
+/// A sink's check of one column (every check also fails on a missing or null value).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum RowCheck {
+    /// A JSON integer (seed 002's `erpId`).
+    Integer,
+    /// An ISO-8601 time ending in `Z`.
+    TimestampUtc,
+    /// Digits only (text or a non-negative integer).
+    Digits,
+    NotNull,
 }
 
 /// `GET path` after a push; the `fields` (JSON paths) of its answer are kept.

@@ -9,9 +9,6 @@ use chrono_tz::Tz;
 use std::path::Path;
 use std::time::Duration;
 
-/// The row checks a sink may declare (`push` implements them).
-pub const CHECKS: &[&str] = &["integer", "timestamp_utc", "digits", "not_null"];
-
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub name: String,
@@ -296,11 +293,6 @@ impl Checker<'_> {
             }
             if !k.path.starts_with('/') {
                 return Err(err("path", "must start with `/`".into()));
-            }
-            for (col, check) in &k.checks {
-                if !CHECKS.contains(&check.as_str()) {
-                    return Err(err("checks", format!("`{col}` = `{check}`: expected one of {}", CHECKS.join(", "))));
-                }
             }
             sinks.push((name, k));
         }

@@ -5,11 +5,13 @@
 //! each of its partitions, taken in sorted order, so shards of one source run side by side.
 //! The two levels exclude each other: after taking its leases a run looks at the other level
 //! and, finding a live holder there, gives everything back (then fails, or waits and tries
-//! again) — each writes before it reads, so of two such runs at least one sees the other. The holder rewrites it every `ttl / 3` with a new expiry; a
-//! lease whose expiry has passed, or whose holder's process is gone (same host), is stale and
-//! taken over, so a killed run never blocks the source for longer than `ttl`. A holder that
-//! finds its lease taken (it stalled past its expiry) raises its fence: the catalogue writer
-//! then refuses every further commit of that run.
+//! again) — each writes before it reads, so of two such runs at least one sees the other.
+//!
+//! The holder rewrites each lease every `ttl / 3` with a new expiry; a lease whose expiry has
+//! passed, or whose holder's process is gone (same host), is stale and taken over, so a
+//! killed run never blocks the source for longer than `ttl`. A holder that finds a lease
+//! taken (it stalled past its expiry) raises its fence: the catalogue writer then refuses
+//! every further commit of that run.
 use super::Lake;
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};

@@ -170,11 +170,9 @@ impl Lake {
     ) -> Result<Vec<String>> {
         use futures::TryStreamExt;
         let t = template.replace("{source}", source);
-        let fixed = &t[..t.find('{').unwrap_or(t.len())];
-        let Some(cut) = fixed.rfind('/') else {
+        let Some(prefix) = fixed_dir(&t) else {
             return Ok(Vec::new());
         };
-        let prefix = &fixed[..cut];
         if prefix.is_empty() || prefix.starts_with('_') {
             return Ok(Vec::new());
         }
@@ -405,6 +403,14 @@ mod tests {
         assert!(Lake::open("ftp://x").is_err());
         assert!(Lake::open("s3://").is_err());
     }
+}
+
+/// The folder of an output path template that no placeholder touches: `pancake/1001` of
+/// `pancake/1001/{stream}/file_{date}.json` (None when the first placeholder is in the first
+/// segment).
+pub fn fixed_dir(template: &str) -> Option<&str> {
+    let fixed = &template[..template.find('{').unwrap_or(template.len())];
+    fixed.rfind('/').map(|cut| &fixed[..cut])
 }
 
 /// The S3 endpoint in use, for messages.

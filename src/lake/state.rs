@@ -198,7 +198,13 @@ async fn open_or_create(lake: &Lake) -> Result<DeltaTable> {
 /// checkpoint when files were compacted. Rows are unchanged (so are catalogue positions and
 /// the `txn` watermarks). Returns (files compacted, files written).
 pub async fn compact(lake: &Lake, rel: &str) -> Result<(u64, u64)> {
-    let Some(t) = open_table(lake, rel).await? else { return Ok((0, 0)) };
+    match open_table(lake, rel).await? {
+        Some(t) => compact_table(rel, t).await,
+        None => Ok((0, 0)),
+    }
+}
+
+async fn compact_table(rel: &str, t: DeltaTable) -> Result<(u64, u64)> {
     let (t, metrics) = t.optimize().with_max_concurrent_tasks(1).await?;
     if metrics.num_files_removed > 0 {
         deltalake::checkpoints::create_checkpoint(&t, None).await?;
@@ -212,7 +218,7 @@ pub async fn compact(lake: &Lake, rel: &str) -> Result<(u64, u64)> {
 pub async fn compact_when_over(lake: &Lake, rel: &str, max: usize) -> Result<()> {
     let Some(t) = open_table(lake, rel).await? else { return Ok(()) };
     if t.snapshot()?.log_data().num_files() > max {
-        compact(lake, rel).await?;
+        compact_table(rel, t).await?;
     }
     Ok(())
 }

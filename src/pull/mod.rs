@@ -339,8 +339,9 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         Some(parts) => {
             for part in parts {
                 let t = p.path_template.replace("{source}", &p.name).replace("{partition}", part);
-                let fixed = &t[..t.find('{').unwrap_or(t.len())];
-                lake.sweep_staging(fixed.rsplit_once('/').map_or(fixed, |(d, _)| d));
+                if let Some(dir) = crate::lake::fixed_dir(&t) {
+                    lake.sweep_staging(dir);
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 //! `sent` with that hash are skipped. The intent is committed to the ledger as `pending`
 //! before a batch is sent and its outcome after (see `lake::ledger`), so a crash in between
 //! is resent by the next run (upsert sinks: the API is idempotent by key).
-use crate::config::{Auth, Pipeline, SinkConfig, SinkLookup};
+use crate::config::{Auth, Pipeline, RowCheck, SinkConfig, SinkLookup};
 use crate::error::{Error, Result};
 use crate::http::{Client, HttpError, Request};
 use crate::json;
@@ -70,7 +70,7 @@ fn key_text(v: &Value) -> Option<String> {
 }
 
 /// Every string of `tpl` with `{row.<col>}` replaced by the row's value.
-fn fill_row(tpl: &Value, row: &Value) -> Value {
+fn fill_row(tpl: &Value, row: &Map<String, Value>) -> Value {
     match tpl {
         Value::String(s) => {
             let mut out = s.clone();
@@ -89,38 +89,33 @@ fn fill_row(tpl: &Value, row: &Value) -> Value {
 }
 
 /// A sink's declared check of one value (see `SinkConfig::checks`); Err says what is wrong.
-fn check(kind: &str, v: Option<&Value>) -> std::result::Result<(), String> {
-    let got = |v: &Value| {
-        let mut t = v.to_string();
-        t.truncate(40);
-        t
-    };
+fn check(kind: RowCheck, v: Option<&Value>) -> std::result::Result<(), String> {
     let v = match v {
         None | Some(Value::Null) => return Err("is missing".into()),
         Some(v) => v,
     };
-    let ok = match kind {
-        "integer" => v.as_i64().is_some() || v.as_u64().is_some(),
-        "digits" => v.as_u64().is_some() || v.as_str().is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())),
-        "timestamp_utc" => v
-            .as_str()
-            .is_some_and(|s| s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok()),
-        _ => true,
+    let wrong = match kind {
+        RowCheck::NotNull => None,
+        RowCheck::Integer => (!(v.is_i64() || v.is_u64())).then_some("is not an integer"),
+        RowCheck::Digits => (!(v.is_u64() || v.as_str().is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))))
+            .then_some("is not digits only"),
+        RowCheck::TimestampUtc => (!v.as_str().is_some_and(|s| s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok()))
+            .then_some("is not an ISO-8601 UTC time ending in Z"),
     };
-    if ok {
-        return Ok(());
+    match wrong {
+        None => Ok(()),
+        Some(what) => {
+            let mut got = v.to_string();
+            got.truncate(40);
+            Err(format!("{what} (got {got})"))
+        }
     }
-    Err(match kind {
-        "integer" => format!("is not an integer (got {})", got(v)),
-        "digits" => format!("is not digits only (got {})", got(v)),
-        _ => format!("is not an ISO-8601 UTC time ending in Z (got {})", got(v)),
-    })
 }
 
 /// Whether the destination already holds `row` (the sink's lookup): the record exists when
 /// an item at `records` has `match` equal to the row's `value`; a paged lookup reads pages
 /// until it is found or the last page is read.
-async fn exists(client: &Client, p: &Pipeline, auth: &Auth, what: &str, l: &SinkLookup, row: &Value) -> Result<bool> {
+async fn exists(client: &Client, p: &Pipeline, auth: &Auth, what: &str, l: &SinkLookup, row: &Map<String, Value>) -> Result<bool> {
     let value = row.get(&l.value).and_then(key_text).unwrap_or_default();
     let url = format!("{}{}", p.base_url, l.path);
     let body = l.body.as_ref().map(|b| fill_row(&serde_json::to_value(b).unwrap_or(Value::Null), row));
@@ -185,7 +180,7 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
     let run_id = uuid::Uuid::new_v4().to_string();
     let mut reports = Vec::new();
     for (name, k) in sinks {
-        let started = Instant::now();
+        let (started, started_at) = (Instant::now(), chrono::Utc::now());
         let rows = match rows_of(lake, &k.table).await? {
             Some(rows) => rows,
             // Pushing every sink of a source: one whose table is not built yet waits (named).
@@ -205,10 +200,12 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
         let mut keys = BTreeSet::new();
         let mut bad = Vec::new();
         let mut items: Vec<(String, String, Value)> = Vec::new();
+        // The whole rows by key, `omit`ted and `_` columns included: what a lookup may name.
+        let mut full: HashMap<String, &Map<String, Value>> = HashMap::new();
         for (i, r) in rows.iter().enumerate() {
             let key = r.get(&k.key).and_then(key_text);
             for (col, kind) in &k.checks {
-                if let Err(why) = check(kind, r.get(col)) {
+                if let Err(why) = check(*kind, r.get(col)) {
                     let who = key.as_ref().map(|v| format!(" (`{}` = {v})", k.key)).unwrap_or_default();
                     bad.push(format!("row {}{who}: `{col}` {why}", i + 1));
                 }
@@ -225,6 +222,7 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                             .collect(),
                     );
                     let hash = hex::encode(sha2::Sha256::digest(payload.to_string().as_bytes()));
+                    full.insert(key.clone(), r);
                     items.push((key, hash, payload));
                 }
             }
@@ -245,11 +243,6 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                 bad.join("; ")
             )));
         }
-        // The whole rows by key, `omit`ted columns included: what a lookup may name.
-        let full: HashMap<String, Value> = rows
-            .iter()
-            .filter_map(|r| Some((r.get(&k.key).and_then(key_text)?, Value::Object(r.clone()))))
-            .collect();
         let known = ledger::latest(lake, &p.name, name).await?;
         let mut rep = SinkReport { sink: name.clone(), rows: items.len(), ..Default::default() };
         let create_once = k.mode == "create_once";
@@ -278,8 +271,7 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                 }
                 let state = match &k.lookup {
                     Some(l) => {
-                        let row = full.get(&key).unwrap_or(&v);
-                        if exists(&client, p, auth, &format!("{}.{name} lookup", p.name), l, row).await? {
+                        if exists(&client, p, auth, &format!("{}.{name} lookup", p.name), l, full[&key]).await? {
                             rep.reconciled += 1;
                             Some("sent")
                         } else {
@@ -428,7 +420,6 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
             }
         }
         // The destination's own view of the last integration (seed 002), kept in the run log.
-        let mut last = None;
         if let Some(l) = &k.latest {
             let url = format!("{}{}", p.base_url, l.path);
             match client.get(&url, &[], auth, &format!("{}.{name} latest", p.name)).await {
@@ -436,28 +427,26 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                     rep.requests += 1;
                     let m: Map<String, Value> =
                         l.fields.iter().filter_map(|f2| json::at_str(&f.body, f2).map(|v| (f2.clone(), v.clone()))).collect();
-                    rep.latest = Some(Value::Object(m.clone()).to_string());
-                    last = rep.latest.clone();
+                    rep.latest = Some(Value::Object(m).to_string());
                 }
                 Err(e) => tracing::warn!(sink = %name, "cannot read {}: {}", l.path, crate::secret::redact(&e.to_string())),
             }
         }
         rep.elapsed = started.elapsed();
-        let now = chrono::Utc::now();
         let run = runs::RunRow {
             run_id: run_id.clone(),
             source: p.name.clone(),
             partition: runs::PUSH.into(),
             stream: name.clone(),
-            started: crate::time::rfc3339(now - chrono::Duration::from_std(rep.elapsed).unwrap_or_default()),
-            ended: crate::time::rfc3339(now),
+            started: crate::time::rfc3339(started_at),
+            ended: crate::time::rfc3339(chrono::Utc::now()),
             success: true,
             error: None,
             pages: rep.requests as i64,
             records: rep.sent as i64,
             files: rep.jobs as i64,
             bytes: 0,
-            last,
+            last: rep.latest.clone(),
         };
         if let Err(e) = runs::append(lake, &[run]).await {
             tracing::warn!("cannot append to the run log: {e}");

@@ -46,7 +46,7 @@ fn record(sim: &Sim, kind: u64, e: &data::Entity, v: usize) -> Value {
     let h = e.h;
     let id = 1_000_000 + (data::mix(sim.cfg.seed, &[kind, e.day as u64, e.idx]) % 9_000_000) as i64;
     let contact_of = |x: u64| {
-        let c = data::entity(sim.cfg.seed, CONTACTS, 0, (x % sim.cfg.days as u64) as u32, (x >> 8) % (10 * sim.cfg.scale as u64));
+        let c = data::entity(sim.cfg.seed, CONTACTS, 0, (x % sim.cfg.days as u64) as u32, (x >> 8) % (per_day(CONTACTS) * sim.cfg.scale as u64));
         1_000_000 + (data::mix(sim.cfg.seed, &[CONTACTS, c.day as u64, c.idx]) % 9_000_000) as i64
     };
     match kind {
@@ -86,15 +86,32 @@ fn record(sim: &Sim, kind: u64, e: &data::Entity, v: usize) -> Value {
 
 /// Every contact's (name, CNPJ/CPF digits), as `GET /Contacts` serves them today.
 pub fn contact_documents(sim: &Sim) -> Vec<(String, String)> {
-    let now = data::sim_now(sim.cfg.days);
-    data::entities(sim.cfg.seed, CONTACTS, 0, 10 * sim.cfg.scale as u64, 0..=sim.cfg.days as i64, sim.cfg.days)
-        .filter_map(|e| {
-            let v = e.versions.iter().rposition(|t| *t <= now)?;
-            let r = record(sim, CONTACTS, &e, v);
+    generated(sim, CONTACTS)
+        .filter_map(|(_, r)| {
             let doc = r["CNPJ"].as_str().or(r["CPF"].as_str())?.chars().filter(char::is_ascii_digit).collect();
             Some((r["Name"].as_str()?.to_string(), doc))
         })
         .collect()
+}
+
+/// Generated records of `kind` per simulated day (per unit of `--scale`).
+fn per_day(kind: u64) -> u64 {
+    if kind == CONTACTS {
+        10
+    } else {
+        15
+    }
+}
+
+/// The generated records of `kind` as they stand at the simulator's "now", with the time of
+/// that version (writes and retags through the simulator come on top).
+fn generated(sim: &Sim, kind: u64) -> impl Iterator<Item = (DateTime<Utc>, Value)> + '_ {
+    let now = data::sim_now(sim.cfg.days);
+    data::entities(sim.cfg.seed, kind, 0, per_day(kind) * sim.cfg.scale as u64, 0..=sim.cfg.days as i64, sim.cfg.days)
+        .filter_map(move |e| {
+            let v = e.versions.iter().rposition(|t| *t <= now)?;
+            Some((e.versions[v], record(sim, kind, &e, v)))
+        })
 }
 
 /// A `$filter` the simulator understands.
@@ -117,10 +134,10 @@ fn parse_filter(f: &str) -> Result<Filter, Reply> {
 }
 
 pub fn handle(sim: &Sim, base: &str, method: &str, segs: &[&str], q: &HashMap<String, String>, headers: &HeaderMap, body: &[u8]) -> (String, Result<Reply, Reply>) {
-    let (kind, per_day) = match segs {
-        ["Contacts"] => (CONTACTS, 10),
-        ["Tasks"] => (TASKS, 15),
-        ["InteractionRecords"] => (INTERACTIONS, 15),
+    let kind = match segs {
+        ["Contacts"] => CONTACTS,
+        ["Tasks"] => TASKS,
+        ["InteractionRecords"] => INTERACTIONS,
         _ => return ("ploomes/unknown".into(), Err(Reply::err(404, "not found"))),
     };
     let route = match method {
@@ -146,22 +163,19 @@ pub fn handle(sim: &Sim, base: &str, method: &str, segs: &[&str], q: &HashMap<St
         }
         let filter = q.get("$filter").map(|f| parse_filter(f)).transpose()?;
         let st = sim.ploomes.lock().unwrap();
-        let mut rows: Vec<(DateTime<Utc>, i64, Value)> =
-            data::entities(sim.cfg.seed, kind, 0, per_day * sim.cfg.scale as u64, 0..=sim.cfg.days as i64, sim.cfg.days)
-                .filter_map(|e| {
-                    let v = e.versions.iter().rposition(|t| *t <= now)?;
-                    let mut r = record(sim, kind, &e, v);
-                    let id = r["Id"].as_i64().unwrap_or(0);
-                    match st.retag.get(&id) {
-                        Some(tag) if kind == TASKS => {
-                            r["Tags"] = json!([{"TagId": tag}]);
-                            r["LastUpdateDate"] = json!(br(now));
-                            Some((now, id, r))
-                        }
-                        _ => Some((e.versions[v], id, r)),
+        let mut rows: Vec<(DateTime<Utc>, i64, Value)> = generated(sim, kind)
+            .map(|(t, mut r)| {
+                let id = r["Id"].as_i64().unwrap_or(0);
+                match st.retag.get(&id) {
+                    Some(tag) if kind == TASKS => {
+                        r["Tags"] = json!([{"TagId": tag}]);
+                        r["LastUpdateDate"] = json!(br(now));
+                        (now, id, r)
                     }
-                })
-                .collect();
+                    _ => (t, id, r),
+                }
+            })
+            .collect();
         if kind == CONTACTS {
             rows.extend(st.created.iter().map(|c| (now, c["Id"].as_i64().unwrap_or(0), c.clone())));
         }
