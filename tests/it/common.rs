@@ -102,8 +102,38 @@ pub fn ingest_cmd(sim: Option<&Sim>, lake: &Path, pipelines: &Path, args: &[&str
 }
 
 /// [`ingest_cmd`] started with its output discarded: a run to kill.
+/// A pipelines folder `<dir>/pipelines`: the shipped pipeline files (those not there yet),
+/// and `file` as shipped with `from` (which it must hold) replaced by `to`.
+pub fn edited_pipelines(dir: &Path, file: &str, from: &str, to: &str) -> PathBuf {
+    let p = dir.join("pipelines");
+    std::fs::create_dir_all(&p).unwrap();
+    for f in std::fs::read_dir(pipelines()).unwrap() {
+        let f = f.unwrap().path();
+        let dst = p.join(f.file_name().unwrap());
+        if f.extension().is_some_and(|x| x == "toml") && !dst.exists() {
+            std::fs::copy(&f, dst).unwrap();
+        }
+    }
+    let text = std::fs::read_to_string(pipelines().join(file)).unwrap();
+    assert!(text.contains(from), "{file}: {from}");
+    std::fs::write(p.join(file), text.replace(from, to)).unwrap();
+    p
+}
+
 pub fn spawn_quiet(mut c: Command) -> std::process::Child {
     c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start ingest")
+}
+
+/// `kill -9` a running `ingest` once `ready` holds (asked every `poll`, for at most `limit`),
+/// asserting it was still running then: the kill lands mid-run.
+pub fn kill_when(child: &mut Child, what: &str, poll: std::time::Duration, limit: std::time::Duration, ready: impl Fn() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !ready() && t0.elapsed() < limit {
+        std::thread::sleep(poll);
+    }
+    assert!(child.try_wait().unwrap().is_none(), "{what} ended before the kill");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// Run `ingest` with the simulator's environment, a lake, and the shipped pipelines.

@@ -53,19 +53,8 @@ fn faults_and_a_kill_leave_the_same_lake_as_a_clean_run() {
     let mut child = spawn_quiet(ingest_cmd(Some(&sim), &killed, &pipelines(), ARGS));
     // Kill once a few windows are committed, mid-run.
     let log = killed.join("_ingest/catalogue/_delta_log");
-    for _ in 0..200 {
-        let commits = std::fs::read_dir(&log).map(|d| d.count()).unwrap_or(0);
-        if commits >= 6 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the pull ended before the kill; slow the simulator down"
-    );
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let commits = || std::fs::read_dir(&log).map(|d| d.count()).unwrap_or(0);
+    kill_when(&mut child, "the pull (slow the simulator down)", Duration::from_millis(25), Duration::from_secs(5), || commits() >= 6);
     let partial = described(&killed);
     assert!(
         !partial.is_empty() && partial.len() < want_cat.len(),

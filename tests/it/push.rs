@@ -3,7 +3,7 @@
 //! a second push sends nothing; a kill mid-push and a rerun create no duplicate; bad input
 //! exits 2 before anything is sent.
 use crate::common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn run(sim: &Sim, pipes: &Path, sql: &Path, lake: &Path, args: &[&str]) -> std::process::Output {
@@ -97,7 +97,7 @@ fn a_batch_resent_after_a_timeout_creates_no_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     prepared(&sim, &lake);
-    let p = edited(dir.path(), "timeout_secs = 30\n", "timeout_secs = 1\n");
+    let p = edited_pipelines(dir.path(), "retail_portal.toml", "timeout_secs = 30\n", "timeout_secs = 1\n");
     let o = run(&sim, &p, &shipped_sql(), &lake, &["push", "retail_portal"]);
     assert_eq!(o.status.code(), Some(1), "rejected items fail the push: {}", text(&o));
     let t = truth(&sim);
@@ -107,15 +107,6 @@ fn a_batch_resent_after_a_timeout_creates_no_duplicate() {
     assert!(t["updates"].as_u64().unwrap() > 0, "no batch timed out after it was accepted: {t}\n{}", text(&o));
 }
 
-fn edited(dir: &Path, from: &str, to: &str) -> PathBuf {
-    let p = dir.join("pipelines");
-    std::fs::create_dir_all(&p).unwrap();
-    let text = std::fs::read_to_string(pipelines().join("retail_portal.toml")).unwrap();
-    assert!(text.contains(from), "{from}");
-    std::fs::write(p.join("retail_portal.toml"), text.replace(from, to)).unwrap();
-    p
-}
-
 #[test]
 fn bad_push_input_exits_2_and_sends_nothing() {
     let sim = Sim::start(&["--rate-window", "1", "--products", "50"]);
@@ -123,7 +114,7 @@ fn bad_push_input_exits_2_and_sends_nothing() {
     let lake = dir.path().join("lake");
     prepared(&sim, &lake);
     // A batch larger than the API takes.
-    let p = edited(dir.path(), "size = 500, max = 1000", "size = 1500, max = 1000");
+    let p = edited_pipelines(dir.path(), "retail_portal.toml", "size = 500, max = 1000", "size = 1500, max = 1000");
     let o = run(&sim, &p, &shipped_sql(), &lake, &["push", "retail_portal"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("retail_portal.toml:") && text(&o).contains("batch"), "{}", text(&o));
@@ -136,7 +127,7 @@ fn bad_push_input_exits_2_and_sends_nothing() {
     )
     .unwrap();
     ok(&run(&sim, &pipelines(), &sql, &lake, &["transform"]));
-    let p = edited(dir.path(), "table = \"push.retail_products\"", "table = \"push.dups\"");
+    let p = edited_pipelines(dir.path(), "retail_portal.toml", "table = \"push.retail_products\"", "table = \"push.dups\"");
     let o = run(&sim, &p, &sql, &lake, &["push", "retail_portal"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("100007") && text(&o).contains("twice"), "{}", text(&o));
@@ -153,17 +144,17 @@ fn bad_push_input_exits_2_and_sends_nothing() {
     )
     .unwrap();
     ok(&run(&sim, &pipelines(), &sql, &lake, &["transform", "push.bad", "push.textual"]));
-    let p = edited(dir.path(), "table = \"push.retail_products\"", "table = \"push.bad\"");
+    let p = edited_pipelines(dir.path(), "retail_portal.toml", "table = \"push.retail_products\"", "table = \"push.bad\"");
     let o = run(&sim, &p, &sql, &lake, &["push", "retail_portal"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("`erpId` is missing"), "{}", text(&o));
     assert!(text(&o).contains("(`erpId` = 100004): `updatedAt` is not an ISO-8601 UTC time"), "{}", text(&o));
-    let p = edited(dir.path(), "table = \"push.retail_products\"", "table = \"push.textual\"");
+    let p = edited_pipelines(dir.path(), "retail_portal.toml", "table = \"push.retail_products\"", "table = \"push.textual\"");
     let o = run(&sim, &p, &sql, &lake, &["push", "retail_portal"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("`erpId` is not an integer (got \"100000\")") && text(&o).contains("50 problem(s)"), "{}", text(&o));
     // A sink naming a missing key column.
-    let p = edited(dir.path(), "key = \"erpId\"", "key = \"erp_id\"");
+    let p = edited_pipelines(dir.path(), "retail_portal.toml", "key = \"erpId\"", "key = \"erp_id\"");
     let o = run(&sim, &p, &shipped_sql(), &lake, &["push", "retail_portal"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert_eq!(batches(&sim), 0);
@@ -191,13 +182,7 @@ fn create_once_clients_survive_a_kill_through_lookup_reconciliation() {
     assert!(docs > 30);
     let clients = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base));
     let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &pipelines(), &["-q", "push", "milvus.clients"]));
-    let t0 = Instant::now();
-    while clients()["clients"].as_u64().unwrap() < 10 && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(child.try_wait().unwrap().is_none(), "the push ended before the kill");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&mut child, "the push", Duration::from_millis(10), Duration::from_secs(30), || clients()["clients"].as_u64().unwrap() >= 10);
     let out = ok(&run(&sim, &pipelines(), &sql, &lake, &["push", "milvus.clients"]));
     eprintln!("rerun after the kill:\n{out}");
     let t = clients();
@@ -244,10 +229,7 @@ fn seed_001_ploomes_contacts_missing_in_milvus_become_clients_once() {
     let pulled = ok(&run(&sim, &pipelines(), &sql, &lake, &["pull", "milvus"]));
     assert!(!pulled.contains("CAPPED"), "{pulled}");
     // (`cliente/busca` stops at 1000 rows: a pipeline declaring a cap flags a full answer.)
-    let capped_dir = dir.path().join("capped");
-    std::fs::create_dir_all(&capped_dir).unwrap();
-    let toml_text = std::fs::read_to_string(pipelines().join("milvus.toml")).unwrap();
-    std::fs::write(capped_dir.join("milvus.toml"), toml_text.replace("cap = 1000", "cap = 5")).unwrap();
+    let capped_dir = edited_pipelines(&dir.path().join("capped"), "milvus.toml", "cap = 1000", "cap = 5");
     let o = run(&sim, &capped_dir, &sql, &dir.path().join("other"), &["pull", "milvus"]);
     assert!(ok(&o).contains("CAPPED") && text(&o).contains("cap was reached"), "{}", text(&o));
     ok(&run(&sim, &pipelines(), &sql, &lake, &["transform", "push.milvus_new_clients"]));
@@ -265,25 +247,16 @@ fn without_a_lookup_a_crash_leaves_uncertain_records_that_status_lists() {
     let sim = Sim::start(&["--rate-window", "1", "--days", "1", "--reply-delay-ms", "150"]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let p = dir.path().join("pipelines");
-    std::fs::create_dir_all(&p).unwrap();
     let text = std::fs::read_to_string(pipelines().join("milvus.toml")).unwrap();
     let lookup = text.lines().find(|l| l.starts_with("lookup = ")).unwrap().to_string();
-    std::fs::write(p.join("milvus.toml"), text.replace(&lookup, "")).unwrap();
-    std::fs::copy(pipelines().join("ploomes.toml"), p.join("ploomes.toml")).unwrap();
+    let p = edited_pipelines(dir.path(), "milvus.toml", &lookup, "");
     let sql = shipped_sql();
     ok(&run(&sim, &p, &sql, &lake, &["pull", "ploomes"]));
     ok(&run(&sim, &p, &sql, &lake, &["pull", "milvus"]));
     ok(&run(&sim, &p, &sql, &lake, &["transform", "push.milvus_new_clients"]));
     let clients = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base))["clients"].as_u64().unwrap();
     let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &p, &["-q", "push", "milvus"]));
-    let t0 = Instant::now();
-    while clients() < 3 && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(child.try_wait().unwrap().is_none(), "the push ended before the kill");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&mut child, "the push", Duration::from_millis(10), Duration::from_secs(30), || clients() >= 3);
     let out = ok(&run(&sim, &p, &sql, &lake, &["push", "milvus"]));
     let status = ok(&run(&sim, &p, &sql, &lake, &["status"]));
     assert!(status.contains("uncertain (check the destination"), "{out}\n{status}");
@@ -308,12 +281,12 @@ fn seed_001_tickets_exist_once_after_kills_at_seeded_points() {
     let sql = shipped_sql();
     // The lookup reads one ticket a page here: the pending ticket is a client's newest, on its
     // last page, so a lookup that stopped at page 1 would resend it (a duplicate, caught below).
-    let pipes = dir.path().join("pipelines");
-    std::fs::create_dir_all(&pipes).unwrap();
-    let text = std::fs::read_to_string(pipelines().join("milvus.toml")).unwrap();
-    assert!(text.contains("size_param = \"total_registros\", size = 50 }"));
-    std::fs::write(pipes.join("milvus.toml"), text.replace("size_param = \"total_registros\", size = 50 }", "size_param = \"total_registros\", size = 1 }")).unwrap();
-    std::fs::copy(pipelines().join("ploomes.toml"), pipes.join("ploomes.toml")).unwrap();
+    let pipes = edited_pipelines(
+        dir.path(),
+        "milvus.toml",
+        "size_param = \"total_registros\", size = 50 }",
+        "size_param = \"total_registros\", size = 1 }",
+    );
     let pipelines = || pipes.clone();
     let go = |args: &[&str]| ok(&run(&sim, &pipelines(), &sql, &lake, args));
     go(&["pull", "ploomes"]);
@@ -399,13 +372,7 @@ fn seed_001_end_to_end_both_directions_and_a_retagged_task() {
     // Milvus → Ploomes, with one push killed mid-way: each missing client exactly once.
     let created = || http_get_json(&format!("{}/_sim/truth/ploomes", sim.base));
     let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &pipelines(), &["-q", "push", "ploomes.contacts"]));
-    let t0 = Instant::now();
-    while created()["created"].as_u64().unwrap() < 4 && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(child.try_wait().unwrap().is_none(), "the push ended before the kill");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_when(&mut child, "the push", Duration::from_millis(5), Duration::from_secs(30), || created()["created"].as_u64().unwrap() >= 4);
     let out = go(&["push", "ploomes"]);
     let t = created();
     let by: std::collections::BTreeMap<String, u64> = serde_json::from_value(t["created_by_document"].clone()).unwrap();

@@ -5,7 +5,7 @@
 //! unchanged; 204 = empty); Desk's `limit` above 100 refused before any request.
 use crate::common::*;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 fn zoho(sim: &Sim, pipelines: &Path, lake: &Path, rt_file: &Path, args: &[&str]) -> std::process::Output {
@@ -31,15 +31,6 @@ fn ids(lake: &Path, stream: &str) -> Vec<String> {
         .collect()
 }
 
-fn edited(dir: &Path, file: &str, from: &str, to: &str) -> PathBuf {
-    let p = dir.join("pipelines");
-    std::fs::create_dir_all(&p).unwrap();
-    let text = std::fs::read_to_string(pipelines().join(file)).unwrap();
-    assert!(text.contains(from), "{from}");
-    std::fs::write(p.join(file), text.replace(from, to)).unwrap();
-    p
-}
-
 #[test]
 fn a_token_expiring_mid_pull_is_refreshed_once_for_every_stream() {
     let sim = Sim::start(&["--rate-window", "1", "--days", "5", "--scale", "30", "--token-ttl", "1.5", "--slow-every", "1", "--slow-ms", "120"]);
@@ -47,7 +38,7 @@ fn a_token_expiring_mid_pull_is_refreshed_once_for_every_stream() {
     let lake = dir.path().join("lake");
     let rt = dir.path().join("secrets/zoho_rt");
     // Three list streams at once (deal details, one request per deal, are tested below).
-    let p = edited(
+    let p = edited_pipelines(
         dir.path(),
         "zoho_crm.toml",
         "details = { path = \"/crm/v2/Deals/{record.id}\", records = \"data\", stream = \"deal_details\", batch = 50 }",
@@ -113,7 +104,7 @@ fn if_modified_since_ends_an_unchanged_run_with_304_and_desk_limit_is_validated(
     let rt = dir.path().join("rt");
     // No lookback, so an unchanged module has nothing after the watermark; plus a module with
     // no record at all (204).
-    let p = edited(dir.path(), "zoho_crm.toml", "lookback = \"1m\"", "lookback = \"0s\"");
+    let p = edited_pipelines(dir.path(), "zoho_crm.toml", "lookback = \"1m\"", "lookback = \"0s\"");
     let text_now = std::fs::read_to_string(p.join("zoho_crm.toml")).unwrap();
     std::fs::write(
         p.join("zoho_crm.toml"),
@@ -142,7 +133,7 @@ fn if_modified_since_ends_an_unchanged_run_with_304_and_desk_limit_is_validated(
     assert!(ids(&lake, "tasks").is_empty());
 
     // Desk: limit 101 is refused before any request (exit 2, file and field named).
-    let p = edited(dir.path(), "zoho_desk.toml", "page_size = 100, max_page_size", "page_size = 101, max_page_size");
+    let p = edited_pipelines(dir.path(), "zoho_desk.toml", "page_size = 100, max_page_size", "page_size = 101, max_page_size");
     let requests = sim.stats()["requests"].as_u64().unwrap();
     let o = zoho(&sim, &p, &lake, &rt, &["pull", "zoho_desk"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -252,13 +243,8 @@ fn detail_fetches_within_budget_resume_after_a_kill_without_refetching() {
     let mut cmd = ingest_cmd(Some(&sim), &lake, &pipelines(), &["-q", "pull", "zoho_crm", "--streams", "deals"]);
     cmd.env("ZOHO_REFRESH_TOKEN_FILE", &rt);
     let mut child = spawn_quiet(cmd);
-    let t0 = Instant::now();
-    while landed_keys(&lake).len() < 150 && t0.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(child.try_wait().unwrap().is_none(), "the pull ended before the kill");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let (poll, limit) = (std::time::Duration::from_millis(100), std::time::Duration::from_secs(60));
+    kill_when(&mut child, "the pull", poll, limit, || landed_keys(&lake).len() >= 150);
     let before: BTreeSet<String> = landed_keys(&lake).into_iter().collect();
     assert!(before.len() >= 150 && before.len() < 500, "{} details landed before the kill", before.len());
     let o = zoho(&sim, &pipelines(), &lake, &rt, &["pull", "zoho_crm", "--streams", "deals"]);
@@ -283,7 +269,7 @@ fn a_stream_can_post_a_templated_json_body() {
     let sim = Sim::start(&["--rate-window", "1", "--days", "2"]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let p = edited(
+    let p = edited_pipelines(
         dir.path(),
         "zoho_desk.toml",
         "headers = { orgId = \"${env:ZOHO_DESK_ORG_ID}\" }",
