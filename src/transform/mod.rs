@@ -272,22 +272,6 @@ fn schema_with_path(path: &[String]) -> Schema {
     Schema::new(vec![Field::new(&path[0], t, true)])
 }
 
-/// Register raw stream `name` holding `files` (none: empty, for planning), with the stream's
-/// schema (`base`, computed once per run) plus `extra` fields.
-async fn register_raw(
-    ctx: &SessionContext,
-    lake: &Lake,
-    name: &str,
-    files: &[LandedFile],
-    base: &Schema,
-    extra: &Schema,
-) -> Result<()> {
-    let data_schema = Arc::new(crate::lake::schema::union(base, extra));
-    let (schema, batches) = raw::load(lake, files, data_schema).await?;
-    let mem = MemTable::try_new(schema, vec![batches])?;
-    register(ctx, name, Arc::new(mem))
-}
-
 pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformOptions) -> Result<Vec<ModelReport>> {
     let all = model::load_dir(sql_dir)?;
     let ctx = match opts.memory_limit {
@@ -338,7 +322,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         let mut missing = Vec::new();
         for r in &refs[&m.target] {
             if streams.contains_key(r) {
-                register_raw(&ctx, lake, r, &[], &bases[r], extras.get(r).unwrap_or(&empty)).await?;
+                raw::register(&ctx, lake, r, &[], &bases[r], extras.get(r).unwrap_or(&empty)).await?;
             } else if targets.contains(r.as_str()) {
                 // Registered below when its model is planned (or skipped).
                 if ctx.table_exist(r.as_str()).unwrap_or(false) {
@@ -402,7 +386,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                     let add = schema_with_path(&path);
                     let cur = extras.remove(&table).unwrap_or_else(Schema::empty);
                     extras.insert(table.clone(), crate::lake::schema::union(&cur, &add));
-                    register_raw(&ctx, lake, &table, &[], &bases[&table], &extras[&table]).await?;
+                    raw::register(&ctx, lake, &table, &[], &bases[&table], &extras[&table]).await?;
                 }
             }
         };
@@ -501,7 +485,7 @@ async fn run_model(
                     .cloned()
                     .collect();
                 files_read.extend(new.iter().filter_map(|f| f.path.clone()));
-                register_raw(ctx, lake, r, &new, &bases[r], extras.get(r).unwrap_or(&Schema::empty())).await?;
+                raw::register(ctx, lake, r, &new, &bases[r], extras.get(r).unwrap_or(&Schema::empty())).await?;
             } else if let Some(t) = state::open_table(lake, &r.replace('.', "/")).await? {
                 register_delta(ctx, r, &t).await?;
             }

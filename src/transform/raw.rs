@@ -7,6 +7,8 @@ use crate::lake::state::LandedFile;
 use crate::lake::Lake;
 use deltalake::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::prelude::SessionContext;
 use object_store::ObjectStoreExt;
 use std::collections::BTreeMap;
 use std::io::{BufReader, Cursor};
@@ -121,4 +123,20 @@ pub async fn load(lake: &Lake, files: &[LandedFile], data_schema: SchemaRef) -> 
         }
     }
     Ok((schema, out))
+}
+
+/// Register raw stream `name` holding `files` (none: empty, for planning), with the stream's
+/// schema (`base`, computed once per run) plus `extra` fields.
+pub async fn register(
+    ctx: &SessionContext,
+    lake: &Lake,
+    name: &str,
+    files: &[LandedFile],
+    base: &Schema,
+    extra: &Schema,
+) -> Result<()> {
+    let data_schema = Arc::new(crate::lake::schema::union(base, extra));
+    let (schema, batches) = load(lake, files, data_schema).await?;
+    let mem = MemTable::try_new(schema, vec![batches])?;
+    super::register(ctx, name, Arc::new(mem))
 }
