@@ -53,7 +53,7 @@ pub enum Command {
         full_refresh: bool,
         /// Memory the engine's sorts and aggregations may use before spilling to temp files
         /// (e.g. 512MiB, 2GiB); default: no limit
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
         memory_limit: Option<usize>,
     },
     /// SQL over the lake: every Delta table (schema.table) and raw stream (raw.<source>_<stream>).
@@ -320,24 +320,3 @@ impl ServeArgs {
     }
 }
 
-/// `512MiB`, `2GiB`, `1.5GB`, `100000000` → bytes (`--memory-limit`).
-fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.trim().parse().map_err(|_| "expected a size like 512MiB or 2GiB".to_string())?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("unknown unit `{unit}` (B, KiB, MiB, GiB, KB, MB, GB)")),
-    };
-    if n <= 0.0 {
-        return Err("must be positive".into());
-    }
-    Ok((n * mult) as usize)
-}

@@ -7,7 +7,6 @@ use crate::lake::Lake;
 use crate::transform::raw;
 use deltalake::arrow::util::pretty::pretty_format_batches;
 use deltalake::datafusion::catalog::MemorySchemaProvider;
-use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
@@ -42,8 +41,7 @@ pub async fn context(lake: &Lake, sql: &str) -> Result<SessionContext> {
             continue;
         }
         let data_schema = Arc::new(raw::stream_schema(lake, &files, &deltalake::arrow::datatypes::Schema::empty()).await?);
-        let (schema, batches) = raw::load(lake, &files, data_schema).await?;
-        ctx.register_table(name.as_str(), Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+        ctx.register_table(name.as_str(), Arc::new(raw::RawTable::new(lake, &files, data_schema)))?;
     }
     Ok(ctx)
 }

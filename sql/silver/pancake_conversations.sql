@@ -2,6 +2,7 @@
 -- unique_key: id
 -- order_by: updated_at
 -- mode: merge
+-- cluster_by: inserted_at
 -- description: Pancake conversations, one row per conversation, latest version. Pancake's
 --   zone-less times are UTC for this simulator/page setting.
 SELECT

@@ -538,7 +538,7 @@ async fn run_model(
             files: files_read.len(),
             rows: written.rows,
             table_version: Some(written.table_version),
-            note: format!("{:?}", m.mode).to_lowercase(),
+            note: written.merge.map_or_else(|| format!("{:?}", m.mode).to_lowercase(), |s| s.to_string()),
             elapsed: started.elapsed(),
             failed: None,
         }, true))

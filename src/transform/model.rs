@@ -23,6 +23,14 @@ pub struct Model {
     pub order_by: Option<String>,
     pub mode: Mode,
     pub partition_by: Vec<String>,
+    /// `-- cluster_by: col`: the table's files are written ordered by `col`, each at most
+    /// `target_file_size`, and a MERGE joins on `col` as well as on the key, so delta-rs skips
+    /// every file whose `col` range (Parquet statistics) misses the new rows and rewrites only
+    /// files holding their keys. `col` must be set on every row and never change for a key
+    /// (a creation time, say): a NULL fails the model; a changed value would insert a second row.
+    pub cluster_by: Option<String>,
+    /// `-- target_file_size: 4MiB` (default 4 MiB with `cluster_by`, else delta-rs's 100 MiB).
+    pub target_file_size: Option<u64>,
     /// `-- reads: all`: raw streams are read whole (every current file), not only the files
     /// the model has not consumed — for joins between raw streams.
     pub reads_all: bool,
@@ -65,6 +73,10 @@ fn ident_ok(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// Files of a clustered table: small enough that a day's MERGE rewrites a small share of the
+/// table, large enough for readers (tests/bench/transform.sh measures both).
+pub const DEFAULT_CLUSTERED_FILE_SIZE: u64 = 4 * 1024 * 1024;
+
 pub fn parse(file: &str, text: &str) -> Result<Model> {
     let mut target = None;
     let mut unique_key = Vec::new();
@@ -72,6 +84,8 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
     let mut mode = None;
     let mut partition_by = Vec::new();
     let mut reads_all = false;
+    let mut cluster_by = None;
+    let mut target_file_size = None;
     let mut body_start = None;
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
@@ -126,6 +140,19 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
                     return Err(err(format!("`{bad}` is not a column name")));
                 }
             }
+            "cluster_by" => {
+                if !column_ok(v) {
+                    return Err(err(format!("`{v}`: expected one column name")));
+                }
+                cluster_by = Some(v.to_string());
+            }
+            "target_file_size" => {
+                let n = crate::config::parse_size(v).map_err(|e| err(format!("`{v}`: {e}")))?;
+                if n < 1024 {
+                    return Err(err(format!("`{v}`: at least 1KiB")));
+                }
+                target_file_size = Some(n as u64);
+            }
             "reads" => {
                 reads_all = match v {
                     "all" => true,
@@ -136,7 +163,7 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
             "description" | "owner" | "note" => {}
             other => {
                 return Err(err(format!(
-                    "unknown header key `{other}` (target, unique_key, order_by, mode, partition_by, reads, description, note)"
+                    "unknown header key `{other}` (target, unique_key, order_by, mode, partition_by, cluster_by, target_file_size, reads, description, note)"
                 )))
             }
         }
@@ -170,6 +197,8 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
         order_by,
         mode,
         partition_by,
+        target_file_size: target_file_size.or(cluster_by.as_ref().map(|_| DEFAULT_CLUSTERED_FILE_SIZE)),
+        cluster_by,
         reads_all,
         sql,
         sql_line: start + 1,

@@ -1,14 +1,28 @@
 //! Raw streams as tables: the landed NDJSON files a model reads (all of them, or only those the
 //! model has not consumed yet), decoded with one schema inferred across the files (a field that
 //! appears later or widens does not fail), plus `_partition`, `_window_start`, `_window_end`,
-//! `_file`, `_landed_at` and `_ingest_order` (landing order, then line) columns.
+//! `_file`, `_landed_at` and `_ingest_order` (landing order, then line) columns. Scanned by
+//! DataFusion as the plan runs ([`RawTable`]): files are decoded one at a time per core, only
+//! the columns a model uses.
 use crate::error::{Error, Result};
 use crate::lake::state::LandedFile;
 use crate::lake::Lake;
-use deltalake::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use deltalake::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::catalog::{Session, TableProvider};
+use deltalake::datafusion::common::tree_node::TreeNodeRecursion;
+use deltalake::datafusion::common::{DataFusionError, Result as DfResult};
+use deltalake::datafusion::datasource::TableType;
+use deltalake::datafusion::execution::TaskContext;
+use deltalake::datafusion::logical_expr::Expr;
+use deltalake::datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use deltalake::datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use deltalake::datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
+};
 use deltalake::datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use std::collections::BTreeMap;
 use std::io::{BufReader, Cursor};
@@ -88,41 +102,165 @@ async fn read(lake: &Lake, f: &LandedFile) -> Result<bytes::Bytes> {
     }
 }
 
-/// Read `files` into batches of `data_schema` plus the meta columns, one file at a time (its
-/// bytes are dropped once decoded: peak memory is the decoded batches plus one raw file).
-pub async fn load(lake: &Lake, files: &[LandedFile], data_schema: SchemaRef) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+/// The columns of a raw table: the stream's fields, then the per-file meta columns.
+pub fn table_schema(data_schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Field> = data_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(meta_fields());
-    let schema = Arc::new(Schema::new(fields));
+    Arc::new(Schema::new(fields))
+}
+
+/// Decode one landed file into batches of `schema` (a projection of [`table_schema`]): only
+/// the projected stream fields are built (arrow-json skips the others), the meta columns are
+/// constants of the file except `_ingest_order` (landing position, then line).
+async fn decode(lake: &Lake, f: &LandedFile, data: &SchemaRef, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let bytes = read(lake, f).await?;
+    let reader = deltalake::arrow::json::ReaderBuilder::new(data.clone())
+        .with_coerce_primitive(true)
+        .with_batch_size(16 * 1024)
+        .build(Cursor::new(bytes))?;
     let mut out = Vec::new();
-    for f in files {
-        let bytes = read(lake, f).await?;
-        let reader = deltalake::arrow::json::ReaderBuilder::new(data_schema.clone())
-            .with_coerce_primitive(true)
-            .with_batch_size(16 * 1024)
-            .build(Cursor::new(bytes))?;
-        let mut line: i64 = 0;
-        for b in reader {
-            let b = b.map_err(|e| {
-                Error::Other(format!("raw file {}: {e}", f.path.as_deref().unwrap_or_default()))
-            })?;
-            let n = b.num_rows();
-            let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-            let tsa =
-                |v: Option<i64>| Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC")) as ArrayRef;
-            cols.push(Arc::new(StringArray::from(vec![Some(f.partition.as_str()); n])));
-            cols.push(tsa(ts(&f.window_start)));
-            cols.push(tsa(ts(&f.window_end)));
-            cols.push(Arc::new(StringArray::from(vec![f.path.as_deref(); n])));
-            cols.push(tsa(ts(&Some(f.landed_at.clone()))));
-            cols.push(Arc::new(Int64Array::from_iter_values(
-                (0..n as i64).map(|i| f.seq * 10_000_000 + line + i),
-            )));
-            line += n as i64;
-            out.push(RecordBatch::try_new(schema.clone(), cols)?);
+    let mut line: i64 = 0;
+    for b in reader {
+        let b = b.map_err(|e| Error::Other(format!("raw file {}: {e}", f.path.as_deref().unwrap_or_default())))?;
+        let n = b.num_rows();
+        let tsa = |v: Option<i64>| Arc::new(TimestampMicrosecondArray::from(vec![v; n]).with_timezone("UTC")) as ArrayRef;
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            cols.push(match field.name().as_str() {
+                "_partition" => Arc::new(StringArray::from(vec![Some(f.partition.as_str()); n])),
+                "_window_start" => tsa(ts(&f.window_start)),
+                "_window_end" => tsa(ts(&f.window_end)),
+                "_file" => Arc::new(StringArray::from(vec![f.path.as_deref(); n])),
+                "_landed_at" => tsa(ts(&Some(f.landed_at.clone()))),
+                "_ingest_order" => Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| f.seq * 10_000_000 + line + i))),
+                name => b
+                    .column_by_name(name)
+                    .cloned()
+                    .ok_or_else(|| Error::Other(format!("raw table: no column {name}")))?,
+            });
         }
+        line += n as i64;
+        let opts = RecordBatchOptions::new().with_row_count(Some(n));
+        out.push(RecordBatch::try_new_with_options(schema.clone(), cols, &opts)?);
     }
-    Ok((schema, out))
+    Ok(out)
+}
+
+/// A raw stream as a table DataFusion scans file by file: nothing is read until the plan
+/// runs, each core decodes one file at a time (its bytes dropped once decoded), and only the
+/// columns the query uses are built. Memory is bounded by what the plan above holds (sorts
+/// and aggregations are tracked by the session's memory pool and spill).
+#[derive(Debug)]
+pub struct RawTable {
+    lake: Lake,
+    files: Arc<Vec<LandedFile>>,
+    data: SchemaRef,
+    schema: SchemaRef,
+}
+
+impl RawTable {
+    pub fn new(lake: &Lake, files: &[LandedFile], data: SchemaRef) -> Self {
+        Self { lake: lake.clone(), files: Arc::new(files.to_vec()), schema: table_schema(&data), data }
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for RawTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let mut wanted: Vec<Field> = self
+            .data
+            .fields()
+            .iter()
+            .filter(|f| schema.field_with_name(f.name()).is_ok())
+            .map(|f| f.as_ref().clone())
+            .collect();
+        // arrow-json needs a field to count rows by: `count(*)` still gets its lines.
+        if wanted.is_empty() {
+            wanted.extend(self.data.fields().iter().take(1).map(|f| f.as_ref().clone()));
+        }
+        let parts = state.config().target_partitions().clamp(1, self.files.len().max(1));
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(parts),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Arc::new(RawExec {
+            lake: self.lake.clone(),
+            files: self.files.clone(),
+            data: Arc::new(Schema::new(wanted)),
+            schema,
+            parts,
+            props: Arc::new(props),
+        }))
+    }
+}
+
+/// The scan of a [`RawTable`]: partition `i` of `n` decodes files `i, i + n, …`.
+#[derive(Debug)]
+struct RawExec {
+    lake: Lake,
+    files: Arc<Vec<LandedFile>>,
+    data: SchemaRef,
+    schema: SchemaRef,
+    parts: usize,
+    props: Arc<PlanProperties>,
+}
+
+impl DisplayAs for RawExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "RawExec: {} files in {} partitions", self.files.len(), self.parts)
+    }
+}
+
+impl ExecutionPlan for RawExec {
+    fn name(&self) -> &str {
+        "RawExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+    fn execute(&self, partition: usize, _ctx: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let mine: Vec<LandedFile> = self.files.iter().skip(partition).step_by(self.parts).cloned().collect();
+        let (lake, data, schema) = (self.lake.clone(), self.data.clone(), self.schema.clone());
+        let stream = futures::stream::iter(mine)
+            .then(move |f| {
+                let (lake, data, schema) = (lake.clone(), data.clone(), schema.clone());
+                async move { decode(&lake, &f, &data, &schema).await }
+            })
+            .map_ok(|bs| futures::stream::iter(bs.into_iter().map(Ok)))
+            .try_flatten()
+            .map_err(|e: Error| DataFusionError::External(Box::new(e)));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+    }
 }
 
 /// Register raw stream `name` holding `files` (none: empty, for planning), with the stream's
@@ -136,7 +274,5 @@ pub async fn register(
     extra: &Schema,
 ) -> Result<()> {
     let data_schema = Arc::new(crate::lake::schema::union(base, extra));
-    let (schema, batches) = load(lake, files, data_schema).await?;
-    let mem = MemTable::try_new(schema, vec![batches])?;
-    super::register(ctx, name, Arc::new(mem))
+    super::register(ctx, name, Arc::new(RawTable::new(lake, files, data_schema)))
 }

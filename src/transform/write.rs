@@ -6,7 +6,9 @@ use crate::error::Result;
 use crate::lake::Lake;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::{cast, col, DataFrame, Expr, SessionContext};
+use std::collections::BTreeSet;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
@@ -20,6 +22,9 @@ pub fn txn_app(m: &Model) -> String {
 pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame) -> Result<DataFrame> {
     let cols: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
     let has_order = cols.iter().any(|c| c == "_ingest_order");
+    if let Some(c) = m.cluster_by.as_ref().filter(|c| !cols.contains(c)) {
+        return Err(m.err_at(Some(1), format!("cluster_by column `{c}` is not in the model's output ({})", cols.join(", "))));
+    }
     if m.mode != Mode::Merge {
         return Ok(if has_order {
             df.drop_columns(&["_ingest_order"])?
@@ -198,6 +203,49 @@ async fn align(m: &Model, t: DeltaTable, df: DataFrame) -> Result<(DeltaTable, D
 pub struct Written {
     pub table_version: i64,
     pub rows: usize,
+    pub merge: Option<MergeStats>,
+}
+
+/// What a MERGE touched (delta-rs's metrics): rows, and how many of the table's files it
+/// scanned, skipped by their statistics, removed (rewritten) and added.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MergeStats {
+    pub inserted: usize,
+    pub updated: usize,
+    pub copied: usize,
+    pub files_scanned: usize,
+    pub files_skipped: usize,
+    pub files_removed: usize,
+    pub files_added: usize,
+    /// Files in the table after the commit.
+    pub files_after: usize,
+}
+
+impl std::fmt::Display for MergeStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "merge: {} new, {} updated, {} copied; files: {} read, {} skipped, {} rewritten, {} written ({} in table)",
+            self.inserted,
+            self.updated,
+            self.copied,
+            self.files_scanned,
+            self.files_skipped,
+            self.files_removed,
+            self.files_added,
+            self.files_after
+        )
+    }
+}
+
+/// The non-null values of string column `name` across `batches`.
+fn strings<'a>(batches: &'a [RecordBatch], name: &'a str) -> impl Iterator<Item = String> + 'a {
+    batches.iter().flat_map(move |b| {
+        b.column_by_name(name)
+            .and_then(|a| a.as_any().downcast_ref::<deltalake::arrow::array::StringArray>())
+            .map(|a| a.iter().flatten().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default()
+    })
 }
 
 fn builder(lake: &Lake, m: &Model) -> Result<DeltaTable> {
@@ -210,6 +258,18 @@ fn builder(lake: &Lake, m: &Model) -> Result<DeltaTable> {
         .build()?)
 }
 
+/// A table made before its model declared `target_file_size` (or `cluster_by`) gets the
+/// property first, in its own commit (the MERGE reads it from the table, not from a builder).
+async fn file_size_property(m: &Model, t: DeltaTable) -> Result<DeltaTable> {
+    let Some(n) = m.target_file_size else { return Ok(t) };
+    let has = t.snapshot()?.metadata().configuration().get("delta.targetFileSize").cloned();
+    if has.as_deref() == Some(n.to_string().as_str()) {
+        return Ok(t);
+    }
+    let props = std::collections::HashMap::from([("delta.targetFileSize".to_string(), n.to_string())]);
+    Ok(t.set_tbl_properties().with_properties(props).await?)
+}
+
 /// Write `df` into the model's table with `props` (txn + metadata) in the same commit.
 pub async fn write(
     lake: &Lake,
@@ -219,13 +279,17 @@ pub async fn write(
     props: CommitProperties,
     full_refresh: bool,
 ) -> Result<Written> {
-    let config = [
+    let mut config = vec![
         ("delta.checkpointInterval".to_string(), Some("20".to_string())),
         (
             "delta.logRetentionDuration".to_string(),
             Some("interval 30 days".to_string()),
         ),
     ];
+    if let Some(n) = m.target_file_size {
+        // Read by every later write and MERGE of the table (delta-rs takes it from here).
+        config.push(("delta.targetFileSize".to_string(), Some(n.to_string())));
+    }
     let (existing, df) = match existing {
         Some(t) if !full_refresh && m.mode != Mode::Replace => {
             let (t, df) = align(m, t, df).await?;
@@ -235,8 +299,14 @@ pub async fn write(
     };
     match (existing, m.mode) {
         (Some(t), Mode::Merge) if !full_refresh => {
-            let cols: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
-            let rows = df.clone().count().await?;
+            let t = file_size_property(m, t).await?;
+            // The deduplicated source is computed once: the merge reads it several times
+            // (its early filter's min/max, the join), so does the partition list below.
+            let (state, plan) = df.into_parts();
+            let batches = DataFrame::new(state.clone(), plan.clone()).collect().await?;
+            let schema = Arc::new(plan.schema().as_arrow().clone());
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let cols: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
             let mut pred: Vec<String> = m
                 .unique_key
                 .iter()
@@ -244,28 +314,36 @@ pub async fn write(
                 .collect();
             for p in &m.partition_by {
                 // Literal partition values in the join condition keep untouched files out of the rewrite.
-                let vals = df.clone().select_columns(&[p.as_str()])?.distinct()?.collect().await?;
-                let mut lits = Vec::new();
-                for b in &vals {
-                    if let Some(a) = b
-                        .column(0)
-                        .as_any()
-                        .downcast_ref::<deltalake::arrow::array::StringArray>()
-                    {
-                        lits.extend(a.iter().flatten().map(|v| format!("'{}'", v.replace('\'', "''"))));
-                    }
-                }
+                let lits: BTreeSet<String> = strings(&batches, p)
+                    .map(|v| format!("'{}'", v.replace('\'', "''")))
+                    .collect();
                 if !lits.is_empty() && lits.len() <= 1000 {
-                    pred.push(format!("target.`{p}` IN ({})", lits.join(", ")));
+                    pred.push(format!("target.`{p}` IN ({})", lits.into_iter().collect::<Vec<_>>().join(", ")));
                 }
             }
+            if let Some(c) = &m.cluster_by {
+                // delta-rs turns `target.c = source.c` into `target.c BETWEEN min AND max` of
+                // the source and skips files by their statistics.
+                let nulls: usize = batches
+                    .iter()
+                    .map(|b| b.column_by_name(c).map_or(b.num_rows(), |a| a.null_count()))
+                    .sum();
+                if nulls > 0 {
+                    return Err(m.err_at(
+                        m.line_of(c),
+                        format!("cluster_by column `{c}` is NULL in {nulls} new row(s); a cluster column must be set on every row"),
+                    ));
+                }
+                pred.push(format!("target.`{c}` = source.`{c}`"));
+            }
+            let source = SessionContext::new_with_state(state).read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?;
             let newer = m
                 .order_by
                 .as_ref()
-                            // A NULL order_by never replaces a row that has one.
-            .map(|o| format!("source.`{o}` >= target.`{o}` OR target.`{o}` IS NULL"));
-            let (t, _metrics) = t
-                .merge(df, pred.join(" AND "))
+                // A NULL order_by never replaces a row that has one.
+                .map(|o| format!("source.`{o}` >= target.`{o}` OR target.`{o}` IS NULL"));
+            let (t, metrics) = t
+                .merge(source, pred.join(" AND "))
                 .with_source_alias("source")
                 .with_target_alias("target")
                 .with_merge_schema(true)
@@ -286,12 +364,29 @@ pub async fn write(
                     i
                 })?
                 .await?;
+            let files = t.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0);
+            let merge = MergeStats {
+                inserted: metrics.num_target_rows_inserted,
+                updated: metrics.num_target_rows_updated,
+                copied: metrics.num_target_rows_copied,
+                files_scanned: metrics.num_target_files_scanned,
+                files_skipped: metrics.num_target_files_skipped_during_scan,
+                files_removed: metrics.num_target_files_removed,
+                files_added: metrics.num_target_files_added,
+                files_after: files,
+            };
+            tracing::info!(model = %m.target, ?merge, "merge");
             Ok(Written {
                 table_version: t.version().unwrap_or(0) as i64,
                 rows,
+                merge: Some(merge),
             })
         }
         (existing, mode) => {
+            let df = match &m.cluster_by {
+                Some(c) => df.sort(vec![col(format!("\"{c}\"")).sort(true, true)])?,
+                None => df,
+            };
             let schema = Arc::new(df.schema().as_arrow().clone());
             let mut batches: Vec<RecordBatch> = df.collect().await?;
             let rows = batches.iter().map(|b| b.num_rows()).sum();
@@ -318,11 +413,15 @@ pub async fn write(
             if !m.partition_by.is_empty() {
                 w = w.with_partition_columns(m.partition_by.clone());
             }
+            if let Some(n) = m.target_file_size {
+                w = w.with_target_file_size(std::num::NonZeroU64::new(n));
+            }
             // Typed, so the caller tells a lost commit race from a failure.
             let t = w.await?;
             Ok(Written {
                 table_version: t.version().unwrap_or(0) as i64,
                 rows,
+                merge: None,
             })
         }
     }

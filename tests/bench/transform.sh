@@ -14,8 +14,9 @@ SCALE=${SCALE:-75}
 PAGES=${PAGES:-2}
 DAYS=365
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
-if [ "$PROFILE" = release ]; then cargo build --release --locked -q; else cargo build --locked -q; fi
-BIN="$CARGO_TARGET_DIR/$PROFILE/ingest"
+if [ -n "${BIN:-}" ]; then :   # a binary given (e.g. a copy of the previous build, to compare)
+elif [ "$PROFILE" = release ]; then cargo build --release --locked -q; BIN="$CARGO_TARGET_DIR/release/ingest"
+else cargo build --locked -q; BIN="$CARGO_TARGET_DIR/debug/ingest"; fi
 VENV="${INGEST_VENV:-$HOME/.cache/ingest-venv}"
 EXT=$(ls "$VENV"/lib/python*/site-packages/duckdb_ext/extensions/v1.4.4/*/delta.duckdb_extension 2>/dev/null | head -1 || true)
 [ -x "$VENV/bin/python" ] || { echo "run tests/run.sh first (it installs DuckDB in $VENV)"; exit 2; }
@@ -41,7 +42,12 @@ day() { date -u -d "2023-09-01 + $1 days" +%F; }
 
 echo "== generating: $PAGES pages x $DAYS days, scale $SCALE"
 sim $DAYS
-timed "pull conversations ($DAYS days)" "$BIN" -q --lake "$WORK/lake" --pipelines pipelines pull pancake --streams conversations --from 2023-09-01 --to "$(day $((DAYS - 1)))"
+if [ -n "${PULLED:-}" ]; then   # reuse the 365-day pull a KEEP=1 run saved (same SCALE/PAGES)
+  cp -r "$PULLED" "$WORK/lake"
+else
+  timed "pull conversations ($DAYS days)" "$BIN" -q --lake "$WORK/lake" --pipelines pipelines pull pancake --streams conversations --from 2023-09-01 --to "$(day $((DAYS - 1)))"
+  [ -n "${KEEP:-}" ] && cp -r "$WORK/lake" "$WORK/pulled"
+fi
 RAW_BYTES=$(du -cb "$WORK"/lake/pancake/*/conversations/*.json | tail -1 | cut -f1)
 RAW_FILES=$(ls "$WORK"/lake/pancake/*/conversations/*.json | wc -l)
 echo "raw: $RAW_FILES files, $((RAW_BYTES / 1048576)) MiB NDJSON"
