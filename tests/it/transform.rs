@@ -563,3 +563,126 @@ fn a_memory_limit_spills_and_changes_no_row() {
     let bad = ingest_sql(&bounded, &shipped_sql(), &["transform", "--memory-limit", "lots"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 }
+
+/// Files of a Delta table after its latest commit (adds minus removes over the whole log).
+fn live_files(table: &Path) -> BTreeSet<String> {
+    let mut logs: Vec<_> = walk(&table.join("_delta_log"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    logs.sort();
+    let mut live = BTreeSet::new();
+    for l in logs {
+        for a in std::fs::read_to_string(&l).unwrap().lines() {
+            let a: Value = serde_json::from_str(a).unwrap();
+            if let Some(p) = a["add"]["path"].as_str() {
+                live.insert(p.to_string());
+            }
+            if let Some(p) = a["remove"]["path"].as_str() {
+                live.remove(p);
+            }
+        }
+    }
+    live
+}
+
+#[test]
+fn a_day_merged_into_a_clustered_table_rewrites_only_the_files_holding_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    fn sim_args(days: &str) -> Vec<&str> {
+        vec!["--rate-window", "1", "--days", days, "--seed", "21", "--scale", "10"]
+    }
+    {
+        let sim = Sim::start(&sim_args("20"));
+        ok(&ingest(Some(&sim), &lake, &["pull", "pancake", "--streams", "conversations", "--from", "2023-09-01", "--to", "2023-09-19"]));
+    }
+    // The shipped model (cluster_by inserted_at) with small files, so the table has many.
+    let sql = dir.path().join("sql/silver");
+    std::fs::create_dir_all(&sql).unwrap();
+    let model = std::fs::read_to_string(shipped_sql().join("silver/pancake_conversations.sql")).unwrap();
+    assert!(model.contains("-- cluster_by: inserted_at"));
+    let model = model.replace("-- cluster_by: inserted_at", "-- cluster_by: inserted_at\n-- target_file_size: 16KiB");
+    std::fs::write(sql.join("pancake_conversations.sql"), model).unwrap();
+    let sql = dir.path().join("sql");
+    ok(&ingest_sql(&lake, &sql, &["transform"]));
+    let table = lake.join("silver/pancake_conversations");
+    let before = live_files(&table);
+    assert!(before.len() >= 8, "a multi-file table: {before:?}");
+
+    // Which keys each file holds, read by DuckDB from the Parquet files themselves.
+    let keys_by_file = || -> BTreeMap<String, BTreeSet<String>> {
+        let list: Vec<String> = live_files(&table).iter().map(|f| format!("'{}'", table.join(f).display())).collect();
+        let out = duckdb(&format!(
+            "for f, i in con.execute(\"SELECT filename, id FROM read_parquet([{}], filename=true)\").fetchall(): print(f, i)",
+            list.join(", ")
+        ));
+        let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for l in out.lines() {
+            let (f, id) = l.rsplit_once(' ').unwrap();
+            let name = Path::new(f).file_name().unwrap().to_string_lossy().to_string();
+            m.entry(name).or_default().insert(id.to_string());
+        }
+        m
+    };
+    let held = keys_by_file();
+    assert_eq!(held.keys().cloned().collect::<BTreeSet<_>>(), before);
+
+    // One more day lands; its keys are the new raw rows' ids.
+    let seq = catalogue(&lake).iter().map(|r| r.seq).max().unwrap();
+    {
+        let sim = Sim::start(&sim_args("21"));
+        ok(&ingest(Some(&sim), &lake, &["pull", "pancake", "--streams", "conversations", "--to", "2023-09-20"]));
+    }
+    let files = raw_files(&lake);
+    let new_ids: BTreeSet<String> = catalogue(&lake)
+        .into_iter()
+        .filter(|r| r.seq > seq)
+        .filter_map(|r| r.path)
+        .flat_map(|p| files.get(&p).cloned().unwrap_or_default())
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!new_ids.is_empty());
+    let holding: BTreeSet<String> = held
+        .iter()
+        .filter(|(_, ids)| !ids.is_disjoint(&new_ids))
+        .map(|(f, _)| f.clone())
+        .collect();
+    assert!(!holding.is_empty(), "the day updates conversations created earlier");
+    assert!(holding.len() * 3 <= before.len(), "the day's keys sit in a few files: {} of {}", holding.len(), before.len());
+
+    let out = ok(&ingest_sql(&lake, &sql, &["transform"]));
+    assert!(out.contains("rewritten"), "the summary names the files the merge touched: {out}");
+    let (info, _) = last_commit(&table);
+    assert_eq!(info["operation"], "MERGE", "{info}");
+    let text = {
+        let mut logs: Vec<_> = walk(&table.join("_delta_log")).into_iter().filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+        logs.sort();
+        std::fs::read_to_string(logs.last().unwrap()).unwrap()
+    };
+    let removed: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).unwrap()["remove"]["path"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(removed, holding, "the merge rewrites exactly the files holding the day's keys");
+    let metrics = &info["operationMetrics"];
+    assert_eq!(metrics["num_target_files_removed"].as_u64().unwrap() as usize, holding.len(), "{metrics}");
+    assert!(
+        metrics["num_target_files_skipped_during_scan"].as_u64().unwrap() as usize >= before.len() - holding.len() * 2,
+        "files outside the day's inserted_at range are not even read: {metrics}"
+    );
+    // Untouched files are still there, byte for byte the same objects.
+    let after = live_files(&table);
+    assert!(before.difference(&holding).all(|f| after.contains(f)));
+
+    // And the table is exact: one row per conversation, the latest version of each.
+    let want = latest(&lake, "/conversations/", "id", &|r: &Value| secs(r["updated_at"].as_str().unwrap()));
+    let rows = query(&lake, "SELECT id, to_unixtime(updated_at) AS u FROM silver.pancake_conversations");
+    assert_eq!(rows.len(), want.len(), "no key twice, none lost");
+    for r in &rows {
+        let id = r["id"].as_str().unwrap();
+        assert_eq!(r["u"].as_i64().unwrap(), secs(want[id]["updated_at"].as_str().unwrap()), "{id}");
+    }
+    let ids: BTreeSet<String> = keys_by_file().into_values().flatten().collect();
+    assert_eq!(ids.len(), want.len());
+}
