@@ -2,6 +2,11 @@
 //! Every model is planned before anything is written (bad SQL exits 2 naming file and line);
 //! then each reads only the landed files it has not consumed, dedupes, and MERGEs into its
 //! Delta table with the catalogue position it consumed as a Delta application transaction.
+//!
+//! Memory: raw files are scanned lazily ([`raw::RawTable`]), the dedupe's sort is tracked by
+//! the session's memory pool (`--memory-limit`, spilling), a full build streams its output
+//! into delta-rs's writer (same session, so same pool) and a MERGE holds only the deduplicated
+//! new rows (computed once: delta-rs reads its source more than once).
 pub mod functions;
 pub mod model;
 pub mod raw;
@@ -274,21 +279,30 @@ fn schema_with_path(path: &[String]) -> Schema {
 
 pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformOptions) -> Result<Vec<ModelReport>> {
     let all = model::load_dir(sql_dir)?;
-    let ctx = match opts.memory_limit {
-        None => SessionContext::new(),
+    use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use deltalake::datafusion::execution::SessionStateBuilder;
+    use deltalake::datafusion::prelude::SessionConfig;
+    let (cfg, rt) = match opts.memory_limit {
+        None => (SessionConfig::new(), RuntimeEnvBuilder::new().build_arc()?),
         // Sorts and aggregations spill to temp files past the limit (under the system's temp
         // directory, removed when the run ends).
-        Some(limit) => {
-            let rt = deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-                .with_memory_limit(limit, 1.0)
-                .build_arc()?;
+        Some(limit) => (
             // A sort keeps this much aside to merge its spills (10 MB by default): a quarter
             // of a small limit, so small limits still work.
-            let cfg = deltalake::datafusion::prelude::SessionConfig::new()
-                .with_sort_spill_reservation_bytes((limit / 4).min(10 * 1024 * 1024));
-            SessionContext::new_with_config_rt(cfg, rt)
-        }
+            SessionConfig::new().with_sort_spill_reservation_bytes((limit / 4).min(10 * 1024 * 1024)),
+            RuntimeEnvBuilder::new().with_memory_limit(limit, 1.0).build_arc()?,
+        ),
     };
+    // delta-rs's planner: its writes run the model's plan in this session (and pool). A
+    // global sort (cluster_by) stays one sorted stream: delta-rs's writer takes batches from
+    // every output partition as they come, so per-partition sorts would interleave.
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(cfg.with_repartition_sorts(false))
+        .with_runtime_env(rt)
+        .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     functions::register(&ctx);
     let mut refs = BTreeMap::new();
     for m in &all {

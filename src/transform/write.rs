@@ -6,7 +6,15 @@ use crate::error::Result;
 use crate::lake::Lake;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
-use deltalake::datafusion::datasource::MemTable;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::datafusion::catalog::streaming::StreamingTable;
+use deltalake::datafusion::common::DataFusionError;
+use deltalake::datafusion::datasource::{provider_as_source, MemTable};
+use deltalake::datafusion::execution::{SessionState, TaskContext};
+use deltalake::datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use deltalake::datafusion::physical_plan::streaming::PartitionStream;
+use deltalake::datafusion::physical_plan::SendableRecordBatchStream;
 use deltalake::datafusion::prelude::{cast, col, DataFrame, Expr, SessionContext};
 use std::collections::BTreeSet;
 use deltalake::kernel::transaction::CommitProperties;
@@ -258,6 +266,78 @@ fn builder(lake: &Lake, m: &Model) -> Result<DeltaTable> {
         .build()?)
 }
 
+/// The model's output as one stream, executed by this session (its memory pool, and its
+/// plan: a `cluster_by` sort stays — run inside delta-rs's writer, an ordering nothing
+/// above requires would be optimised away), handed to the writer as a one-shot scan.
+async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan)> {
+    let state = df.clone().into_parts().0;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let stream = df.execute_stream().await?;
+    let table = StreamingTable::try_new(
+        schema.clone(),
+        vec![Arc::new(OneShot { schema, stream: std::sync::Mutex::new(Some(stream)) })],
+    )?;
+    let plan = LogicalPlanBuilder::scan("model_output", provider_as_source(Arc::new(table)), None)?.build()?;
+    Ok((state, plan))
+}
+
+struct OneShot {
+    schema: SchemaRef,
+    stream: std::sync::Mutex<Option<SendableRecordBatchStream>>,
+}
+
+impl std::fmt::Debug for OneShot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OneShot(model output)")
+    }
+}
+
+impl PartitionStream for OneShot {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        match self.stream.lock().ok().and_then(|mut s| s.take()) {
+            Some(s) => s,
+            None => Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::once(async {
+                    Err(DataFusionError::Internal("the model's output was read twice".into()))
+                }),
+            )),
+        }
+    }
+}
+
+/// A first write that failed leaves no table behind: data files it wrote before failing are
+/// removed with the folder, unless a commit made it a table meanwhile (another run's).
+async fn remove_uncommitted(lake: &Lake, m: &Model) {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let rel = m.table_rel();
+    let log0 = lake.path(&format!("{rel}/_delta_log/00000000000000000000.json"));
+    if lake.store.head(&log0).await.is_ok() {
+        return;
+    }
+    let listed: Vec<_> = lake.store.list(Some(&lake.path(&rel))).try_collect().await.unwrap_or_default();
+    for o in listed {
+        let _ = lake.store.delete(&o.location).await;
+    }
+    if let Some(d) = &lake.local_dir {
+        let _ = std::fs::remove_dir_all(d.join(&rel));
+    }
+    tracing::info!(model = %m.target, "removed the files of a first write that failed");
+}
+
+/// Rows the table's latest commit (a write) added, from its commit metrics.
+async fn written_rows(t: &DeltaTable) -> Result<usize> {
+    use futures::StreamExt;
+    let info = t.history(Some(1)).next().await.transpose()?;
+    Ok(info
+        .and_then(|i| i.info.get("operationMetrics").and_then(|m| m["num_added_rows"].as_u64()))
+        .unwrap_or(0) as usize)
+}
+
 /// A table made before its model declared `target_file_size` (or `cluster_by`) gets the
 /// property first, in its own commit (the MERGE reads it from the table, not from a builder).
 async fn file_size_property(m: &Model, t: DeltaTable) -> Result<DeltaTable> {
@@ -387,12 +467,10 @@ pub async fn write(
                 Some(c) => df.sort(vec![col(format!("\"{c}\"")).sort(true, true)])?,
                 None => df,
             };
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let mut batches: Vec<RecordBatch> = df.collect().await?;
-            let rows = batches.iter().map(|b| b.num_rows()).sum();
-            if batches.is_empty() {
-                batches.push(RecordBatch::new_empty(schema));
-            }
+            // Streamed into the writer: the output is never held whole (sorts above the raw
+            // scan spill under --memory-limit; the writer holds a file at a time).
+            let (state, plan) = one_stream(df).await?;
+            let created = existing.is_none();
             let (t, save) = match existing {
                 Some(t) if mode == Mode::Append && !full_refresh => (t, SaveMode::Append),
                 Some(t) => (t, SaveMode::Overwrite),
@@ -404,7 +482,9 @@ pub async fn write(
                 deltalake::operations::write::SchemaMode::Merge
             };
             let mut w = t
-                .write(batches)
+                .write(Vec::new())
+                .with_input_plan(plan)
+                .with_session_state(Arc::new(state))
                 .with_save_mode(save)
                 .with_schema_mode(schema_mode)
                 .with_table_name(m.target.replace('.', "_"))
@@ -417,7 +497,16 @@ pub async fn write(
                 w = w.with_target_file_size(std::num::NonZeroU64::new(n));
             }
             // Typed, so the caller tells a lost commit race from a failure.
-            let t = w.await?;
+            let t = match w.await {
+                Ok(t) => t,
+                Err(e) => {
+                    if created {
+                        remove_uncommitted(lake, m).await;
+                    }
+                    return Err(e.into());
+                }
+            };
+            let rows = written_rows(&t).await?;
             Ok(Written {
                 table_version: t.version().unwrap_or(0) as i64,
                 rows,

@@ -37,7 +37,9 @@ timed() { # label, command...
   /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }
   read -r secs kb < "$WORK/t"
   printf '%-44s %8.2f s %8d MiB\n' "$label" "$secs" "$((kb / 1024))"
+  LAST_S=$secs; LAST_MIB=$((kb / 1024))
 }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 day() { date -u -d "2023-09-01 + $1 days" +%F; }
 
 echo "== generating: $PAGES pages x $DAYS days, scale $SCALE"
@@ -54,6 +56,7 @@ echo "raw: $RAW_FILES files, $((RAW_BYTES / 1048576)) MiB NDJSON"
 
 echo "== full build"
 timed "ingest transform (full)" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
+FULL_S=$LAST_S; FULL_MIB=$LAST_MIB
 ROWS=$("$BIN" -q --lake "$WORK/lake" query "SELECT count(*) AS n FROM silver.pancake_conversations" --format csv | tail -1)
 cat > "$WORK/duck.py" <<PY
 import duckdb
@@ -73,13 +76,28 @@ COPY (
 print(con.execute("SELECT count(*) FROM '$WORK/duck.parquet'").fetchone()[0])
 PY
 timed "duckdb read_json + dedupe + parquet" "$VENV/bin/python" "$WORK/duck.py"
+DUCK_S=$LAST_S; DUCK_MIB=$LAST_MIB
 DUCK_ROWS=$(cat "$WORK/out.txt")
 echo "rows: ingest $ROWS, duckdb $DUCK_ROWS"
+LIMIT=${LIMIT:-2GiB}
+timed "ingest transform --full-refresh --memory-limit $LIMIT" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform --full-refresh --memory-limit "$LIMIT"
+LIM_S=$LAST_S; LIM_MIB=$LAST_MIB
+LIM_ROWS=$("$BIN" -q --lake "$WORK/lake" query "SELECT count(*) AS n FROM silver.pancake_conversations" --format csv | tail -1)
 
 echo "== one more day"
 sim $((DAYS + 1))
 NEXT=$(day $DAYS)
 "$BIN" -q --lake "$WORK/lake" --pipelines pipelines pull pancake --streams conversations --to "$NEXT" > /dev/null
 timed "1-day incremental on the $DAYS-day lake" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
+INC_S=$LAST_S
+grep -o 'merge: .*' "$WORK/out.txt" || true
 "$BIN" -q --lake "$WORK/empty" --pipelines pipelines pull pancake --streams conversations --from "$NEXT" --to "$NEXT" > /dev/null
 timed "the same day on an empty lake" "$BIN" -q --lake "$WORK/empty" --sql "$SQL" transform
+ONE_S=$LAST_S
+
+echo "== figures (issue 9's goal table; $PROFILE build, one run)"
+printf '%-58s %s\n' "raw input" "$((RAW_BYTES / 1048576)) MiB in $RAW_FILES files"
+printf '%-58s %s  (goal <= 1.0)\n' "full build time / DuckDB's" "$(ratio "$FULL_S" "$DUCK_S")"
+printf '%-58s %s  (goal <= 1.0)\n' "full build peak RSS / DuckDB's" "$(ratio "$FULL_MIB" "$DUCK_MIB")"
+printf '%-58s %s MiB, rows %s (unlimited %s)\n' "full build with --memory-limit $LIMIT: peak RSS" "$LIM_MIB" "$LIM_ROWS" "$ROWS"
+printf '%-58s %s  (goal <= 1.5)\n' "1-day incremental on the $DAYS-day lake / on an empty lake" "$(ratio "$INC_S" "$ONE_S")"
