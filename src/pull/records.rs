@@ -31,6 +31,24 @@ pub fn select(body: &Value, path: &[String], map_key: Option<&str>) -> Vec<Value
     }
 }
 
+/// The records at `path` as [`select`] would return them, borrowed when they are a plain
+/// array (the common case: no copy), built otherwise.
+pub fn view<'a>(body: &'a Value, path: &[String], map_key: Option<&str>) -> std::borrow::Cow<'a, [Value]> {
+    match (at(body, path), map_key) {
+        (Some(Value::Array(a)), _) => std::borrow::Cow::Borrowed(a.as_slice()),
+        _ => std::borrow::Cow::Owned(select(body, path, map_key)),
+    }
+}
+
+/// [`select`], moving a plain array out of `body` instead of copying it (the caller no longer
+/// needs it there).
+pub fn take(body: &mut Value, path: &[String], map_key: Option<&str>) -> Vec<Value> {
+    match crate::json::at_mut(body, path) {
+        Some(Value::Array(a)) => std::mem::take(a),
+        _ => select(body, path, map_key),
+    }
+}
+
 fn with_field(item: Value, key: &str, val: Value) -> Value {
     match item {
         Value::Object(mut m) => {
@@ -74,6 +92,11 @@ mod tests {
         let users = select(&b, &p("data.users"), Some("user_id"));
         assert_eq!(users, vec![json!({"name":"a","user_id":"u1"})]);
         assert_eq!(select(&json!([1, 2]), &[], None).len(), 2);
+        let mut body = json!({"data": {"items": [{"a": 1}, {"a": 2}]}, "next": "x"});
+        assert_eq!(view(&body, &p("data.items"), None).len(), 2);
+        assert_eq!(view(&b, &p("data.statistics"), Some("user_id")).len(), 3);
+        assert_eq!(take(&mut body, &p("data.items"), None), vec![json!({"a": 1}), json!({"a": 2})]);
+        assert_eq!(body, json!({"data": {"items": []}, "next": "x"}));
     }
 
 }

@@ -340,7 +340,7 @@ impl StreamRun<'_> {
                     headers: &headers,
                     body: body.as_ref(),
                 };
-                let got = self
+                let mut got = self
                     .client
                     .send(&req, &self.part.auth, &what)
                     .await
@@ -354,25 +354,44 @@ impl StreamRun<'_> {
                 rep.pages += 1;
                 rep.retries += got.retries;
                 rep.throttled += got.throttled;
-                let mut page_count = 0usize;
-                let mut last_record: Option<Value> = None;
-                let mut page_cursors: Vec<DateTime<Utc>> = Vec::new();
-                for (i, out) in self.s.outputs.iter().enumerate() {
-                    let mut recs = records::select(&got.body, &out.records, out.map_key.as_deref());
-                    if i == 0 {
-                        page_count = recs.len();
-                        if self.s.cap.is_some_and(|c| recs.len() >= c) {
-                            tracing::warn!(stream = %what, records = recs.len(), "the API's cap was reached: records beyond it were not returned (narrow the request, e.g. by a filter or partitions)");
-                            rep.capped = true;
-                        }
-                        last_record = recs.last().cloned();
-                        if let Some(inc) = inc {
-                            page_cursors = recs
-                                .iter()
-                                .filter_map(|r| json::at(r, &inc.cursor).and_then(|v| cursor_instant(v, &inc.tz)))
-                                .collect();
-                        }
+                // The paginator decides from the page as served (first output's records before
+                // any client-side filter); then the records are moved out of the body, not copied.
+                let more = {
+                    let first = self.s.outputs.first();
+                    let recs = match first {
+                        Some(o) => records::view(&got.body, &o.records, o.map_key.as_deref()),
+                        None => std::borrow::Cow::Owned(Vec::new()),
+                    };
+                    if self.s.cap.is_some_and(|c| recs.len() >= c) {
+                        tracing::warn!(stream = %what, records = recs.len(), "the API's cap was reached: records beyond it were not returned (narrow the request, e.g. by a filter or partitions)");
+                        rep.capped = true;
                     }
+                    let page_cursors: Vec<DateTime<Utc>> = inc.map_or_else(Vec::new, |inc| {
+                        recs.iter()
+                            .filter_map(|r| json::at(r, &inc.cursor).and_then(|v| cursor_instant(v, &inc.tz)))
+                            .collect()
+                    });
+                    let page = Page {
+                        status: got.status,
+                        body: &got.body,
+                        headers: &got.headers,
+                        count: recs.len(),
+                        last: recs.last(),
+                        cursors: &page_cursors,
+                    };
+                    pager.advance(&page, bound.as_ref(), &what).map_err(Error::Http)?
+                };
+                let mut body = std::mem::take(&mut got.body);
+                for (i, out) in self.s.outputs.iter().enumerate() {
+                    // Moved out unless another output reads the same part of the body.
+                    let overlaps = self.s.outputs.iter().enumerate().any(|(j, o)| {
+                        j != i && (o.records.starts_with(&out.records) || out.records.starts_with(&o.records))
+                    });
+                    let mut recs = if overlaps {
+                        records::select(&body, &out.records, out.map_key.as_deref())
+                    } else {
+                        records::take(&mut body, &out.records, out.map_key.as_deref())
+                    };
                     if let Some(inc) = &self.s.incremental {
                         recs.retain(|r| {
                             let c = json::at(r, &inc.cursor).and_then(|v| cursor_instant(v, &inc.tz));
@@ -430,15 +449,6 @@ impl StreamRun<'_> {
                 if rep.pages % 25 == 0 {
                     tracing::info!(stream = %what, pages = rep.pages, records = rep.records, "pulling");
                 }
-                let page = Page {
-                    status: got.status,
-                    body: &got.body,
-                    headers: &got.headers,
-                    count: page_count,
-                    last: last_record.as_ref(),
-                    cursors: &page_cursors,
-                };
-                let more = pager.advance(&page, bound.as_ref(), &what).map_err(Error::Http)?;
                 if !more {
                     return Ok(());
                 }

@@ -10,8 +10,9 @@ SCALE=${SCALE:-50}
 DAYS=${DAYS:-30}
 PAGES=${PAGES:-10}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
-if [ "$PROFILE" = release ]; then cargo build --release --locked -q; else cargo build --locked -q; fi
-BIN="$CARGO_TARGET_DIR/$PROFILE/ingest"
+if [ -n "${BIN:-}" ]; then :   # a binary given (e.g. a copy of the previous build, to compare)
+elif [ "$PROFILE" = release ]; then cargo build --release --locked -q; BIN="$CARGO_TARGET_DIR/release/ingest"
+else cargo build --locked -q; BIN="$CARGO_TARGET_DIR/debug/ingest"; fi
 WORK=$(mktemp -d)
 "$BIN" fixtures serve --no-rate-limit --days "$DAYS" --scale "$SCALE" --pages "$PAGES" > "$WORK/sim.out" &
 SIM=$!

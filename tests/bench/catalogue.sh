@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): does a day's work cost the same on a lake whose catalogue lists many
+# files as on a small one? Pulls Pancake conversations for PAGES pages x DAYS days (one file per
+# page and day: PAGES*DAYS catalogued files) and, separately, 1 page x 100 days (100 files), then
+# times on each lake the next day's incremental pull (one page) + transform.
+#   PROFILE=debug PAGES=50 DAYS=200 tests/bench/catalogue.sh      # 10,000 files
+#   PAGES=250 DAYS=400 tests/bench/catalogue.sh                   # 100,000 files (slow to build)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PROFILE=${PROFILE:-release}
+PAGES=${PAGES:-50}
+DAYS=${DAYS:-200}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
+if [ -n "${BIN:-}" ]; then :
+elif [ "$PROFILE" = release ]; then cargo build --release --locked -q; BIN="$CARGO_TARGET_DIR/release/ingest"
+else cargo build --locked -q; BIN="$CARGO_TARGET_DIR/debug/ingest"; fi
+WORK=${WORK:-$(mktemp -d)}
+SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp sql/silver/pancake_conversations.sql "$SQL/silver/"
+SIMPID=""
+trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
+sim() { # days
+  [ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null && sleep 0.2
+  "$BIN" fixtures serve --no-rate-limit --days "$1" --scale 1 --pages "$PAGES" > "$WORK/sim.out" &
+  SIMPID=$!
+  for _ in $(seq 100); do grep -q '^$' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
+  eval "$(grep '^export' "$WORK/sim.out")"
+}
+day() { date -u -d "2023-09-01 + $1 days" +%F; }
+secs() { /usr/bin/time -f "%e" -o "$WORK/t" "$@" > /dev/null 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }; cat "$WORK/t"; }
+
+sim "$DAYS"
+echo "== building a lake of $PAGES pages x $((DAYS - 1)) days"
+t=$(secs "$BIN" -q --lake "$WORK/big" --pipelines pipelines pull pancake --streams conversations --from 2023-09-01 --to "$(day $((DAYS - 2)))")
+echo "pull: $t s"
+t=$(secs "$BIN" -q --lake "$WORK/big" --sql "$SQL" transform)
+echo "transform: $t s"
+FILES=$("$BIN" -q --lake "$WORK/big" query "SELECT count(*) AS n FROM raw.pancake_conversations GROUP BY _file" --format csv | tail -n +2 | wc -l)
+echo "catalogued raw files: $FILES"
+NEXT=$(day $((DAYS - 1)))
+PAGE=${PANCAKE_PAGE_IDS%%,*}
+one_day() { # lake → seconds for the next day's pull (one page) + transform
+  local a b
+  a=$(secs "$BIN" -q --lake "$1" --pipelines pipelines pull pancake --streams conversations --partitions "$PAGE" --to "$NEXT")
+  b=$(secs "$BIN" -q --lake "$1" --sql "$SQL" transform)
+  awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a + b }'
+}
+"$BIN" -q --lake "$WORK/small" --pipelines pipelines pull pancake --streams conversations --partitions "$PAGE" --from "$(day $((DAYS - 101)))" --to "$(day $((DAYS - 2)))" > /dev/null
+"$BIN" -q --lake "$WORK/small" --sql "$SQL" transform > /dev/null
+BIG=$(one_day "$WORK/big")
+SMALL=$(one_day "$WORK/small")
+echo "== next day, one page: pull + transform"
+printf '%-58s %s s\n' "on the lake with $FILES catalogued files" "$BIG"
+printf '%-58s %s s\n' "on a lake with 100 catalogued files (one page, 100 days)" "$SMALL"
+printf '%-58s %s  (goal <= 1.5 at 100k vs 100)\n' "ratio" "$(awk -v a="$BIG" -v b="$SMALL" 'BEGIN { printf "%.2f", a / b }')"
