@@ -29,7 +29,7 @@ pub struct Model {
     /// files holding their keys. `col` must be set on every row and never change for a key
     /// (a creation time, say): a NULL fails the model; a changed value would insert a second row.
     pub cluster_by: Option<String>,
-    /// `-- target_file_size: 4MiB` (default 4 MiB with `cluster_by`, else delta-rs's 100 MiB).
+    /// `-- target_file_size: 4MiB` (default 2 MiB with `cluster_by`, else delta-rs's 100 MiB).
     pub target_file_size: Option<u64>,
     /// `-- reads: all`: raw streams are read whole (every current file), not only the files
     /// the model has not consumed — for joins between raw streams.
@@ -75,7 +75,7 @@ fn ident_ok(s: &str) -> bool {
 
 /// Files of a clustered table: small enough that a day's MERGE rewrites a small share of the
 /// table, large enough for readers (tests/bench/transform.sh measures both).
-pub const DEFAULT_CLUSTERED_FILE_SIZE: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_CLUSTERED_FILE_SIZE: u64 = 2 * 1024 * 1024;
 
 pub fn parse(file: &str, text: &str) -> Result<Model> {
     let mut target = None;
