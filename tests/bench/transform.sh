@@ -21,7 +21,7 @@ VENV="${INGEST_VENV:-$HOME/.cache/ingest-venv}"
 EXT=$(ls "$VENV"/lib/python*/site-packages/duckdb_ext/extensions/v1.4.4/*/delta.duckdb_extension 2>/dev/null | head -1 || true)
 [ -x "$VENV/bin/python" ] || { echo "run tests/run.sh first (it installs DuckDB in $VENV)"; exit 2; }
 WORK=${WORK:-$(mktemp -d)}
-SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp sql/silver/pancake_conversations.sql "$SQL/silver/"
+SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp "${MODEL:-sql/silver/pancake_conversations.sql}" "$SQL/silver/pancake_conversations.sql"
 SIMPID=""
 trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
 
