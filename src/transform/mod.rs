@@ -293,12 +293,14 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
             RuntimeEnvBuilder::new().with_memory_limit(limit, 1.0).build_arc()?,
         ),
     };
-    // delta-rs's planner: its writes run the model's plan in this session (and pool). A
-    // global sort (cluster_by) stays one sorted stream: delta-rs's writer takes batches from
-    // every output partition as they come, so per-partition sorts would interleave.
+    // delta-rs's planner, for the plans delta-rs builds on top of ours. A model's output is
+    // executed here as one stream (write::one_stream); no round-robin repartitioning, which
+    // would deal that stream out to several writer tasks feeding one file, out of order (a
+    // cluster_by table's files would overlap), and one global sort rather than a sort per
+    // core merged after (measured: 6.7 s against 8.4 s for the 536 MiB bench build).
     let state = SessionStateBuilder::new()
         .with_default_features()
-        .with_config(cfg.with_repartition_sorts(false))
+        .with_config(cfg.with_round_robin_repartition(false).with_repartition_sorts(false))
         .with_runtime_env(rt)
         .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
         .build();

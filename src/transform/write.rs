@@ -272,6 +272,11 @@ fn builder(lake: &Lake, m: &Model) -> Result<DeltaTable> {
 async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan)> {
     let state = df.clone().into_parts().0;
     let schema = Arc::new(df.schema().as_arrow().clone());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let p = df.clone().create_physical_plan().await?;
+        let shown = deltalake::datafusion::physical_plan::displayable(p.as_ref()).indent(true).to_string();
+        tracing::debug!(plan = %shown, "model output plan");
+    }
     let stream = df.execute_stream().await?;
     let table = StreamingTable::try_new(
         schema.clone(),

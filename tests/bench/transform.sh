@@ -75,6 +75,16 @@ COPY (
 """)
 print(con.execute("SELECT count(*) FROM '$WORK/duck.parquet'").fetchone()[0])
 PY
+cat > "$WORK/layout.py" <<PY
+import duckdb
+files, overlapping = duckdb.sql("""
+  SELECT count(*), count(*) FILTER (WHERE lo < prev) FROM (
+    SELECT min(inserted_at) AS lo, lag(max(inserted_at)) OVER (ORDER BY min(inserted_at)) AS prev
+    FROM read_parquet('$WORK/lake/silver/pancake_conversations/*.parquet', filename=true) GROUP BY filename)
+""").fetchone()
+print(f"table layout: {files} files, {overlapping} overlapping the previous one's inserted_at range")
+PY
+"$VENV/bin/python" "$WORK/layout.py"
 timed "duckdb read_json + dedupe + parquet" "$VENV/bin/python" "$WORK/duck.py"
 DUCK_S=$LAST_S; DUCK_MIB=$LAST_MIB
 DUCK_ROWS=$(cat "$WORK/out.txt")

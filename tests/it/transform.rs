@@ -627,6 +627,13 @@ fn a_day_merged_into_a_clustered_table_rewrites_only_the_files_holding_its_keys(
     };
     let held = keys_by_file();
     assert_eq!(held.keys().cloned().collect::<BTreeSet<_>>(), before);
+    // Written in inserted_at order: no file's range overlaps the next one's.
+    let list: Vec<String> = before.iter().map(|f| format!("'{}'", table.join(f).display())).collect();
+    let overlaps = duckdb(&format!(
+        "print(con.execute(\"SELECT count(*) FROM (SELECT min(inserted_at) AS lo, lag(max(inserted_at)) OVER (ORDER BY min(inserted_at)) AS prev FROM read_parquet([{}], filename=true) GROUP BY filename) WHERE lo < prev\").fetchone()[0])",
+        list.join(", ")
+    ));
+    assert_eq!(overlaps.trim(), "0", "files of a clustered table hold disjoint inserted_at ranges");
 
     // One more day lands; its keys are the new raw rows' ids.
     let seq = catalogue(&lake).iter().map(|r| r.seq).max().unwrap();
