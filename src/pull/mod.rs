@@ -300,10 +300,13 @@ pub fn check_streams(p: &Pipeline, wanted: &Option<Vec<String>>) -> Result<()> {
     Ok(())
 }
 
-/// Catalogue files past which a pull compacts it (see `state::compact_when_over`); 200, or
-/// `INGEST_COMPACT_CATALOGUE_OVER`.
+/// State-table files past which a pull compacts the catalogue and the run log (see
+/// `state::compact_when_over`); 32, or `INGEST_COMPACT_CATALOGUE_OVER`. Every pull, transform
+/// and `status` reads the catalogue whole: measured on a 2,380-file lake (126 commits, one
+/// small Parquet file each), `status` took 0.24–0.29 s before compaction and 0.12 s after
+/// (0.08 s on a 100-file lake), so a few dozen files is already the cost that matters.
 fn compact_catalogue_over() -> usize {
-    std::env::var("INGEST_COMPACT_CATALOGUE_OVER").ok().and_then(|v| v.parse().ok()).unwrap_or(200)
+    std::env::var("INGEST_COMPACT_CATALOGUE_OVER").ok().and_then(|v| v.parse().ok()).unwrap_or(32)
 }
 
 pub async fn pull(p: &Pipeline, lake: &Lake, opts: &PullOptions) -> Result<PullReport> {
@@ -444,10 +447,12 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         tracing::warn!("cannot append to the run log: {e}");
     }
     let commits = closed?;
-    // The catalogue gets a small file per commit: compacted past a few hundred (a failure here
-    // loses nothing; the next pull or `ingest optimize` tries again).
-    if let Err(e) = state::compact_when_over(lake, state::CATALOGUE, compact_catalogue_over()).await {
-        tracing::warn!("cannot compact the catalogue (the next pull retries): {e}");
+    // The catalogue and the run log get a small file per commit: compacted past a few dozen
+    // (a failure here loses nothing; the next pull or `ingest optimize` tries again).
+    for rel in [state::CATALOGUE, runs::RUNS] {
+        if let Err(e) = state::compact_when_over(lake, rel, compact_catalogue_over()).await {
+            tracing::warn!("cannot compact {rel} (the next pull retries): {e}");
+        }
     }
     Ok(PullReport {
         source: p.name.clone(),

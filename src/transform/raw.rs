@@ -73,8 +73,15 @@ async fn superseded(lake: &Lake, f: &LandedFile) -> Result<bool> {
 /// fields models name that no record has (they read as NULL).
 pub async fn stream_schema(lake: &Lake, all: &[LandedFile], extra: &Schema) -> Result<Schema> {
     let mut s = Schema::empty();
+    // Files of a stream mostly share one recorded schema: each distinct one is parsed once.
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for f in all {
-        let one = match f.schema.as_deref().and_then(crate::lake::schema::from_json) {
+        let one = match f.schema.as_deref() {
+            Some(text) if !seen.insert(text) => continue,
+            Some(text) => crate::lake::schema::from_json(text),
+            None => None,
+        };
+        let one = match one {
             Some(x) => x,
             None => {
                 let bytes = read(lake, f).await?;

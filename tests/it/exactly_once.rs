@@ -329,7 +329,7 @@ fn optimize_compacts_the_catalogue_and_changes_nothing_else() {
     let raw = query(&lake, "SELECT count(DISTINCT id) AS n FROM raw.pancake_conversations")[0]["n"].as_u64().unwrap();
     assert_eq!(silver(), raw);
     assert!(silver() > conversations);
-    // Pulls compact the catalogue themselves past a threshold (200 files; 5 here).
+    // Pulls compact the catalogue themselves past a threshold (32 files; 5 here).
     let other = dir.path().join("other");
     let o = ingest_cmd(Some(&sim), &other, &pipelines(), &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-04"])
         .env("INGEST_COMPACT_CATALOGUE_OVER", "5")
