@@ -124,6 +124,8 @@ pub enum Command {
     },
     /// Compact each Delta table's small files into larger ones (and write a checkpoint), so
     /// reads stay flat as commits pile up: the catalogue gets one small file per pull commit.
+    /// A table whose model (under --sql) declares `cluster_by` is rewritten in that column's
+    /// order instead (Z-order on one column), so its merges keep touching few files.
     /// Rows, versions' meanings and transform watermarks are unchanged; safe while readers run
     /// (they keep reading the version they opened; `vacuum` removes the old files later).
     Optimize {

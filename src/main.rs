@@ -182,7 +182,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Optimize { table } => {
             let lake = Lake::open(&cli.lake)?;
             lake.ready_for_writes().await?;
-            let done = status::optimize(&lake, table.as_deref()).await?;
+            let done = status::optimize(&lake, table.as_deref(), &cli.sql).await?;
             println!("{:<40} {:>13} {:>11}", "table", "small files", "into");
             for (t, removed, added) in &done {
                 if *removed > 0 {

@@ -261,10 +261,19 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
 /// bin-packing, target size its default) and a checkpoint written. Returns (table, files
 /// compacted, files written) per table, (0, 0) for one already compact. A conflicting concurrent commit (a transform's
 /// MERGE rewriting the same files) fails that table's optimize; the next run retries it.
-pub async fn optimize(lake: &Lake, table: Option<&str>) -> Result<Vec<(String, u64, u64)>> {
+/// Compact every Delta table (or `table`); a table whose model under `sql` declares
+/// `cluster_by` is re-sorted by that column instead.
+pub async fn optimize(lake: &Lake, table: Option<&str>, sql: &std::path::Path) -> Result<Vec<(String, u64, u64)>> {
+    let clustered: std::collections::BTreeMap<String, String> = match sql.is_dir() {
+        true => crate::transform::model::load_dir(sql)?
+            .into_iter()
+            .filter_map(|m| m.cluster_by.clone().map(|c| (m.table_rel(), c)))
+            .collect(),
+        false => Default::default(),
+    };
     let mut out = Vec::new();
     for rel in tables_named(lake, table, "optimize").await? {
-        let (removed, added) = state::compact(lake, &rel).await?;
+        let (removed, added) = state::compact(lake, &rel, clustered.get(&rel).map(String::as_str)).await?;
         out.push((rel.replace('/', "."), removed, added));
     }
     Ok(out)

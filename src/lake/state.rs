@@ -197,15 +197,22 @@ async fn open_or_create(lake: &Lake) -> Result<DeltaTable> {
 /// Compact the Delta table at `rel` (deltalake's bin-packing `optimize`, one task) and write a
 /// checkpoint when files were compacted. Rows are unchanged (so are catalogue positions and
 /// the `txn` watermarks). Returns (files compacted, files written).
-pub async fn compact(lake: &Lake, rel: &str) -> Result<(u64, u64)> {
+/// `sort_by`: rewrite the whole table ordered by that column (Z-order on one column) instead
+/// of bin-packing its small files — for a table written in that order (a model's `cluster_by`),
+/// whose merges then keep touching few files.
+pub async fn compact(lake: &Lake, rel: &str, sort_by: Option<&str>) -> Result<(u64, u64)> {
     match open_table(lake, rel).await? {
-        Some(t) => compact_table(rel, t).await,
+        Some(t) => compact_table(rel, t, sort_by).await,
         None => Ok((0, 0)),
     }
 }
 
-async fn compact_table(rel: &str, t: DeltaTable) -> Result<(u64, u64)> {
-    let (t, metrics) = t.optimize().with_max_concurrent_tasks(1).await?;
+async fn compact_table(rel: &str, t: DeltaTable, sort_by: Option<&str>) -> Result<(u64, u64)> {
+    let mut op = t.optimize().with_max_concurrent_tasks(1);
+    if let Some(c) = sort_by {
+        op = op.with_type(deltalake::operations::optimize::OptimizeType::ZOrder(vec![c.to_string()]));
+    }
+    let (t, metrics) = op.await?;
     if metrics.num_files_removed > 0 {
         deltalake::checkpoints::create_checkpoint(&t, None).await?;
         tracing::info!(table = %rel, removed = metrics.num_files_removed, added = metrics.num_files_added, "compacted");
@@ -218,7 +225,7 @@ async fn compact_table(rel: &str, t: DeltaTable) -> Result<(u64, u64)> {
 pub async fn compact_when_over(lake: &Lake, rel: &str, max: usize) -> Result<()> {
     let Some(t) = open_table(lake, rel).await? else { return Ok(()) };
     if t.snapshot()?.log_data().num_files() > max {
-        compact_table(rel, t).await?;
+        compact_table(rel, t, None).await?;
     }
     Ok(())
 }

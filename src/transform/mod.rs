@@ -279,6 +279,7 @@ fn schema_with_path(path: &[String]) -> Schema {
 
 pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformOptions) -> Result<Vec<ModelReport>> {
     let all = model::load_dir(sql_dir)?;
+    use deltalake::datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
     use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
     use deltalake::datafusion::execution::SessionStateBuilder;
     use deltalake::datafusion::prelude::SessionConfig;
@@ -288,9 +289,21 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         // directory, removed when the run ends).
         Some(limit) => (
             // A sort keeps this much aside to merge its spills (10 MB by default): a quarter
-            // of a small limit, so small limits still work.
-            SessionConfig::new().with_sort_spill_reservation_bytes((limit / 4).min(10 * 1024 * 1024)),
-            RuntimeEnvBuilder::new().with_memory_limit(limit, 1.0).build_arc()?,
+            // of a small limit, so small limits still work. Smaller batches: merging many
+            // spill files holds one batch of each (536 MiB of raw under a 128 MiB limit failed
+            // in that merge with 8192-row batches, finished with 2048: 9.4 s, 231 MiB RSS).
+            SessionConfig::new()
+                .with_sort_spill_reservation_bytes((limit / 4).min(10 * 1024 * 1024))
+                .with_batch_size(2048),
+            // A fair pool: the dedupe's sorts (one per core) and the cluster sort each get a
+            // share and spill past it (a greedy pool let one sort take it all and the next
+            // fail: measured on 2 GB of raw with a 512 MiB limit).
+            RuntimeEnvBuilder::new()
+                .with_memory_pool(Arc::new(TrackConsumersPool::new(
+                    FairSpillPool::new(limit),
+                    std::num::NonZeroUsize::new(5).expect("5 > 0"),
+                )))
+                .build_arc()?,
         ),
     };
     // delta-rs's planner, for the plans delta-rs builds on top of ours. A model's output is
