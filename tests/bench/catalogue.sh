@@ -15,7 +15,7 @@ if [ -n "${BIN:-}" ]; then :
 elif [ "$PROFILE" = release ]; then cargo build --release --locked -q; BIN="$CARGO_TARGET_DIR/release/ingest"
 else cargo build --locked -q; BIN="$CARGO_TARGET_DIR/debug/ingest"; fi
 WORK=${WORK:-$(mktemp -d)}
-SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp sql/silver/pancake_conversations.sql "$SQL/silver/"
+SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp "${MODEL:-sql/silver/pancake_conversations.sql}" "$SQL/silver/pancake_conversations.sql"
 SIMPID=""
 trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
 sim() { # days
