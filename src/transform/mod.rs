@@ -288,12 +288,14 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         // Sorts and aggregations spill to temp files past the limit (under the system's temp
         // directory, removed when the run ends).
         Some(limit) => (
-            // A sort keeps this much aside to merge its spills (10 MB by default): a quarter
-            // of a small limit, so small limits still work. Smaller batches: merging many
+            // A sort keeps this much aside to merge its spills (10 MB by default): a sixteenth
+            // of a small limit, so small limits still work (there is a sort per core plus the
+            // cluster sort, and the fair pool splits what the reservations leave between
+            // them: at a quarter, a 2 MiB limit failed 5 runs in 6). Smaller batches: merging many
             // spill files holds one batch of each (536 MiB of raw under a 128 MiB limit failed
             // in that merge with 8192-row batches, finished with 2048: 9.4 s, 231 MiB RSS).
             SessionConfig::new()
-                .with_sort_spill_reservation_bytes((limit / 4).min(10 * 1024 * 1024))
+                .with_sort_spill_reservation_bytes((limit / 16).min(10 * 1024 * 1024))
                 .with_batch_size(2048),
             // A fair pool: the dedupe's sorts (one per core) and the cluster sort each get a
             // share and spill past it (a greedy pool let one sort take it all and the next
