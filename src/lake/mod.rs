@@ -106,6 +106,8 @@ impl Lake {
         let bucket = self.url.host_str().unwrap_or_default().to_string();
         let probe = self.path(&format!("_ingest/.probe-{}", uuid::Uuid::new_v4()));
         let create = || object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+        // A 403 status, not the digits inside a request id or a retry duration ("852.524035ms").
+        let status_403 = |t: &str| regex::Regex::new(r"\b403\b").map(|r| r.is_match(t)).unwrap_or(false);
         let explain = |e: object_store::Error| -> Error {
             let full = crate::secret::redact(&e.to_string());
             // The store's XML body adds nothing the hint does not say.
@@ -113,7 +115,7 @@ impl Lake {
             let lower = full.to_lowercase();
             let hint = if full.contains("NoSuchBucket") {
                 format!("bucket `{bucket}` does not exist at {}", endpoint())
-            } else if text.contains("403") || text.contains("AccessDenied") || text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") {
+            } else if status_403(&text) || text.contains("AccessDenied") || text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") {
                 "access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, instance credentials)".to_string()
             } else if lower.contains("connect") || lower.contains("error sending request") || lower.contains("dns") || lower.contains("timed out") {
                 format!("cannot reach {}: check AWS_ENDPOINT_URL and AWS_REGION", endpoint())
