@@ -10,25 +10,13 @@ cd "$(dirname "$0")/../.."
 PROFILE=${PROFILE:-release}
 PAGES=${PAGES:-50}
 DAYS=${DAYS:-200}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
-if [ -n "${BIN:-}" ]; then :
-elif [ "$PROFILE" = release ]; then cargo build --release --locked -q; BIN="$CARGO_TARGET_DIR/release/ingest"
-else cargo build --locked -q; BIN="$CARGO_TARGET_DIR/debug/ingest"; fi
+. tests/bench/lib.sh
 WORK=${WORK:-$(mktemp -d)}
 SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp "${MODEL:-sql/silver/pancake_conversations.sql}" "$SQL/silver/pancake_conversations.sql"
-SIMPID=""
 trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
-sim() { # days
-  [ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null && sleep 0.2
-  "$BIN" fixtures serve --no-rate-limit --days "$1" --scale 1 --pages "$PAGES" > "$WORK/sim.out" &
-  SIMPID=$!
-  for _ in $(seq 100); do grep -q '^$' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
-  eval "$(grep '^export' "$WORK/sim.out")"
-}
-day() { date -u -d "2023-09-01 + $1 days" +%F; }
 secs() { /usr/bin/time -f "%e" -o "$WORK/t" "$@" > /dev/null 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }; cat "$WORK/t"; }
 
-sim "$DAYS"
+sim "$DAYS" 1
 echo "== building a lake of $PAGES pages x $((DAYS - 1)) days"
 t=$(secs "$BIN" -q --lake "$WORK/big" --pipelines pipelines pull pancake --streams conversations --from 2023-09-01 --to "$(day $((DAYS - 2)))")
 echo "pull: $t s"

@@ -9,10 +9,7 @@ PROFILE=${PROFILE:-release}
 SCALE=${SCALE:-50}
 DAYS=${DAYS:-30}
 PAGES=${PAGES:-10}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
-if [ -n "${BIN:-}" ]; then :   # a binary given (e.g. a copy of the previous build, to compare)
-elif [ "$PROFILE" = release ]; then cargo build --release --locked -q; BIN="$CARGO_TARGET_DIR/release/ingest"
-else cargo build --locked -q; BIN="$CARGO_TARGET_DIR/debug/ingest"; fi
+. tests/bench/lib.sh
 WORK=$(mktemp -d)
 "$BIN" fixtures serve --no-rate-limit --days "$DAYS" --scale "$SCALE" --pages "$PAGES" > "$WORK/sim.out" &
 SIM=$!

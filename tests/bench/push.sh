@@ -9,9 +9,7 @@ PROFILE=${PROFILE:-debug}
 PRODUCTS=${PRODUCTS:-5000}
 RATE=${RATE:-400}          # items a job processes per second (the simulator's ceiling per job)
 WINDOW=${WINDOW:-60}        # seconds of the rate window (60 = the real 100 requests/minute)
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
-if [ "$PROFILE" = release ]; then cargo build --release --locked -q; else cargo build --locked -q; fi
-BIN="$CARGO_TARGET_DIR/$PROFILE/ingest"
+. tests/bench/lib.sh
 WORK=$(mktemp -d)
 "$BIN" fixtures serve --rate-window "$WINDOW" --products "$PRODUCTS" --job-items-per-sec "$RATE" > "$WORK/sim.out" &
 SIM=$!

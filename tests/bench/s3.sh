@@ -12,9 +12,7 @@ SCALE=${SCALE:-2}
 DAYS=${DAYS:-10}
 PAGES=${PAGES:-4}
 VENV="${INGEST_VENV:-$HOME/.cache/ingest-venv}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
-if [ "$PROFILE" = release ]; then cargo build --release --locked -q; else cargo build --locked -q; fi
-BIN="$CARGO_TARGET_DIR/$PROFILE/ingest"
+. tests/bench/lib.sh
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN" fixtures serve --no-rate-limit --days "$DAYS" --scale "$SCALE" --pages "$PAGES" > "$WORK/sim.out" &

@@ -13,25 +13,14 @@ PROFILE=${PROFILE:-release}
 SCALE=${SCALE:-75}
 PAGES=${PAGES:-2}
 DAYS=365
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
-if [ -n "${BIN:-}" ]; then :   # a binary given (e.g. a copy of the previous build, to compare)
-elif [ "$PROFILE" = release ]; then cargo build --release --locked -q; BIN="$CARGO_TARGET_DIR/release/ingest"
-else cargo build --locked -q; BIN="$CARGO_TARGET_DIR/debug/ingest"; fi
+. tests/bench/lib.sh
 VENV="${INGEST_VENV:-$HOME/.cache/ingest-venv}"
 EXT=$(ls "$VENV"/lib/python*/site-packages/duckdb_ext/extensions/v1.4.4/*/delta.duckdb_extension 2>/dev/null | head -1 || true)
 [ -x "$VENV/bin/python" ] || { echo "run tests/run.sh first (it installs DuckDB in $VENV)"; exit 2; }
 WORK=${WORK:-$(mktemp -d)}
 SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp "${MODEL:-sql/silver/pancake_conversations.sql}" "$SQL/silver/pancake_conversations.sql"
-SIMPID=""
 trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
 
-sim() { # days
-  [ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null && sleep 0.2
-  "$BIN" fixtures serve --no-rate-limit --days "$1" --scale "$SCALE" --pages "$PAGES" > "$WORK/sim.out" &
-  SIMPID=$!
-  for _ in $(seq 100); do grep -q '^$' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
-  eval "$(grep '^export' "$WORK/sim.out")"
-}
 timed() { # label, command...
   local label=$1; shift
   /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }
@@ -40,10 +29,9 @@ timed() { # label, command...
   LAST_S=$secs; LAST_MIB=$((kb / 1024))
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-day() { date -u -d "2023-09-01 + $1 days" +%F; }
 
 echo "== generating: $PAGES pages x $DAYS days, scale $SCALE"
-sim $DAYS
+sim $DAYS "$SCALE"
 if [ -n "${PULLED:-}" ]; then   # reuse the 365-day pull a KEEP=1 run saved (same SCALE/PAGES)
   cp -r "$PULLED" "$WORK/lake"
 else
@@ -95,7 +83,7 @@ LIM_S=$LAST_S; LIM_MIB=$LAST_MIB
 LIM_ROWS=$("$BIN" -q --lake "$WORK/lake" query "SELECT count(*) AS n FROM silver.pancake_conversations" --format csv | tail -1)
 
 echo "== one more day"
-sim $((DAYS + 1))
+sim $((DAYS + 1)) "$SCALE"
 NEXT=$(day $DAYS)
 "$BIN" -q --lake "$WORK/lake" --pipelines pipelines pull pancake --streams conversations --to "$NEXT" > /dev/null
 timed "1-day incremental on the $DAYS-day lake" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
