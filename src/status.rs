@@ -258,11 +258,11 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
 }
 
 /// `ingest optimize [TABLE]`: each Delta table's small files compacted (deltalake's
-/// bin-packing, target size its default) and a checkpoint written. Returns (table, files
-/// compacted, files written) per table, (0, 0) for one already compact. A conflicting concurrent commit (a transform's
-/// MERGE rewriting the same files) fails that table's optimize; the next run retries it.
-/// Compact every Delta table (or `table`); a table whose model under `sql` declares
-/// `cluster_by` is re-sorted by that column instead.
+/// bin-packing, target size its default) and a checkpoint written; a table whose model under
+/// `sql` declares `cluster_by` is rewritten in that column's order instead. Returns (table,
+/// files compacted, files written) per table, (0, 0) for one already compact. A conflicting
+/// concurrent commit (a transform's MERGE rewriting the same files) fails that table's
+/// optimize; the next run retries it.
 pub async fn optimize(lake: &Lake, table: Option<&str>, sql: &std::path::Path) -> Result<Vec<(String, u64, u64)>> {
     let clustered: std::collections::BTreeMap<String, String> = match sql.is_dir() {
         true => crate::transform::model::load_dir(sql)?

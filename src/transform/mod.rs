@@ -11,6 +11,7 @@ pub mod functions;
 pub mod model;
 pub mod raw;
 pub mod scaffold;
+mod session;
 mod write;
 
 use crate::error::{Error, Result};
@@ -279,47 +280,7 @@ fn schema_with_path(path: &[String]) -> Schema {
 
 pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformOptions) -> Result<Vec<ModelReport>> {
     let all = model::load_dir(sql_dir)?;
-    use deltalake::datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
-    use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
-    use deltalake::datafusion::execution::SessionStateBuilder;
-    use deltalake::datafusion::prelude::SessionConfig;
-    let (cfg, rt) = match opts.memory_limit {
-        None => (SessionConfig::new(), RuntimeEnvBuilder::new().build_arc()?),
-        // Sorts and aggregations spill to temp files past the limit (under the system's temp
-        // directory, removed when the run ends).
-        Some(limit) => (
-            // A sort keeps this much aside to merge its spills (10 MB by default): a sixteenth
-            // of a small limit, so small limits still work (there is a sort per core plus the
-            // cluster sort, and the fair pool splits what the reservations leave between
-            // them: at a quarter, a 2 MiB limit failed 5 runs in 6). Smaller batches: merging many
-            // spill files holds one batch of each (536 MiB of raw under a 128 MiB limit failed
-            // in that merge with 8192-row batches, finished with 2048: 9.4 s, 231 MiB RSS).
-            SessionConfig::new()
-                .with_sort_spill_reservation_bytes((limit / 16).min(10 * 1024 * 1024))
-                .with_batch_size(2048),
-            // A fair pool: the dedupe's sorts (one per core) and the cluster sort each get a
-            // share and spill past it (a greedy pool let one sort take it all and the next
-            // fail: measured on 2 GB of raw with a 512 MiB limit).
-            RuntimeEnvBuilder::new()
-                .with_memory_pool(Arc::new(TrackConsumersPool::new(
-                    FairSpillPool::new(limit),
-                    std::num::NonZeroUsize::new(5).expect("5 > 0"),
-                )))
-                .build_arc()?,
-        ),
-    };
-    // delta-rs's planner, for the plans delta-rs builds on top of ours. A model's output is
-    // executed here as one stream (write::one_stream); no round-robin repartitioning, which
-    // would deal that stream out to several writer tasks feeding one file, out of order (a
-    // cluster_by table's files would overlap), and one global sort rather than a sort per
-    // core merged after (measured: 6.7 s against 8.4 s for the 536 MiB bench build).
-    let state = SessionStateBuilder::new()
-        .with_default_features()
-        .with_config(cfg.with_round_robin_repartition(false).with_repartition_sorts(false))
-        .with_runtime_env(rt)
-        .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
-        .build();
-    let ctx = SessionContext::new_with_state(state);
+    let ctx = session::context(opts.memory_limit)?;
     functions::register(&ctx);
     let mut refs = BTreeMap::new();
     for m in &all {
@@ -353,7 +314,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         let mut missing = Vec::new();
         for r in &refs[&m.target] {
             if streams.contains_key(r) {
-                raw::register(&ctx, lake, r, &[], &bases[r], extras.get(r).unwrap_or(&empty)).await?;
+                raw::register(&ctx, lake, r, &[], &bases[r], extras.get(r).unwrap_or(&empty))?;
             } else if targets.contains(r.as_str()) {
                 // Registered below when its model is planned (or skipped).
                 if ctx.table_exist(r.as_str()).unwrap_or(false) {
@@ -417,7 +378,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                     let add = schema_with_path(&path);
                     let cur = extras.remove(&table).unwrap_or_else(Schema::empty);
                     extras.insert(table.clone(), crate::lake::schema::union(&cur, &add));
-                    raw::register(&ctx, lake, &table, &[], &bases[&table], &extras[&table]).await?;
+                    raw::register(&ctx, lake, &table, &[], &bases[&table], &extras[&table])?;
                 }
             }
         };
@@ -516,7 +477,7 @@ async fn run_model(
                     .cloned()
                     .collect();
                 files_read.extend(new.iter().filter_map(|f| f.path.clone()));
-                raw::register(ctx, lake, r, &new, &bases[r], extras.get(r).unwrap_or(&Schema::empty())).await?;
+                raw::register(ctx, lake, r, &new, &bases[r], extras.get(r).unwrap_or(&Schema::empty()))?;
             } else if let Some(t) = state::open_table(lake, &r.replace('.', "/")).await? {
                 register_delta(ctx, r, &t).await?;
             }

@@ -110,7 +110,7 @@ async fn read(lake: &Lake, f: &LandedFile) -> Result<bytes::Bytes> {
 }
 
 /// The columns of a raw table: the stream's fields, then the per-file meta columns.
-pub fn table_schema(data_schema: &Schema) -> SchemaRef {
+fn table_schema(data_schema: &Schema) -> SchemaRef {
     let mut fields: Vec<Field> = data_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(meta_fields());
     Arc::new(Schema::new(fields))
@@ -272,7 +272,7 @@ impl ExecutionPlan for RawExec {
 
 /// Register raw stream `name` holding `files` (none: empty, for planning), with the stream's
 /// schema (`base`, computed once per run) plus `extra` fields.
-pub async fn register(
+pub fn register(
     ctx: &SessionContext,
     lake: &Lake,
     name: &str,

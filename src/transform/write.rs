@@ -17,6 +17,7 @@ use deltalake::datafusion::physical_plan::streaming::PartitionStream;
 use deltalake::datafusion::physical_plan::SendableRecordBatchStream;
 use deltalake::datafusion::prelude::{cast, col, DataFrame, Expr, SessionContext};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
@@ -269,7 +270,8 @@ fn builder(lake: &Lake, m: &Model) -> Result<DeltaTable> {
 /// The model's output as one stream, executed by this session (its memory pool, and its
 /// plan: a `cluster_by` sort stays — run inside delta-rs's writer, an ordering nothing
 /// above requires would be optimised away), handed to the writer as a one-shot scan.
-async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan)> {
+/// The returned counter holds the rows streamed so far (all of them once the write is done).
+async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan, Arc<AtomicUsize>)> {
     let state = df.clone().into_parts().0;
     let schema = Arc::new(df.schema().as_arrow().clone());
     if tracing::enabled!(tracing::Level::DEBUG) {
@@ -277,13 +279,21 @@ async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan)> {
         let shown = deltalake::datafusion::physical_plan::displayable(p.as_ref()).indent(true).to_string();
         tracing::debug!(plan = %shown, "model output plan");
     }
+    let rows = Arc::new(AtomicUsize::new(0));
+    let counted = rows.clone();
     let stream = df.execute_stream().await?;
+    let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
+        schema.clone(),
+        futures::TryStreamExt::inspect_ok(stream, move |b| {
+            counted.fetch_add(b.num_rows(), Ordering::Relaxed);
+        }),
+    ));
     let table = StreamingTable::try_new(
         schema.clone(),
         vec![Arc::new(OneShot { schema, stream: std::sync::Mutex::new(Some(stream)) })],
     )?;
     let plan = LogicalPlanBuilder::scan("model_output", provider_as_source(Arc::new(table)), None)?.build()?;
-    Ok((state, plan))
+    Ok((state, plan, rows))
 }
 
 struct OneShot {
@@ -320,8 +330,7 @@ async fn remove_uncommitted(lake: &Lake, m: &Model) {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let rel = m.table_rel();
-    let log0 = lake.path(&format!("{rel}/_delta_log/00000000000000000000.json"));
-    if lake.store.head(&log0).await.is_ok() {
+    if !matches!(crate::lake::state::open_table(lake, &rel).await, Ok(None)) {
         return;
     }
     let listed: Vec<_> = lake.store.list(Some(&lake.path(&rel))).try_collect().await.unwrap_or_default();
@@ -334,24 +343,18 @@ async fn remove_uncommitted(lake: &Lake, m: &Model) {
     tracing::info!(model = %m.target, "removed the files of a first write that failed");
 }
 
-/// Rows the table's latest commit (a write) added, from its commit metrics.
-async fn written_rows(t: &DeltaTable) -> Result<usize> {
-    use futures::StreamExt;
-    let info = t.history(Some(1)).next().await.transpose()?;
-    Ok(info
-        .and_then(|i| i.info.get("operationMetrics").and_then(|m| m["num_added_rows"].as_u64()))
-        .unwrap_or(0) as usize)
-}
+/// The table property delta-rs reads its file size from (writes and MERGE alike).
+const TARGET_FILE_SIZE: &str = "delta.targetFileSize";
 
 /// A table made before its model declared `target_file_size` (or `cluster_by`) gets the
 /// property first, in its own commit (the MERGE reads it from the table, not from a builder).
 async fn file_size_property(m: &Model, t: DeltaTable) -> Result<DeltaTable> {
     let Some(n) = m.target_file_size else { return Ok(t) };
-    let has = t.snapshot()?.metadata().configuration().get("delta.targetFileSize").cloned();
+    let has = t.snapshot()?.metadata().configuration().get(TARGET_FILE_SIZE).cloned();
     if has.as_deref() == Some(n.to_string().as_str()) {
         return Ok(t);
     }
-    let props = std::collections::HashMap::from([("delta.targetFileSize".to_string(), n.to_string())]);
+    let props = std::collections::HashMap::from([(TARGET_FILE_SIZE.to_string(), n.to_string())]);
     Ok(t.set_tbl_properties().with_properties(props).await?)
 }
 
@@ -373,7 +376,7 @@ pub async fn write(
     ];
     if let Some(n) = m.target_file_size {
         // Read by every later write and MERGE of the table (delta-rs takes it from here).
-        config.push(("delta.targetFileSize".to_string(), Some(n.to_string())));
+        config.push((TARGET_FILE_SIZE.to_string(), Some(n.to_string())));
     }
     let (existing, df) = match existing {
         Some(t) if !full_refresh && m.mode != Mode::Replace => {
@@ -474,7 +477,7 @@ pub async fn write(
             };
             // Streamed into the writer: the output is never held whole (sorts above the raw
             // scan spill under --memory-limit; the writer holds a file at a time).
-            let (state, plan) = one_stream(df).await?;
+            let (state, plan, streamed) = one_stream(df).await?;
             let created = existing.is_none();
             let (t, save) = match existing {
                 Some(t) if mode == Mode::Append && !full_refresh => (t, SaveMode::Append),
@@ -511,7 +514,7 @@ pub async fn write(
                     return Err(e.into());
                 }
             };
-            let rows = written_rows(&t).await?;
+            let rows = streamed.load(Ordering::Relaxed);
             Ok(Written {
                 table_version: t.version().unwrap_or(0) as i64,
                 rows,
