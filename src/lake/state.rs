@@ -12,13 +12,29 @@
 //!   (on disk, not a current catalogued file): `ingest status` lists them, and the next pull
 //!   of that source (holding the lease) or `ingest vacuum` removes them. After a successful
 //!   run the raw folders hold exactly the current catalogued files.
+//! - **Unfinished runs** ([`Unfinished`]): a pull writes `_ingest/unfinished/<source>/run-<id>.json`
+//!   before it lands anything and deletes it only when it ends with every stream landed, every
+//!   commit made and every superseded file deleted. So a source without such a marker has no
+//!   orphans, and the next pull scans the raw folders (every object under the source) only
+//!   when a marker is there — a day's pull costs the same on a lake of 100 files or 100,000.
+//!   `tracked` in that folder says the source's runs have been marked since its last full scan
+//!   (a lake written before markers existed is scanned once).
+//! - **Reads stay flat**: a pull reads the rows that can share a slot or a file name with what
+//!   it is about to land (a window's file name and slot carry its start date, a window-less
+//!   stream names its files by the day it runs), plus one aggregate for the watermarks; a
+//!   transform reads the rows after the position its models consumed, plus the distinct
+//!   schemas per stream. Compaction keeps files in commit order at a bounded size
+//!   ([`STATE_FILE_SIZE`]), so those filters skip all but the newest files.
 //! - **Positions** (`seq`) are assigned at commit time from the Delta version being
 //!   committed: `seq = version * SEQ_PER_COMMIT + i`. Catalogue commits never rebase
 //!   (`max_retries 0`): on a conflict the writer reloads and renumbers. So positions strictly
 //!   increase in commit order whoever commits (pulls of different sources run side by side),
 //!   and a transform that consumed "up to N" has seen every row committed before any row > N.
 //! - **Watermarks** are a column of the landing rows, so a landing and the watermark it earns
-//!   are one Delta commit; a stream's watermark is the max over its rows.
+//!   are one Delta commit; a stream's watermark is the max over its rows. That max is also
+//!   kept as the commit's txn [`watermark_app`] → epoch seconds (watermarks are RFC 3339 to
+//!   the second), so a pull reads its streams' watermarks without reading rows; a stream whose
+//!   rows predate that txn falls back to the max over its rows once.
 //! - **txn versions**: each commit records an application transaction per stream
 //!   (`ingest/<source>/<partition>/<request>` → landings so far), so a replay is detectable;
 //!   models record `ingest-model/<target>` → the catalogue position they consumed (see
@@ -103,6 +119,111 @@ fn has_current_columns(t: &DeltaTable) -> bool {
         .unwrap_or(false)
 }
 
+/// The unfinished-run markers of a source (see the module doc).
+pub struct Unfinished {
+    /// Each marker: its object and the partitions its run pulled (None: all).
+    pub runs: Vec<(object_store::path::Path, Option<Vec<String>>)>,
+    /// Whether the source's runs have been marked since its last full scan.
+    pub tracked: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    run_id: String,
+    partitions: Option<Vec<String>>,
+    started: String,
+}
+
+fn unfinished_dir(lake: &Lake, source: &str) -> object_store::path::Path {
+    lake.path(&format!("_ingest/unfinished/{source}"))
+}
+
+fn unfinished_obj(lake: &Lake, source: &str, name: &str) -> object_store::path::Path {
+    lake.path(&format!("_ingest/unfinished/{source}/{name}"))
+}
+
+impl Unfinished {
+    pub async fn read(lake: &Lake, source: &str) -> Result<Self> {
+        use futures::TryStreamExt;
+        let dir = unfinished_dir(lake, source);
+        let listed: Vec<object_store::ObjectMeta> = match lake.store.list(Some(&dir)).try_collect().await {
+            Ok(v) => v,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Unfinished { runs: Vec::new(), tracked: false };
+        for m in listed {
+            match m.location.filename() {
+                Some("tracked") => out.tracked = true,
+                Some(n) if n.starts_with("run-") => {
+                    let body = match lake.store.get(&m.location).await {
+                        Ok(g) => g.bytes().await?,
+                        Err(object_store::Error::NotFound { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    // An unreadable marker is a run of unknown scope: all partitions.
+                    let parts = serde_json::from_slice::<Marker>(&body).ok().and_then(|m| m.partitions);
+                    out.runs.push((m.location, parts));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a run over `partitions` (None: all) must scan for orphans first.
+    pub fn scan_needed(&self, partitions: Option<&[String]>) -> bool {
+        !self.tracked
+            || self.runs.iter().any(|(_, theirs)| match (partitions, theirs) {
+                (Some(mine), Some(theirs)) => theirs.iter().any(|t| mine.contains(t)),
+                _ => true,
+            })
+    }
+
+    /// After a full scan over `partitions` (None: all) removed the orphans: drop the markers
+    /// that scan covered and mark the source tracked.
+    pub async fn scanned(&self, lake: &Lake, source: &str, partitions: Option<&[String]>) -> Result<()> {
+        for (loc, theirs) in &self.runs {
+            let covered = match (partitions, theirs) {
+                (None, _) => true,
+                (Some(mine), Some(theirs)) => theirs.iter().all(|t| mine.contains(t)),
+                (Some(_), None) => false,
+            };
+            if covered {
+                delete_quietly(lake, loc).await?;
+            }
+        }
+        if !self.tracked {
+            lake.store.put(&unfinished_obj(lake, source, "tracked"), bytes::Bytes::new().into()).await?;
+        }
+        Ok(())
+    }
+
+    /// Before a run lands anything: its marker.
+    pub async fn start(lake: &Lake, source: &str, run_id: &str, partitions: Option<&[String]>) -> Result<()> {
+        let m = Marker {
+            run_id: run_id.to_string(),
+            partitions: partitions.map(<[String]>::to_vec),
+            started: crate::time::rfc3339(chrono::Utc::now()),
+        };
+        let body = serde_json::to_vec(&m).map_err(|e| Error::Lake(e.to_string()))?;
+        lake.store.put(&unfinished_obj(lake, source, &format!("run-{run_id}.json")), body.into()).await?;
+        Ok(())
+    }
+
+    /// A run that left nothing behind: its marker goes.
+    pub async fn finish(lake: &Lake, source: &str, run_id: &str) -> Result<()> {
+        delete_quietly(lake, &unfinished_obj(lake, source, &format!("run-{run_id}.json"))).await
+    }
+}
+
+async fn delete_quietly(lake: &Lake, loc: &object_store::path::Path) -> Result<()> {
+    match lake.store.delete(loc).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether a Delta error is another writer having committed first (typed, not by message).
 pub fn is_conflict(e: &deltalake::DeltaTableError) -> bool {
     use deltalake::kernel::transaction::TransactionError as T;
@@ -141,6 +262,11 @@ fn schema() -> SchemaRef {
 
 pub fn txn_app(source: &str, partition: &str, request: &str) -> String {
     format!("ingest/{source}/{partition}/{request}")
+}
+
+/// The txn holding a stream's watermark (the max over its rows) as epoch seconds.
+pub fn watermark_app(source: &str, partition: &str, request: &str) -> String {
+    format!("ingest-watermark/{source}/{partition}/{request}")
 }
 
 /// Whether `rel` holds a Delta log (a listing, without loading the table).
@@ -207,8 +333,17 @@ pub async fn compact(lake: &Lake, rel: &str, sort_by: Option<&str>) -> Result<(u
     }
 }
 
+/// Size of a compacted state-table file (`_ingest/…`): ~4,000 catalogue rows. Bounded so that
+/// (a) compaction merges only the small files of recent commits, never rewriting the table,
+/// and (b) each file keeps a narrow range of positions and dates for reads to skip by.
+pub const STATE_FILE_SIZE: u64 = 256 * 1024;
+
 async fn compact_table(rel: &str, t: DeltaTable, sort_by: Option<&str>) -> Result<(u64, u64)> {
     let mut op = t.optimize().with_max_concurrent_tasks(1);
+    if rel.starts_with("_ingest/") {
+        // deltalake's bin-packing keeps commit order (newest first) within a bin.
+        op = op.with_target_size(std::num::NonZeroU64::new(STATE_FILE_SIZE).expect("non-zero"));
+    }
     if let Some(c) = sort_by {
         op = op.with_type(deltalake::operations::optimize::OptimizeType::ZOrder(vec![c.to_string()]));
     }
@@ -220,11 +355,12 @@ async fn compact_table(rel: &str, t: DeltaTable, sort_by: Option<&str>) -> Resul
     Ok((metrics.num_files_removed, metrics.num_files_added))
 }
 
-/// After a pull: the table at `rel` (the catalogue gets one small file per commit) compacted
-/// once it holds more than `max` files, so reads stay flat as pulls pile up.
+/// After a pull: the state table at `rel` (the catalogue gets one small file per commit)
+/// compacted once it holds more than `max` small files, so reads stay flat as pulls pile up.
 pub async fn compact_when_over(lake: &Lake, rel: &str, max: usize) -> Result<()> {
     let Some(t) = open_table(lake, rel).await? else { return Ok(()) };
-    if t.snapshot()?.log_data().num_files() > max {
+    let small = t.snapshot()?.log_data().iter().filter(|f| (f.size() as u64) < STATE_FILE_SIZE / 2).count();
+    if small > max {
         compact_table(rel, t, None).await?;
     }
     Ok(())
@@ -264,29 +400,147 @@ pub(crate) async fn open_or_create_table(lake: &Lake, rel: &str, name: &str, sch
 
 /// Every catalogue row of `source` (all sources when None), in landing order.
 pub async fn read_catalogue(lake: &Lake, source: Option<&str>) -> Result<Vec<LandedFile>> {
-    let filter = match source {
-        Some(s) => format!("WHERE source = '{}'", s.replace('\'', "''")),
-        None => String::new(),
-    };
-    let mut rows: Vec<LandedFile> = select(lake, CATALOGUE, &format!("{filter} ORDER BY seq")).await?;
-    for r in &mut rows {
-        for ts in [&mut r.window_start, &mut r.window_end] {
-            *ts = ts.as_deref().map(normalize_ts);
-        }
-        r.landed_at = normalize_ts(&r.landed_at);
+    match source {
+        Some(s) => rows_where(lake, &format!("source = {}", sql_text(s))).await,
+        None => rows_where(lake, "TRUE").await,
     }
-    Ok(rows)
 }
 
-/// Rows of the state table at `rel` (`tail`: a WHERE / ORDER BY clause), as `T`.
-pub async fn select<T: serde::de::DeserializeOwned>(lake: &Lake, rel: &str, tail: &str) -> Result<Vec<T>> {
+/// A SQL string literal.
+pub fn sql_text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Catalogue rows matching `filter` (SQL over the catalogue's columns), in landing order.
+/// Delta skips the catalogue files whose statistics rule the filter out: compaction keeps
+/// commit order (see [`compact_when_over`]), so each file spans a narrow range of `seq`,
+/// `landed_at` and `window_start`, and a filter on them reads what is recent, not the lake.
+pub async fn rows_where(lake: &Lake, filter: &str) -> Result<Vec<LandedFile>> {
+    let batches = query(lake, CATALOGUE, &format!("SELECT * FROM state WHERE {filter} ORDER BY seq")).await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let n = b.num_rows();
+        let (seq, records, bytes) = (ints(b, "seq")?, ints(b, "records")?, ints(b, "bytes")?);
+        let col = |c: &str| strs(b, c);
+        let (mut source, mut partition, mut stream, mut request) = (col("source")?, col("partition")?, col("stream")?, col("request")?);
+        let (mut path, mut sha256, mut slot, mut schema) = (col("path")?, col("sha256")?, col("slot")?, col("schema")?);
+        let (mut min_cursor, mut max_cursor, mut watermark, mut run_id) =
+            (col("min_cursor")?, col("max_cursor")?, col("watermark")?, col("run_id")?);
+        let (mut window_start, mut window_end, mut landed_at) = (times(b, "window_start")?, times(b, "window_end")?, times(b, "landed_at")?);
+        for i in 0..n {
+            out.push(LandedFile {
+                seq: seq[i],
+                source: source[i].take().unwrap_or_default(),
+                partition: partition[i].take().unwrap_or_default(),
+                stream: stream[i].take().unwrap_or_default(),
+                request: request[i].take().unwrap_or_default(),
+                window_start: window_start[i].take(),
+                window_end: window_end[i].take(),
+                path: path[i].take(),
+                records: records[i],
+                bytes: bytes[i],
+                sha256: sha256[i].take(),
+                min_cursor: min_cursor[i].take(),
+                max_cursor: max_cursor[i].take(),
+                watermark: watermark[i].take(),
+                run_id: run_id[i].take().unwrap_or_default(),
+                landed_at: landed_at[i].take().unwrap_or_default(),
+                slot: slot[i].take(),
+                schema: schema[i].take(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A stream's watermark as the max over its rows (for rows landed before [`watermark_app`]).
+pub async fn watermark_from_rows(lake: &Lake, source: &str, partition: &str, request: &str) -> Result<Option<String>> {
+    let sql = format!(
+        "SELECT max(watermark) AS watermark FROM state WHERE source = {} AND partition = {} AND request = {}",
+        sql_text(source),
+        sql_text(partition),
+        sql_text(request)
+    );
+    let mut out = None;
+    for b in query(lake, CATALOGUE, &sql).await? {
+        out = out.max(strs(&b, "watermark")?.into_iter().flatten().max());
+    }
+    Ok(out)
+}
+
+/// One raw stream's distinct recorded schema (see [`stream_schemas`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamSchema {
+    pub source: String,
+    pub stream: String,
+    /// None: files landed before schemas were recorded (their content says).
+    pub schema: Option<String>,
+    /// Only path-less rows (windows that held no record): the stream exists, nothing landed.
+    pub empty: bool,
+}
+
+/// What a transform plans with, without reading every row: each raw stream's distinct
+/// recorded schemas, and the catalogue's highest position. One aggregate.
+pub async fn stream_schemas(lake: &Lake) -> Result<(Vec<StreamSchema>, i64)> {
+    let sql = "SELECT source, stream, schema, path IS NULL AS empty, max(seq) AS seq FROM state \
+               GROUP BY source, stream, schema, path IS NULL";
+    let (mut out, mut max_seq) = (Vec::new(), 0);
+    for b in query(lake, CATALOGUE, sql).await? {
+        use deltalake::arrow::array::AsArray;
+        let (so, st, sc) = (strs(&b, "source")?, strs(&b, "stream")?, strs(&b, "schema")?);
+        let empty = b.column_by_name("empty").map(|c| c.as_boolean().iter().map(|v| v.unwrap_or(false)).collect::<Vec<_>>());
+        max_seq = ints(&b, "seq")?.into_iter().fold(max_seq, i64::max);
+        for (i, ((so, st), sc)) in so.into_iter().zip(st).zip(sc).enumerate() {
+            let empty = empty.as_ref().is_some_and(|e| e[i]);
+            out.push(StreamSchema { source: so.unwrap_or_default(), stream: st.unwrap_or_default(), schema: sc.filter(|_| !empty), empty });
+        }
+    }
+    out.sort();
+    Ok((out, max_seq))
+}
+
+/// Run `sql` over the state table at `rel` (registered as `state`); nothing when it does not exist.
+async fn query(lake: &Lake, rel: &str, sql: &str) -> Result<Vec<RecordBatch>> {
     let Some(t) = open_table(lake, rel).await? else {
         return Ok(Vec::new());
     };
     let ctx = SessionContext::new();
     t.update_datafusion_session(&ctx.state())?;
     ctx.register_table("state", t.table_provider().await?)?;
-    let batches = ctx.sql(&format!("SELECT * FROM state {tail}")).await?.collect().await?;
+    Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+fn strs(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
+    use deltalake::arrow::array::AsArray;
+    // Catalogues made before a column existed read it as NULL.
+    let Some(c) = b.column_by_name(name) else { return Ok(vec![None; b.num_rows()]) };
+    let c = deltalake::arrow::compute::cast(c, &DataType::Utf8)?;
+    let a = c.as_string::<i32>();
+    Ok(a.iter().map(|v| v.map(str::to_string)).collect())
+}
+
+fn ints(b: &RecordBatch, name: &str) -> Result<Vec<i64>> {
+    use deltalake::arrow::array::AsArray;
+    let c = b.column_by_name(name).ok_or_else(|| Error::Lake(format!("catalogue column {name} missing")))?;
+    let c = deltalake::arrow::compute::cast(c, &DataType::Int64)?;
+    let a = c.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+    Ok(a.iter().map(|v| v.unwrap_or(0)).collect())
+}
+
+/// A timestamp column as RFC 3339 (UTC, seconds).
+fn times(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
+    use deltalake::arrow::array::AsArray;
+    let Some(c) = b.column_by_name(name) else { return Ok(vec![None; b.num_rows()]) };
+    let c = deltalake::arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let a = c.as_primitive::<deltalake::arrow::datatypes::TimestampMicrosecondType>();
+    Ok(a.iter()
+        .map(|v| v.and_then(chrono::DateTime::from_timestamp_micros).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+        .collect())
+}
+
+/// Rows of the state table at `rel` (`tail`: a WHERE / ORDER BY clause), as `T`.
+pub async fn select<T: serde::de::DeserializeOwned>(lake: &Lake, rel: &str, tail: &str) -> Result<Vec<T>> {
+    let batches = query(lake, rel, &format!("SELECT * FROM state {tail}")).await?;
     let mut w = deltalake::arrow::json::ArrayWriter::new(Vec::new());
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     w.write_batches(&refs)?;
@@ -303,13 +557,6 @@ pub(crate) fn to_batch<T: Serialize>(schema: SchemaRef, rows: &[T]) -> Result<Re
     let mut dec = deltalake::arrow::json::ReaderBuilder::new(schema).build_decoder()?;
     dec.serialize(rows)?;
     dec.flush()?.ok_or_else(|| Error::Lake("empty state batch".into()))
-}
-
-/// Arrow's JSON writer prints `2023-09-01T00:00:00Z`-like values; keep them RFC 3339.
-fn normalize_ts(s: &str) -> String {
-    crate::time::parse_instant(s, &chrono_tz::UTC)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| s.to_string())
 }
 
 fn rows_to_batch(rows: &[LandedFile]) -> Result<RecordBatch> {
@@ -366,12 +613,19 @@ pub async fn commit_rows(
     Err(Error::Lake("the catalogue kept changing under 200 commit attempts".into()))
 }
 
+/// What a run's catalogue writer did.
+pub struct Closed {
+    pub commits: u64,
+    /// Superseded files it could not delete (orphans the next scan removes).
+    pub left_behind: usize,
+}
+
 /// The single writer of the catalogue in a run: landings queue up and are committed in groups,
 /// in order, so per stream the committed rows are always a prefix of what was landed. After
 /// a failed commit every later `land` fails (the run fails; nothing is silently dropped).
 pub struct StateWriter {
     tx: mpsc::Sender<Landing>,
-    task: tokio::task::JoinHandle<Result<u64>>,
+    task: tokio::task::JoinHandle<Result<Closed>>,
     failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -397,8 +651,8 @@ impl StateWriter {
             .map_err(|_| Error::Lake("the catalogue writer stopped".into()))
     }
 
-    /// Commit what is left; returns the number of commits made.
-    pub async fn close(self) -> Result<u64> {
+    /// Commit what is left.
+    pub async fn close(self) -> Result<Closed> {
         drop(self.tx);
         self.task.await.map_err(|e| Error::Lake(e.to_string()))?
     }
@@ -410,8 +664,9 @@ async fn commit_loop(
     mut rx: mpsc::Receiver<Landing>,
     failed: Arc<std::sync::Mutex<Option<String>>>,
     fence: Option<super::lease::Fence>,
-) -> Result<u64> {
+) -> Result<Closed> {
     let mut commits = 0u64;
+    let mut left_behind = 0;
     let mut error: Option<Error> = None;
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
@@ -452,6 +707,7 @@ async fn commit_loop(
                 for rel in remove {
                     if let Err(e) = lake.store.delete(&lake.path(&rel)).await {
                         if !matches!(e, object_store::Error::NotFound { .. }) {
+                            left_behind += 1;
                             tracing::warn!(file = %rel, "cannot remove a superseded file (the next run will): {e}");
                         }
                     }
@@ -465,6 +721,6 @@ async fn commit_loop(
     }
     match error {
         Some(e) => Err(e),
-        None => Ok(commits),
+        None => Ok(Closed { commits, left_behind }),
     }
 }

@@ -14,7 +14,7 @@ use crate::http::Client;
 use crate::lake::{lease, runs};
 use crate::lake::state::{self, StateWriter};
 use crate::lake::Lake;
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -172,42 +172,69 @@ impl PullReport {
     }
 }
 
-pub async fn known_state(lake: &Lake, source: &str) -> Result<Known> {
-    let rows = state::read_catalogue(lake, Some(source)).await?;
-    let mut k = Known::default();
-    for r in &rows {
-        if let Some(w) = &r.watermark {
-            let e = k
-                .watermarks
-                .entry((r.partition.clone(), r.request.clone()))
-                .or_default();
-            if w > e {
-                *e = w.clone();
+impl Known {
+    /// The stream versions and watermarks of `keys` ((partition, request)) of `source`, from
+    /// the catalogue's txns (see `lake::state`).
+    pub async fn marks(lake: &Lake, source: &str, keys: &[(String, String)]) -> Result<Known> {
+        let mut k = Known::default();
+        let Some(t) = state::open_table(lake, state::CATALOGUE).await? else { return Ok(k) };
+        let (snap, log) = (t.snapshot()?, t.log_store());
+        for (partition, request) in keys {
+            let app = state::txn_app(source, partition, request);
+            let v = snap.transaction_version(log.as_ref(), &app).await?.unwrap_or(0);
+            if v == 0 {
+                continue;
+            }
+            k.versions.insert(app, v);
+            let wm = match snap.transaction_version(log.as_ref(), state::watermark_app(source, partition, request)).await? {
+                Some(secs) => DateTime::from_timestamp(secs, 0).map(crate::time::rfc3339),
+                None => state::watermark_from_rows(lake, source, partition, request).await?,
+            };
+            if let Some(w) = wm {
+                k.watermarks.insert((partition.clone(), request.clone()), w);
             }
         }
-        if let Some(p) = &r.path {
-            k.used.insert(p.clone());
+        Ok(k)
+    }
+
+    /// The current file of each slot and every name used, of `source`'s landings in `scope`
+    /// (None: all of them; an orphan scan needs every current path).
+    pub async fn read_landings(&mut self, lake: &Lake, source: &str, scope: Option<&Scope>) -> Result<()> {
+        let mut filter = format!("source = {}", state::sql_text(source));
+        if let Some(sc) = scope {
+            let at = |t: DateTime<Utc>| format!("CAST({} AS TIMESTAMP)", state::sql_text(&crate::time::rfc3339(t)));
+            let whole: Vec<String> = sc.whole.iter().map(|s| format!(" OR stream = {}", state::sql_text(s))).collect();
+            filter.push_str(&format!(
+                " AND (window_start >= {} OR (window_start IS NULL AND landed_at >= {}){})",
+                at(sc.windows),
+                at(sc.landed),
+                whole.concat()
+            ));
         }
-    }
-    for r in state::current_files(&rows) {
-        let slot = r.slot_key().unwrap_or_default().to_string();
-        k.current
-            .insert((r.partition.clone(), r.stream.clone(), slot), (r.path.clone().unwrap_or_default(), r.sha256.clone()));
-    }
-    if let Some(t) = state::open_table(lake, state::CATALOGUE).await? {
-        let snap = t.snapshot()?;
+        let rows = state::rows_where(lake, &filter).await?;
         for r in &rows {
-            let app = state::txn_app(&r.source, &r.partition, &r.request);
-            if !k.versions.contains_key(&app) {
-                let v = snap
-                    .transaction_version(t.log_store().as_ref(), &app)
-                    .await?
-                    .unwrap_or(0);
-                k.versions.insert(app, v);
+            if let Some(p) = &r.path {
+                self.used.insert(p.clone());
             }
         }
+        for r in state::current_files(&rows) {
+            let slot = r.slot_key().unwrap_or_default().to_string();
+            self.current
+                .insert((r.partition.clone(), r.stream.clone(), slot), (r.path.clone().unwrap_or_default(), r.sha256.clone()));
+        }
+        Ok(())
     }
-    Ok(k)
+}
+
+/// The landings a pull reads besides its streams' marks (see `lake::state`): nothing older
+/// can share a slot or a file name with what it lands.
+pub struct Scope {
+    /// Windows starting from this instant on.
+    pub windows: DateTime<Utc>,
+    /// Window-less landings made from this instant on.
+    pub landed: DateTime<Utc>,
+    /// Streams read in full (a details run reads which details are landed).
+    pub whole: Vec<String>,
 }
 
 /// The previous successful run's last-record fields per (partition, stream), checked to
@@ -334,33 +361,8 @@ pub fn current_paths(known: &Known) -> std::collections::HashSet<String> {
 
 async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Client, lease: &lease::Leases) -> Result<PullReport> {
     let started = std::time::Instant::now();
-    // Holding the lease, no other run of this source is writing: anything on disk that the
-    // catalogue does not list as current is a crashed or superseded landing.
-    // (A sharded pull looks only at its own partitions' folders.)
-    match &opts.partitions {
-        None => lake.sweep_staging(&p.name),
-        Some(parts) => {
-            for part in parts {
-                let t = p.path_template.replace("{source}", &p.name).replace("{partition}", part);
-                if let Some(dir) = crate::lake::fixed_dir(&t) {
-                    lake.sweep_staging(dir);
-                }
-            }
-        }
-    }
-    lake.sweep_log_staging(state::CATALOGUE, std::time::Duration::from_secs(60));
-    let known = known_state(lake, &p.name).await?;
-    let orphans = lake.orphans(&p.path_template, &p.name, &current_paths(&known), opts.partitions.as_deref()).await?;
-    if !orphans.is_empty() {
-        let n = lake.remove_all(&orphans).await?;
-        tracing::info!(source = %p.name, files = n, "removed raw files no catalogue row lists");
-    }
-    let last = check_last(p, lake).await?;
-    let writer = StateWriter::start(lake, Some(lease.fence())).await?;
     let run_id = uuid::Uuid::new_v4().to_string();
     let now = Utc::now();
-    let prog = progress::Progress::new(opts.progress);
-    tracing::info!(source = %p.name, run_id = %run_id, lake = %lake.url, "pull started");
     let mut jobs = Vec::new();
     for part in &p.partitions {
         for s in &p.streams {
@@ -373,6 +375,61 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
             }
         }
     }
+    let t0 = std::time::Instant::now();
+    let parts = opts.partitions.as_deref();
+    let unfinished = state::Unfinished::read(lake, &p.name).await?;
+    let scan = unfinished.scan_needed(parts);
+    let keys: Vec<(String, String)> = jobs.iter().map(|(part, s)| (part.id.clone(), s.name.clone())).collect();
+    let mut known = Known::marks(lake, &p.name, &keys).await?;
+    if scan {
+        known.read_landings(lake, &p.name, None).await?;
+    } else {
+        // Only landings that can share a slot or a name with this run's: windows from its
+        // earliest one on, window-less landings from today on (their files are named by the
+        // day the run starts), each with a margin of two days.
+        let mut since = now;
+        for (part, s) in &jobs {
+            let wm = known.watermarks.get(&(part.id.clone(), s.name.clone())).filter(|_| !opts.full_refresh);
+            if let Ok(Some(from)) = stream::window_from(p, s, opts, wm.map(String::as_str)) {
+                since = since.min(from);
+            }
+        }
+        let whole: Vec<String> = jobs.iter().filter_map(|(_, s)| s.details.as_ref().map(|d| d.stream.clone())).collect();
+        let margin = chrono::Duration::days(2);
+        let scope = Scope { windows: since - margin, landed: window::day_start(now.date_naive()) - margin, whole };
+        known.read_landings(lake, &p.name, Some(&scope)).await?;
+    }
+    tracing::debug!(ms = t0.elapsed().as_millis() as u64, scan, "catalogue read");
+    if scan {
+        // Holding the lease, no other run of this source is writing: anything on disk that
+        // the catalogue does not list as current is a crashed or superseded landing.
+        // (A sharded pull looks only at its own partitions' folders.)
+        let t0 = std::time::Instant::now();
+        match parts {
+            None => lake.sweep_staging(&p.name),
+            Some(parts) => {
+                for part in parts {
+                    let t = p.path_template.replace("{source}", &p.name).replace("{partition}", part);
+                    if let Some(dir) = crate::lake::fixed_dir(&t) {
+                        lake.sweep_staging(dir);
+                    }
+                }
+            }
+        }
+        lake.sweep_log_staging(state::CATALOGUE, std::time::Duration::from_secs(60));
+        let orphans = lake.orphans(&p.path_template, &p.name, &current_paths(&known), parts).await?;
+        if !orphans.is_empty() {
+            let n = lake.remove_all(&orphans).await?;
+            tracing::info!(source = %p.name, files = n, "removed raw files no catalogue row lists");
+        }
+        unfinished.scanned(lake, &p.name, parts).await?;
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "orphan scan");
+    }
+    let last = check_last(p, lake).await?;
+    state::Unfinished::start(lake, &p.name, &run_id, parts).await?;
+    let writer = StateWriter::start(lake, Some(lease.fence())).await?;
+    let prog = progress::Progress::new(opts.progress);
+    tracing::info!(source = %p.name, run_id = %run_id, lake = %lake.url, "pull started");
     let reports: Vec<StreamReport> = futures::stream::iter(jobs)
         .map(|(part, s)| {
             let bar = prog.bar(&format!("{}/{}", part.id, s.name));
@@ -446,7 +503,15 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
     if let Err(e) = runs::append(lake, &rows).await {
         tracing::warn!("cannot append to the run log: {e}");
     }
-    let commits = closed?;
+    let closed = closed?;
+    let clean = closed.left_behind == 0 && streams.iter().all(|r| r.error.is_none());
+    if clean {
+        // Nothing of this run can be an orphan: the next pull need not scan.
+        if let Err(e) = state::Unfinished::finish(lake, &p.name, &run_id).await {
+            tracing::warn!("cannot remove this run's unfinished marker (the next pull scans for orphans): {e}");
+        }
+    }
+    let commits = closed.commits;
     // The catalogue and the run log get a small file per commit: compacted past a few dozen
     // (a failure here loses nothing; the next pull or `ingest optimize` tries again).
     for rel in [state::CATALOGUE, runs::RUNS] {

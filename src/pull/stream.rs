@@ -10,7 +10,7 @@ use super::paginate::{Bound, Page, Paginator};
 use crate::config::{Partition, Pipeline, Stream};
 use crate::error::{Error, Result};
 use crate::http::{Client, Request};
-use crate::lake::state::{txn_app, LandedFile, Landing, StateWriter};
+use crate::lake::state::{txn_app, watermark_app, LandedFile, Landing, StateWriter};
 use crate::lake::{Lake, RawFile};
 use chrono::{DateTime, SecondsFormat, Utc};
 use object_store::ObjectStoreExt;
@@ -34,6 +34,27 @@ pub struct StreamRun<'a> {
     pub progress: &'a super::progress::Bar,
     /// The previous successful run's last-record fields (`${last:…}`).
     pub last: Option<&'a serde_json::Map<String, Value>>,
+}
+
+/// Where a windowed stream's run starts (its first window's start, before alignment): `--from`,
+/// else the watermark less the lookback, else the pipeline's `start`. None for a stream
+/// without windows.
+pub fn window_from(p: &Pipeline, s: &Stream, opts: &PullOptions, watermark: Option<&str>) -> Result<Option<DateTime<Utc>>> {
+    let Some(w) = &s.window else { return Ok(None) };
+    let wm = watermark.and_then(|w| parse_instant(w, &chrono_tz::UTC));
+    Ok(Some(match (opts.from, wm) {
+        (Some(d), _) => window::day_start(d),
+        (None, Some(wm)) => wm - w.lookback,
+        (None, None) => match p.start {
+            Some(d) => window::day_start(d),
+            None => {
+                return Err(Error::Usage(format!(
+                    "stream `{}`: no watermark yet and no `--from`; give --from or `start` in {}",
+                    s.name, p.file
+                )))
+            }
+        },
+    }))
 }
 
 /// What one window (or one pass of a window-less stream) fetches.
@@ -97,11 +118,24 @@ impl StreamRun<'_> {
             }
             None => None,
         };
+        let mut best = self
+            .known
+            .watermarks
+            .get(&self.key())
+            .and_then(|w| parse_instant(w, &chrono_tz::UTC))
+            .map(|t| t.timestamp());
         for pass in passes {
             let (landed, remove) = self.fetch_pass(&pass, &mut rep, &mut det).await?;
             tracing::debug!(partition = %self.part.id, stream = %self.s.name, file_date = %pass.date, records = rep.records, "window landed");
             version += 1;
-            let txns = vec![(txn_app(&self.p.name, &self.part.id, &self.s.name), version)];
+            let mut txns = vec![(txn_app(&self.p.name, &self.part.id, &self.s.name), version)];
+            // The stream's watermark as a txn too: the max over its rows (see `lake::state`).
+            for r in &landed {
+                best = best.max(r.watermark.as_deref().and_then(|w| parse_instant(w, &chrono_tz::UTC)).map(|t| t.timestamp()));
+            }
+            if let Some(secs) = best {
+                txns.push((watermark_app(&self.p.name, &self.part.id, &self.s.name), secs));
+            }
             if !landed.is_empty() {
                 self.writer.land(Landing { rows: landed, txns, remove }).await?;
             }
@@ -113,19 +147,7 @@ impl StreamRun<'_> {
     fn plan(&self, watermark: Option<&str>) -> Result<Vec<Pass>> {
         let wm = watermark.and_then(|w| parse_instant(w, &chrono_tz::UTC));
         if let Some(w) = &self.s.window {
-            let from = match (self.opts.from, wm) {
-                (Some(d), _) => window::day_start(d),
-                (None, Some(wm)) => wm - w.lookback,
-                (None, None) => match self.p.start {
-                    Some(d) => window::day_start(d),
-                    None => {
-                        return Err(Error::Usage(format!(
-                            "stream `{}`: no watermark yet and no `--from`; give --from or `start` in {}",
-                            self.s.name, self.p.file
-                        )))
-                    }
-                },
-            };
+            let from = window_from(self.p, self.s, self.opts, watermark)?.unwrap_or_default();
             let to = window::day_start(self.opts.to) + chrono::Duration::days(1);
             return Ok(window::plan(from, to, w.size, self.now)
                 .into_iter()

@@ -17,6 +17,7 @@ mod write;
 use crate::error::{Error, Result};
 use crate::lake::state::{self, LandedFile};
 use crate::lake::Lake;
+use deltalake::DeltaTable;
 use deltalake::datafusion::catalog::MemorySchemaProvider;
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
@@ -287,20 +288,41 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         refs.insert(m.target.clone(), references(&ctx, m)?);
     }
     let models = order(&all, &refs, &opts.models)?;
-    let catalogue = state::read_catalogue(lake, None).await?;
-    let mut streams = raw::streams(&catalogue);
-    // A stream pulled but empty so far (only path-less rows) is an empty table, not "not yet".
-    for c in &catalogue {
+    // The catalogue as one aggregate (streams, their recorded schemas, the last position)...
+    let (summary, max_seq) = state::stream_schemas(lake).await?;
+    let mut streams: BTreeMap<String, Vec<LandedFile>> = BTreeMap::new();
+    // (A stream pulled but empty so far — only path-less rows — is an empty table, not "not yet".)
+    for c in &summary {
         streams.entry(raw::table_name(&c.source, &c.stream)).or_default();
+    }
+    // ...then each model's target and the position it consumed...
+    let mut existing: BTreeMap<String, Option<DeltaTable>> = BTreeMap::new();
+    let mut since = i64::MAX;
+    for m in &models {
+        let t = state::open_table(lake, &m.table_rel()).await?;
+        if refs[&m.target].iter().any(|r| streams.contains_key(r)) {
+            since = since.min(if m.reads_all { -1 } else { consumed(m, t.as_ref(), opts).await? });
+        }
+        existing.insert(m.target.clone(), t);
+    }
+    // ...and only the rows after the lowest of those positions (Delta skips the catalogue
+    // files before it): a day's run reads a day of catalogue, whatever the lake holds.
+    if since < i64::MAX {
+        let rows = state::rows_where(lake, &if since < 0 { "TRUE".to_string() } else { format!("seq > {since}") }).await?;
+        for (name, files) in raw::streams(&rows) {
+            streams.insert(name, files);
+        }
     }
     // Each referenced raw stream's schema, once per run (planning and running reuse it).
     let mut bases: BTreeMap<String, Schema> = BTreeMap::new();
     for r in refs.values().flatten() {
-        if let (Some(files), false) = (streams.get(r), bases.contains_key(r)) {
-            bases.insert(r.clone(), raw::stream_schema(lake, files, &Schema::empty()).await?);
+        if bases.contains_key(r) || !streams.contains_key(r) {
+            continue;
         }
+        let of_r: Vec<&state::StreamSchema> = summary.iter().filter(|c| raw::table_name(&c.source, &c.stream) == *r).collect();
+        let recorded: Vec<Option<&str>> = of_r.iter().filter(|c| !c.empty).map(|c| c.schema.as_deref()).collect();
+        bases.insert(r.clone(), raw::recorded_schema(lake, &of_r[0].source, &of_r[0].stream, &recorded).await?);
     }
-    let max_seq = catalogue.iter().map(|r| r.seq).max().unwrap_or(0);
     let targets: BTreeSet<&str> = all.iter().map(|m| m.target.as_str()).collect();
 
     // Plan every model before writing anything: inputs get their real schemas, model
@@ -324,8 +346,8 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
             } else if r.starts_with("raw.") {
                 // A source that has landed streams but not this one: a typo, not "not yet".
                 // (A stream the catalogue knows — e.g. only empty windows so far — is "not yet".)
-                let sources: BTreeSet<&str> = catalogue.iter().map(|c| c.source.as_str()).collect();
-                let known_stream = catalogue.iter().any(|c| raw::table_name(&c.source, &c.stream) == *r);
+                let sources: BTreeSet<&str> = summary.iter().map(|c| c.source.as_str()).collect();
+                let known_stream = summary.iter().any(|c| raw::table_name(&c.source, &c.stream) == *r);
                 if !known_stream && sources.iter().any(|s| r.starts_with(&format!("raw.{s}_"))) {
                     let known: Vec<&str> = streams.keys().map(String::as_str).collect();
                     return Err(sql_error(
@@ -405,7 +427,8 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
             });
             continue;
         }
-        let ran = run_model(lake, &ctx, m, &refs, &streams, &bases, &extras, &changed, opts, &run_id, max_seq, started).await;
+        let target = existing.remove(&m.target).flatten();
+        let ran = run_model(lake, &ctx, m, target, &refs, &streams, &bases, &extras, &changed, opts, &run_id, max_seq, started).await;
         match ran {
             Ok((report, wrote)) => {
                 if wrote {
@@ -439,6 +462,19 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
     Ok(reports)
 }
 
+/// The catalogue position `m` consumed (its txn in its table `t`); -1 when it reads every
+/// file this run (no table yet, replace mode, `--full-refresh`).
+async fn consumed(m: &Model, t: Option<&DeltaTable>, opts: &TransformOptions) -> Result<i64> {
+    Ok(match (t, opts.full_refresh, m.mode) {
+        (Some(t), false, Mode::Merge | Mode::Append) => t
+            .snapshot()?
+            .transaction_version(t.log_store().as_ref(), write::txn_app(m))
+            .await?
+            .unwrap_or(-1),
+        _ => -1,
+    })
+}
+
 /// Run one planned model: read its new input, dedupe, write. Returns its report and whether
 /// it wrote a new table version.
 #[allow(clippy::too_many_arguments)]
@@ -446,6 +482,7 @@ async fn run_model(
     lake: &Lake,
     ctx: &SessionContext,
     m: &Model,
+    existing: Option<DeltaTable>,
     refs: &BTreeMap<String, Vec<String>>,
     streams: &BTreeMap<String, Vec<LandedFile>>,
     bases: &BTreeMap<String, Schema>,
@@ -457,15 +494,7 @@ async fn run_model(
     started: Instant,
 ) -> Result<(ModelReport, bool)> {
     {
-        let existing = state::open_table(lake, &m.table_rel()).await?;
-        let consumed = match (&existing, opts.full_refresh, m.mode) {
-            (Some(t), false, Mode::Merge | Mode::Append) => t
-                .snapshot()?
-                .transaction_version(t.log_store().as_ref(), write::txn_app(m))
-                .await?
-                .unwrap_or(-1),
-            _ => -1,
-        };
+        let consumed = consumed(m, existing.as_ref(), opts).await?;
         let mut files_read: Vec<String> = Vec::new();
         let mut has_raw = false;
         for r in &refs[&m.target] {

@@ -93,6 +93,28 @@ pub async fn stream_schema(lake: &Lake, all: &[LandedFile], extra: &Schema) -> R
     Ok(crate::lake::schema::union(&s, extra))
 }
 
+/// The schema a transform plans a raw stream with, from the distinct schemas its landings
+/// recorded (`recorded`, from `state::stream_schemas`: current and superseded files alike, so
+/// a field only a superseded file had reads as NULL) — no catalogue rows read. Files landed
+/// before schemas were recorded (None) are looked up and inferred from their content.
+pub async fn recorded_schema(lake: &Lake, source: &str, stream: &str, recorded: &[Option<&str>]) -> Result<Schema> {
+    let mut s = Schema::empty();
+    let mut unrecorded = false;
+    for r in recorded {
+        match r.and_then(crate::lake::schema::from_json) {
+            Some(one) => s = crate::lake::schema::union(&s, &one),
+            None => unrecorded = true,
+        }
+    }
+    if unrecorded {
+        use crate::lake::state::{self, sql_text};
+        let filter = format!("source = {} AND stream = {} AND schema IS NULL AND path IS NOT NULL", sql_text(source), sql_text(stream));
+        let files = state::current_files(&state::rows_where(lake, &filter).await?);
+        s = stream_schema(lake, &files, &s).await?;
+    }
+    Ok(s)
+}
+
 async fn read(lake: &Lake, f: &LandedFile) -> Result<bytes::Bytes> {
     let path = f.path.as_deref().unwrap_or_default();
     match lake.store.get(&lake.path(path)).await {
