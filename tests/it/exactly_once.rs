@@ -345,3 +345,74 @@ fn optimize_compacts_the_catalogue_and_changes_nothing_else() {
     let b = query(&other, "SELECT count(*) AS n FROM _ingest.catalogue");
     assert_eq!(b[0]["n"], before["n"], "the compacted catalogue lost or gained rows");
 }
+
+/// The state a pull reads without scanning the catalogue (lake::state): a stream's watermark
+/// kept as a txn equals the max over its rows after every commit, a backfill of old windows
+/// (outside the days a plain pull reads) supersedes their files instead of adding new ones and
+/// never lowers the watermark, the next plain pull starts from that watermark, and a run that
+/// ended cleanly leaves no unfinished-run marker.
+#[test]
+fn a_backfill_supersedes_old_windows_and_never_lowers_the_watermark() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "12"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let pull = |args: &[&str]| {
+        let mut a = vec!["pull", "pancake", "--streams", "conversations", "--partitions", "1001"];
+        a.extend_from_slice(args);
+        ok(&ingest(Some(&sim), &lake, &a))
+    };
+    // The txn the last commit recorded per app, from the Delta log (no checkpoint at this size).
+    let txns = || {
+        let mut out: BTreeMap<String, (u64, i64)> = BTreeMap::new();
+        for f in walk(&lake.join("_ingest/catalogue/_delta_log")) {
+            let Some(v) = f.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok()) else { continue };
+            if f.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&f).unwrap().lines() {
+                let a: Value = serde_json::from_str(line).unwrap();
+                if let Some(t) = a.get("txn") {
+                    let app = t["appId"].as_str().unwrap().to_string();
+                    if out.get(&app).is_none_or(|(w, _)| *w < v) {
+                        out.insert(app, (v, t["version"].as_i64().unwrap()));
+                    }
+                }
+            }
+        }
+        out
+    };
+    let check = |what: &str| {
+        let rows = catalogue(&lake);
+        let max = rows.iter().filter_map(|r| r.watermark.clone()).max().unwrap();
+        let secs = chrono::DateTime::parse_from_rfc3339(&max).unwrap().timestamp();
+        assert_eq!(txns()["ingest-watermark/pancake/1001/conversations"].1, secs, "{what}: watermark txn != max over rows ({max})");
+        let markers: Vec<String> = std::fs::read_dir(lake.join("_ingest/unfinished/pancake"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(markers, vec!["tracked".to_string()], "{what}: a clean run left its marker");
+        assert_eq!(unrecorded(&lake), Vec::<String>::new(), "{what}");
+        rows
+    };
+    pull(&["--from", "2023-09-01", "--to", "2023-09-10"]);
+    let first = check("first pull");
+    let files = raw_files(&lake);
+    let count = |rows: &[ingest::lake::state::LandedFile]| rows.iter().filter(|r| r.path.is_some()).count();
+    // A backfill of the first three days, a week behind the watermark.
+    pull(&["--from", "2023-09-01", "--to", "2023-09-03"]);
+    let backfilled = check("backfill");
+    assert_eq!(raw_files(&lake).len(), files.len(), "a backfill adds files instead of superseding");
+    assert_eq!(
+        backfilled.iter().filter_map(|r| r.watermark.clone()).max(),
+        first.iter().filter_map(|r| r.watermark.clone()).max(),
+        "the backfill lowered the watermark"
+    );
+    assert!(count(&backfilled) >= count(&first));
+    // A plain pull resumes from the watermark less the one-day lookback, not from the backfill.
+    pull(&["--to", "2023-09-11"]);
+    let rows = check("next pull");
+    let last_run = &rows.last().unwrap().run_id;
+    let starts: BTreeSet<String> = rows.iter().filter(|r| &r.run_id == last_run).filter_map(|r| r.window_start.clone()).collect();
+    assert_eq!(starts.iter().next().map(String::as_str), Some("2023-09-10T00:00:00Z"), "{starts:?}");
+    assert_eq!(rows.iter().filter_map(|r| r.watermark.clone()).max().as_deref(), Some("2023-09-12T00:00:00Z"));
+}
