@@ -33,7 +33,12 @@ fn init_logs(cli: &Cli) {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("INGEST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,ingest={level}")));
+        // deltalake's MERGE warns on every run that it derives its skipped-files metric (we
+        // report merges ourselves); --quiet means errors only, from every crate.
+        .unwrap_or_else(|_| {
+            let others = if cli.quiet { "error" } else { "warn" };
+            tracing_subscriber::EnvFilter::new(format!("{others},ingest={level},deltalake_core::operations::merge=error"))
+        });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| secret::RedactingStderr)
