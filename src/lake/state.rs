@@ -48,6 +48,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
@@ -269,9 +270,15 @@ pub fn watermark_app(source: &str, partition: &str, request: &str) -> String {
     format!("ingest-watermark/{source}/{partition}/{request}")
 }
 
-/// Whether `rel` holds a Delta log (a listing, without loading the table).
+/// Whether `rel` holds a Delta log (without loading the table): a checkpoint pointer, else a
+/// listing of the log (short until the first checkpoint; a long one costs as much as a load).
 pub async fn table_exists(lake: &Lake, rel: &str) -> Result<bool> {
     let log = lake.path(&format!("{}/_delta_log", rel.trim_matches('/')));
+    match lake.store.head(&lake.path(&format!("{}/_delta_log/_last_checkpoint", rel.trim_matches('/')))).await {
+        Ok(_) => return Ok(true),
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     Ok(!lake.store.list_with_delimiter(Some(&log)).await?.objects.is_empty())
 }
 
@@ -338,6 +345,15 @@ pub async fn compact(lake: &Lake, rel: &str, sort_by: Option<&str>) -> Result<(u
 /// and (b) each file keeps a narrow range of positions and dates for reads to skip by.
 pub const STATE_FILE_SIZE: u64 = 256 * 1024;
 
+/// How long a state table (`_ingest/…`) keeps log entries older than its latest checkpoint.
+/// Loading a table lists its whole log folder (locally every entry; a pull commits up to a few
+/// times a minute), so a long log makes every pull and transform slower as the lake ages.
+/// Nothing reads a state table's history: positions, watermarks and txns live in the latest
+/// snapshot, catalogue writers never rebase (they reload on a conflict), so the retention
+/// only has to outlast a reader's load (milliseconds).
+pub const STATE_LOG_RETENTION: &str = "interval 10 minutes";
+const LOG_RETENTION: &str = "delta.logRetentionDuration";
+
 async fn compact_table(rel: &str, t: DeltaTable, sort_by: Option<&str>) -> Result<(u64, u64)> {
     let mut op = t.optimize().with_max_concurrent_tasks(1);
     if rel.starts_with("_ingest/") {
@@ -358,7 +374,22 @@ async fn compact_table(rel: &str, t: DeltaTable, sort_by: Option<&str>) -> Resul
 /// After a pull: the state table at `rel` (the catalogue gets one small file per commit)
 /// compacted once it holds more than `max` small files, so reads stay flat as pulls pile up.
 pub async fn compact_when_over(lake: &Lake, rel: &str, max: usize) -> Result<()> {
-    let Some(t) = open_table(lake, rel).await? else { return Ok(()) };
+    match open_table(lake, rel).await? {
+        Some(t) => compact_table_when_over(rel, t, max).await,
+        None => Ok(()),
+    }
+}
+
+/// [`compact_when_over`] for a table already loaded.
+pub async fn compact_table_when_over(rel: &str, t: DeltaTable, max: usize) -> Result<()> {
+    // Tables created before the short log retention get it once.
+    let retention = t.snapshot()?.metadata().configuration().get(LOG_RETENTION).cloned();
+    let t = if retention.as_deref() != Some(STATE_LOG_RETENTION) {
+        let props = HashMap::from([(LOG_RETENTION.to_string(), STATE_LOG_RETENTION.to_string())]);
+        t.set_tbl_properties().with_properties(props).await?
+    } else {
+        t
+    };
     let small = t.snapshot()?.log_data().iter().filter(|f| (f.size() as u64) < STATE_FILE_SIZE / 2).count();
     if small > max {
         compact_table(rel, t, None).await?;
@@ -388,6 +419,7 @@ pub(crate) async fn open_or_create_table(lake: &Lake, rel: &str, name: &str, sch
         .with_table_name(name)
         .with_columns(fields)
         .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some("50"))
+        .with_configuration_property(deltalake::TableProperty::LogRetentionDuration, Some(STATE_LOG_RETENTION))
         .await;
     match created {
         Ok(t) => Ok(t),
@@ -400,10 +432,138 @@ pub(crate) async fn open_or_create_table(lake: &Lake, rel: &str, name: &str, sch
 
 /// Every catalogue row of `source` (all sources when None), in landing order.
 pub async fn read_catalogue(lake: &Lake, source: Option<&str>) -> Result<Vec<LandedFile>> {
+    let c = Catalogue::open(lake).await?;
     match source {
-        Some(s) => rows_where(lake, &format!("source = {}", sql_text(s))).await,
-        None => rows_where(lake, "TRUE").await,
+        Some(s) => c.rows_where(&format!("source = {}", sql_text(s))).await,
+        None => c.rows_where("TRUE").await,
     }
+}
+
+/// The catalogue as of one load: a command's reads go through one handle (each load lists and
+/// replays the log; on a long log that costs more than the reads).
+pub struct Catalogue {
+    pub table: Option<DeltaTable>,
+}
+
+impl Catalogue {
+    pub async fn open(lake: &Lake) -> Result<Self> {
+        Ok(Catalogue { table: open_table(lake, CATALOGUE).await? })
+    }
+
+    async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        match &self.table {
+            Some(t) => query_table(t, sql).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Every txn (app → version) of the catalogue's log in one pass: the checkpoint's `txn`
+    /// column and the commits after it (delta-rs answers one app per log replay; a pull asks
+    /// two per stream). None when the log has a layout this does not read (a multi-part
+    /// checkpoint): ask per app then.
+    pub async fn txns(&self, lake: &Lake) -> Result<Option<HashMap<String, i64>>> {
+        let Some(t) = &self.table else { return Ok(Some(HashMap::new())) };
+        let Some(version) = t.version() else { return Ok(Some(HashMap::new())) };
+        txns_of_log(lake, CATALOGUE, version as i64).await
+    }
+
+    /// Catalogue rows matching `filter` (SQL over the catalogue's columns), in landing order.
+    /// Delta skips the catalogue files whose statistics rule the filter out: compaction keeps
+    /// commit order (see [`compact_when_over`]), so each file spans a narrow range of `seq`,
+    /// `landed_at` and `window_start`, and a filter on them reads what is recent, not the lake.
+    pub async fn rows_where(&self, filter: &str) -> Result<Vec<LandedFile>> {
+        rows_of(&self.query(&format!("SELECT * FROM state WHERE {filter} ORDER BY seq")).await?)
+    }
+
+    /// A stream's watermark as the max over its rows (for rows landed before [`watermark_app`]).
+    pub async fn watermark_from_rows(&self, source: &str, partition: &str, request: &str) -> Result<Option<String>> {
+        let sql = format!(
+            "SELECT max(watermark) AS watermark FROM state WHERE source = {} AND partition = {} AND request = {}",
+            sql_text(source),
+            sql_text(partition),
+            sql_text(request)
+        );
+        let mut out = None;
+        for b in self.query(&sql).await? {
+            out = out.max(strs(&b, "watermark")?.into_iter().flatten().max());
+        }
+        Ok(out)
+    }
+
+    /// What a transform plans with, without reading every row: each raw stream's distinct
+    /// recorded schemas, and the catalogue's highest position. One aggregate.
+    pub async fn stream_schemas(&self) -> Result<(Vec<StreamSchema>, i64)> {
+        let sql = "SELECT source, stream, schema, path IS NULL AS empty, max(seq) AS seq FROM state \
+                   GROUP BY source, stream, schema, path IS NULL";
+        let (mut out, mut max_seq) = (Vec::new(), 0);
+        for b in self.query(sql).await? {
+            use deltalake::arrow::array::AsArray;
+            let (so, st, sc) = (strs(&b, "source")?, strs(&b, "stream")?, strs(&b, "schema")?);
+            let empty = b.column_by_name("empty").map(|c| c.as_boolean().iter().map(|v| v.unwrap_or(false)).collect::<Vec<_>>());
+            max_seq = ints(&b, "seq")?.into_iter().fold(max_seq, i64::max);
+            for (i, ((so, st), sc)) in so.into_iter().zip(st).zip(sc).enumerate() {
+                let empty = empty.as_ref().is_some_and(|e| e[i]);
+                out.push(StreamSchema { source: so.unwrap_or_default(), stream: st.unwrap_or_default(), schema: sc.filter(|_| !empty), empty });
+            }
+        }
+        out.sort();
+        Ok((out, max_seq))
+    }
+}
+
+/// Every txn of the log of the table at `rel` as of `version` (see [`Catalogue::txns`]).
+async fn txns_of_log(lake: &Lake, rel: &str, version: i64) -> Result<Option<HashMap<String, i64>>> {
+    use deltalake::arrow::array::{Array, AsArray};
+    let log = |name: &str| lake.path(&format!("{rel}/_delta_log/{name}"));
+    let mut out = HashMap::new();
+    let mut from = 0;
+    match lake.store.get(&log("_last_checkpoint")).await {
+        Ok(g) => {
+            let v: serde_json::Value = serde_json::from_slice(&g.bytes().await?).map_err(|e| Error::Lake(e.to_string()))?;
+            let Some(cp) = v["version"].as_i64().filter(|cp| *cp <= version && v.get("parts").is_none_or(|p| p.is_null())) else {
+                return Ok(None);
+            };
+            let bytes = match lake.store.get(&log(&format!("{cp:020}.checkpoint.parquet"))).await {
+                Ok(g) => g.bytes().await?,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let b = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::Lake(e.to_string()))?;
+            let Some(i) = b.schema().fields().iter().position(|f| f.name() == "txn") else { return Ok(None) };
+            let mask = deltalake::parquet::arrow::ProjectionMask::roots(b.parquet_schema(), [i]);
+            for batch in b.with_projection(mask).build().map_err(|e| Error::Lake(e.to_string()))? {
+                let batch = batch?;
+                let txn = batch.column(0).as_struct();
+                let (Some(app), Some(ver)) = (txn.column_by_name("appId"), txn.column_by_name("version")) else { return Ok(None) };
+                let app = deltalake::arrow::compute::cast(app, &DataType::Utf8)?;
+                let ver = deltalake::arrow::compute::cast(ver, &DataType::Int64)?;
+                let (app, ver) = (app.as_string::<i32>(), ver.as_primitive::<deltalake::arrow::datatypes::Int64Type>());
+                for r in 0..batch.num_rows() {
+                    if txn.is_valid(r) && app.is_valid(r) && ver.is_valid(r) {
+                        out.insert(app.value(r).to_string(), ver.value(r));
+                    }
+                }
+            }
+            from = cp + 1;
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for v in from..=version {
+        let body = match lake.store.get(&log(&format!("{v:020}.json"))).await {
+            Ok(g) => g.bytes().await?,
+            // Cleaned up behind a newer checkpoint meanwhile: ask per app.
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        for line in body.split(|c| *c == b'\n').filter(|l| l.windows(6).any(|w| w == b"\"txn\":")) {
+            let a: serde_json::Value = serde_json::from_slice(line).map_err(|e| Error::Lake(e.to_string()))?;
+            if let (Some(app), Some(ver)) = (a["txn"]["appId"].as_str(), a["txn"]["version"].as_i64()) {
+                out.insert(app.to_string(), ver);
+            }
+        }
+    }
+    Ok(Some(out))
 }
 
 /// A SQL string literal.
@@ -411,14 +571,15 @@ pub fn sql_text(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Catalogue rows matching `filter` (SQL over the catalogue's columns), in landing order.
-/// Delta skips the catalogue files whose statistics rule the filter out: compaction keeps
-/// commit order (see [`compact_when_over`]), so each file spans a narrow range of `seq`,
-/// `landed_at` and `window_start`, and a filter on them reads what is recent, not the lake.
+/// Catalogue rows matching `filter` (see [`Catalogue::rows_where`]).
 pub async fn rows_where(lake: &Lake, filter: &str) -> Result<Vec<LandedFile>> {
-    let batches = query(lake, CATALOGUE, &format!("SELECT * FROM state WHERE {filter} ORDER BY seq")).await?;
+    Catalogue::open(lake).await?.rows_where(filter).await
+}
+
+/// Catalogue rows from Arrow columns (no per-row JSON).
+fn rows_of(batches: &[RecordBatch]) -> Result<Vec<LandedFile>> {
     let mut out = Vec::new();
-    for b in &batches {
+    for b in batches {
         let n = b.num_rows();
         let (seq, records, bytes) = (ints(b, "seq")?, ints(b, "records")?, ints(b, "bytes")?);
         let col = |c: &str| strs(b, c);
@@ -453,21 +614,6 @@ pub async fn rows_where(lake: &Lake, filter: &str) -> Result<Vec<LandedFile>> {
     Ok(out)
 }
 
-/// A stream's watermark as the max over its rows (for rows landed before [`watermark_app`]).
-pub async fn watermark_from_rows(lake: &Lake, source: &str, partition: &str, request: &str) -> Result<Option<String>> {
-    let sql = format!(
-        "SELECT max(watermark) AS watermark FROM state WHERE source = {} AND partition = {} AND request = {}",
-        sql_text(source),
-        sql_text(partition),
-        sql_text(request)
-    );
-    let mut out = None;
-    for b in query(lake, CATALOGUE, &sql).await? {
-        out = out.max(strs(&b, "watermark")?.into_iter().flatten().max());
-    }
-    Ok(out)
-}
-
 /// One raw stream's distinct recorded schema (see [`stream_schemas`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StreamSchema {
@@ -479,31 +625,15 @@ pub struct StreamSchema {
     pub empty: bool,
 }
 
-/// What a transform plans with, without reading every row: each raw stream's distinct
-/// recorded schemas, and the catalogue's highest position. One aggregate.
-pub async fn stream_schemas(lake: &Lake) -> Result<(Vec<StreamSchema>, i64)> {
-    let sql = "SELECT source, stream, schema, path IS NULL AS empty, max(seq) AS seq FROM state \
-               GROUP BY source, stream, schema, path IS NULL";
-    let (mut out, mut max_seq) = (Vec::new(), 0);
-    for b in query(lake, CATALOGUE, sql).await? {
-        use deltalake::arrow::array::AsArray;
-        let (so, st, sc) = (strs(&b, "source")?, strs(&b, "stream")?, strs(&b, "schema")?);
-        let empty = b.column_by_name("empty").map(|c| c.as_boolean().iter().map(|v| v.unwrap_or(false)).collect::<Vec<_>>());
-        max_seq = ints(&b, "seq")?.into_iter().fold(max_seq, i64::max);
-        for (i, ((so, st), sc)) in so.into_iter().zip(st).zip(sc).enumerate() {
-            let empty = empty.as_ref().is_some_and(|e| e[i]);
-            out.push(StreamSchema { source: so.unwrap_or_default(), stream: st.unwrap_or_default(), schema: sc.filter(|_| !empty), empty });
-        }
-    }
-    out.sort();
-    Ok((out, max_seq))
-}
-
 /// Run `sql` over the state table at `rel` (registered as `state`); nothing when it does not exist.
 async fn query(lake: &Lake, rel: &str, sql: &str) -> Result<Vec<RecordBatch>> {
-    let Some(t) = open_table(lake, rel).await? else {
-        return Ok(Vec::new());
-    };
+    match open_table(lake, rel).await? {
+        Some(t) => query_table(&t, sql).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+async fn query_table(t: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>> {
     let ctx = SessionContext::new();
     t.update_datafusion_session(&ctx.state())?;
     ctx.register_table("state", t.table_provider().await?)?;
@@ -618,6 +748,8 @@ pub struct Closed {
     pub commits: u64,
     /// Superseded files it could not delete (orphans the next scan removes).
     pub left_behind: usize,
+    /// The catalogue after its last commit (None: nothing was ever committed).
+    pub table: Option<DeltaTable>,
 }
 
 /// The single writer of the catalogue in a run: landings queue up and are committed in groups,
@@ -632,13 +764,13 @@ pub struct StateWriter {
 impl StateWriter {
     /// `fence`: checked right before every commit; once this run has lost its lease to
     /// another pull of the source, nothing more is committed.
-    pub async fn start(lake: &Lake, fence: Option<super::lease::Fence>) -> Result<Self> {
-        // The table is created on the first commit: a run that lands nothing leaves no state.
-        let table = open_table(lake, CATALOGUE).await?;
+    /// `table`: the catalogue as the run loaded it (None: created on the first commit, so a
+    /// run that lands nothing leaves no state).
+    pub fn start(lake: &Lake, table: Option<DeltaTable>, fence: Option<super::lease::Fence>) -> Self {
         let (tx, rx) = mpsc::channel(64);
         let failed = Arc::new(std::sync::Mutex::new(None));
         let task = tokio::spawn(commit_loop(lake.clone(), table, rx, failed.clone(), fence));
-        Ok(StateWriter { tx, task, failed })
+        StateWriter { tx, task, failed }
     }
 
     pub async fn land(&self, l: Landing) -> Result<()> {
@@ -721,6 +853,6 @@ async fn commit_loop(
     }
     match error {
         Some(e) => Err(e),
-        None => Ok(Closed { commits, left_behind }),
+        None => Ok(Closed { commits, left_behind, table }),
     }
 }

@@ -175,20 +175,30 @@ impl PullReport {
 impl Known {
     /// The stream versions and watermarks of `keys` ((partition, request)) of `source`, from
     /// the catalogue's txns (see `lake::state`).
-    pub async fn marks(lake: &Lake, source: &str, keys: &[(String, String)]) -> Result<Known> {
+    pub async fn marks(lake: &Lake, cat: &state::Catalogue, source: &str, keys: &[(String, String)]) -> Result<Known> {
         let mut k = Known::default();
-        let Some(t) = state::open_table(lake, state::CATALOGUE).await? else { return Ok(k) };
+        let Some(t) = &cat.table else { return Ok(k) };
+        let all = cat.txns(lake).await?;
         let (snap, log) = (t.snapshot()?, t.log_store());
+        let txn = |app: String| {
+            let (all, snap, log) = (&all, &snap, &log);
+            async move {
+                Ok::<_, Error>(match all {
+                    Some(m) => m.get(&app).copied(),
+                    None => snap.transaction_version(log.as_ref(), &app).await?,
+                })
+            }
+        };
         for (partition, request) in keys {
             let app = state::txn_app(source, partition, request);
-            let v = snap.transaction_version(log.as_ref(), &app).await?.unwrap_or(0);
+            let v = txn(app.clone()).await?.unwrap_or(0);
             if v == 0 {
                 continue;
             }
             k.versions.insert(app, v);
-            let wm = match snap.transaction_version(log.as_ref(), state::watermark_app(source, partition, request)).await? {
+            let wm = match txn(state::watermark_app(source, partition, request)).await? {
                 Some(secs) => DateTime::from_timestamp(secs, 0).map(crate::time::rfc3339),
-                None => state::watermark_from_rows(lake, source, partition, request).await?,
+                None => cat.watermark_from_rows(source, partition, request).await?,
             };
             if let Some(w) = wm {
                 k.watermarks.insert((partition.clone(), request.clone()), w);
@@ -199,7 +209,7 @@ impl Known {
 
     /// The current file of each slot and every name used, of `source`'s landings in `scope`
     /// (None: all of them; an orphan scan needs every current path).
-    pub async fn read_landings(&mut self, lake: &Lake, source: &str, scope: Option<&Scope>) -> Result<()> {
+    pub async fn read_landings(&mut self, cat: &state::Catalogue, source: &str, scope: Option<&Scope>) -> Result<()> {
         let mut filter = format!("source = {}", state::sql_text(source));
         if let Some(sc) = scope {
             let at = |t: DateTime<Utc>| format!("CAST({} AS TIMESTAMP)", state::sql_text(&crate::time::rfc3339(t)));
@@ -211,7 +221,7 @@ impl Known {
                 whole.concat()
             ));
         }
-        let rows = state::rows_where(lake, &filter).await?;
+        let rows = cat.rows_where(&filter).await?;
         for r in &rows {
             if let Some(p) = &r.path {
                 self.used.insert(p.clone());
@@ -380,9 +390,10 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
     let unfinished = state::Unfinished::read(lake, &p.name).await?;
     let scan = unfinished.scan_needed(parts);
     let keys: Vec<(String, String)> = jobs.iter().map(|(part, s)| (part.id.clone(), s.name.clone())).collect();
-    let mut known = Known::marks(lake, &p.name, &keys).await?;
+    let cat = state::Catalogue::open(lake).await?;
+    let mut known = Known::marks(lake, &cat, &p.name, &keys).await?;
     if scan {
-        known.read_landings(lake, &p.name, None).await?;
+        known.read_landings(&cat, &p.name, None).await?;
     } else {
         // Only landings that can share a slot or a name with this run's: windows from its
         // earliest one on, window-less landings from today on (their files are named by the
@@ -397,7 +408,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         let whole: Vec<String> = jobs.iter().filter_map(|(_, s)| s.details.as_ref().map(|d| d.stream.clone())).collect();
         let margin = chrono::Duration::days(2);
         let scope = Scope { windows: since - margin, landed: window::day_start(now.date_naive()) - margin, whole };
-        known.read_landings(lake, &p.name, Some(&scope)).await?;
+        known.read_landings(&cat, &p.name, Some(&scope)).await?;
     }
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, scan, "catalogue read");
     if scan {
@@ -427,7 +438,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
     }
     let last = check_last(p, lake).await?;
     state::Unfinished::start(lake, &p.name, &run_id, parts).await?;
-    let writer = StateWriter::start(lake, Some(lease.fence())).await?;
+    let writer = StateWriter::start(lake, cat.table, Some(lease.fence()));
     let prog = progress::Progress::new(opts.progress);
     tracing::info!(source = %p.name, run_id = %run_id, lake = %lake.url, "pull started");
     let reports: Vec<StreamReport> = futures::stream::iter(jobs)
@@ -514,8 +525,13 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
     let commits = closed.commits;
     // The catalogue and the run log get a small file per commit: compacted past a few dozen
     // (a failure here loses nothing; the next pull or `ingest optimize` tries again).
-    for rel in [state::CATALOGUE, runs::RUNS] {
-        if let Err(e) = state::compact_when_over(lake, rel, compact_catalogue_over()).await {
+    let over = compact_catalogue_over();
+    let compacted = match closed.table {
+        Some(t) => state::compact_table_when_over(state::CATALOGUE, t, over).await,
+        None => Ok(()),
+    };
+    for (rel, res) in [(state::CATALOGUE, compacted), (runs::RUNS, state::compact_when_over(lake, runs::RUNS, over).await)] {
+        if let Err(e) = res {
             tracing::warn!("cannot compact {rel} (the next pull retries): {e}");
         }
     }

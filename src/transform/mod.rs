@@ -289,7 +289,9 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
     }
     let models = order(&all, &refs, &opts.models)?;
     // The catalogue as one aggregate (streams, their recorded schemas, the last position)...
-    let (summary, max_seq) = state::stream_schemas(lake).await?;
+    let t0 = std::time::Instant::now();
+    let cat = state::Catalogue::open(lake).await?;
+    let (summary, max_seq) = cat.stream_schemas().await?;
     let mut streams: BTreeMap<String, Vec<LandedFile>> = BTreeMap::new();
     // (A stream pulled but empty so far — only path-less rows — is an empty table, not "not yet".)
     for c in &summary {
@@ -308,7 +310,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
     // ...and only the rows after the lowest of those positions (Delta skips the catalogue
     // files before it): a day's run reads a day of catalogue, whatever the lake holds.
     if since < i64::MAX {
-        let rows = state::rows_where(lake, &if since < 0 { "TRUE".to_string() } else { format!("seq > {since}") }).await?;
+        let rows = cat.rows_where(&if since < 0 { "TRUE".to_string() } else { format!("seq > {since}") }).await?;
         for (name, files) in raw::streams(&rows) {
             streams.insert(name, files);
         }
@@ -323,6 +325,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         let recorded: Vec<Option<&str>> = of_r.iter().filter(|c| !c.empty).map(|c| c.schema.as_deref()).collect();
         bases.insert(r.clone(), raw::recorded_schema(lake, &of_r[0].source, &of_r[0].stream, &recorded).await?);
     }
+    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "catalogue and targets read");
     let targets: BTreeSet<&str> = all.iter().map(|m| m.target.as_str()).collect();
 
     // Plan every model before writing anything: inputs get their real schemas, model
