@@ -52,9 +52,14 @@ pub enum Command {
         #[arg(long)]
         full_refresh: bool,
         /// Memory the engine's sorts and aggregations may use before spilling to temp files
-        /// (e.g. 512MiB, 2GiB); default: no limit
-        #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
-        memory_limit: Option<usize>,
+        /// (e.g. 512MiB, 2GiB, or `none`); default: half of the machine's memory (or of the
+        /// container's limit)
+        #[arg(long, value_name = "SIZE", value_parser = parse_limit)]
+        memory_limit: Option<Limit>,
+        /// Folder for the spill files of sorts past --memory-limit (removed when the run ends);
+        /// default: the system's temp folder
+        #[arg(long, value_name = "DIR", env = "INGEST_TEMP_DIR")]
+        temp_dir: Option<std::path::PathBuf>,
     },
     /// SQL over the lake: every Delta table (schema.table) and raw stream (raw.<source>_<stream>).
     Query {
@@ -322,3 +327,17 @@ impl ServeArgs {
     }
 }
 
+
+/// `--memory-limit`: a size, or no limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    Bytes(usize),
+    None,
+}
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "none" | "off" | "unlimited" => Ok(Limit::None),
+        _ => crate::config::parse_size(s).map(Limit::Bytes),
+    }
+}

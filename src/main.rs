@@ -92,10 +92,18 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
-        Command::Transform { models, full_refresh, memory_limit } => {
+        Command::Transform { models, full_refresh, memory_limit, temp_dir } => {
+            let memory_limit = match memory_limit {
+                Some(ingest::cli::Limit::Bytes(n)) => Some(n),
+                Some(ingest::cli::Limit::None) => None,
+                None => transform::session::default_memory_limit(),
+            };
+            if let Some(d) = &temp_dir {
+                transform::session::check_temp_dir(d)?;
+            }
             let lake = Lake::open(&cli.lake)?;
             lake.ready_for_writes().await?;
-            let opts = transform::TransformOptions { models, full_refresh, memory_limit };
+            let opts = transform::TransformOptions { models, full_refresh, memory_limit, temp_dir };
             let reports = transform::transform(&lake, &cli.sql, &opts).await?;
             print!("{}", transform::render(&reports));
             if transform::any_failed(&reports) {

@@ -491,12 +491,44 @@ impl Catalogue {
     }
 
     /// What a transform plans with, without reading every row: each raw stream's distinct
-    /// recorded schemas, and the catalogue's highest position. One aggregate.
-    pub async fn stream_schemas(&self) -> Result<(Vec<StreamSchema>, i64)> {
-        let sql = "SELECT source, stream, schema, path IS NULL AS empty, max(seq) AS seq FROM state \
-                   GROUP BY source, stream, schema, path IS NULL";
-        let (mut out, mut max_seq) = (Vec::new(), 0);
-        for b in self.query(sql).await? {
+    /// recorded schemas, and the catalogue's highest position. Catalogue rows never change once
+    /// committed and positions only grow, so the answer up to a position is kept in
+    /// `_ingest/cache/stream_schemas.json` (with the catalogue's table id) and each run
+    /// aggregates only the rows after it. A missing or foreign cache is rebuilt.
+    pub async fn stream_schemas(&self, lake: &Lake) -> Result<(Vec<StreamSchema>, i64)> {
+        let Some(t) = &self.table else { return Ok((Vec::new(), 0)) };
+        let id = t.snapshot()?.metadata().id().to_string();
+        let path = lake.path(SCHEMA_CACHE);
+        let cached: Option<SchemaCache> = match lake.store.get(&path).await {
+            Ok(g) => serde_json::from_slice(&g.bytes().await?).ok().filter(|c: &SchemaCache| c.table_id == id),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let after = cached.as_ref().map_or(-1, |c| c.seq);
+        let (new, max_new) = self.stream_schemas_after(after).await?;
+        let mut all: std::collections::BTreeSet<StreamSchema> = cached.map(|c| c.streams.into_iter().collect()).unwrap_or_default();
+        let grew = new.iter().any(|s| !all.contains(s)) || max_new > after;
+        all.extend(new);
+        let seq = max_new.max(after).max(0);
+        if grew {
+            let c = SchemaCache { table_id: id, seq, streams: all.iter().cloned().collect() };
+            let body = serde_json::to_vec(&c).map_err(|e| Error::Lake(e.to_string()))?;
+            if let Err(e) = lake.store.put(&path, body.into()).await {
+                tracing::warn!("cannot write {SCHEMA_CACHE} (the next run aggregates more rows): {e}");
+            }
+        }
+        Ok((all.into_iter().collect(), seq))
+    }
+
+    /// [`Self::stream_schemas`] of the rows after position `after`, and their highest position
+    /// (`after` when there are none).
+    async fn stream_schemas_after(&self, after: i64) -> Result<(Vec<StreamSchema>, i64)> {
+        let sql = format!(
+            "SELECT source, stream, schema, path IS NULL AS empty, max(seq) AS seq FROM state WHERE seq > {after} \
+             GROUP BY source, stream, schema, path IS NULL"
+        );
+        let (mut out, mut max_seq) = (Vec::new(), after);
+        for b in self.query(&sql).await? {
             use deltalake::arrow::array::AsArray;
             let (so, st, sc) = (strs(&b, "source")?, strs(&b, "stream")?, strs(&b, "schema")?);
             let empty = b.column_by_name("empty").map(|c| c.as_boolean().iter().map(|v| v.unwrap_or(false)).collect::<Vec<_>>());
@@ -614,8 +646,18 @@ fn rows_of(batches: &[RecordBatch]) -> Result<Vec<LandedFile>> {
     Ok(out)
 }
 
-/// One raw stream's distinct recorded schema (see [`stream_schemas`]).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// See [`Catalogue::stream_schemas`].
+pub const SCHEMA_CACHE: &str = "_ingest/cache/stream_schemas.json";
+
+#[derive(Serialize, Deserialize)]
+struct SchemaCache {
+    table_id: String,
+    seq: i64,
+    streams: Vec<StreamSchema>,
+}
+
+/// One raw stream's distinct recorded schema (see [`Catalogue::stream_schemas`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StreamSchema {
     pub source: String,
     pub stream: String,
@@ -743,6 +785,9 @@ pub async fn commit_rows(
     Err(Error::Lake("the catalogue kept changing under 200 commit attempts".into()))
 }
 
+/// The shortest time between two catalogue commits of one run.
+const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a run's catalogue writer did.
 pub struct Closed {
     pub commits: u64,
@@ -767,7 +812,7 @@ impl StateWriter {
     /// `table`: the catalogue as the run loaded it (None: created on the first commit, so a
     /// run that lands nothing leaves no state).
     pub fn start(lake: &Lake, table: Option<DeltaTable>, fence: Option<super::lease::Fence>) -> Self {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(512);
         let failed = Arc::new(std::sync::Mutex::new(None));
         let task = tokio::spawn(commit_loop(lake.clone(), table, rx, failed.clone(), fence));
         StateWriter { tx, task, failed }
@@ -800,14 +845,33 @@ async fn commit_loop(
     let mut commits = 0u64;
     let mut left_behind = 0;
     let mut error: Option<Error> = None;
+    let mut last_commit: Option<tokio::time::Instant> = None;
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
+        // At most one commit per COMMIT_EVERY: landings arriving meanwhile join it (a commit
+        // per finished window would give a pull of 250 pages hundreds of log entries a day).
+        // The run's end (the channel closing) or a full group commits at once.
+        let until = last_commit.map(|t| t + COMMIT_EVERY);
+        while group.len() < 512 {
+            let next = match until {
+                Some(u) => match tokio::time::timeout_at(u, rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+                None => rx.try_recv().ok(),
+            };
+            match next {
+                Some(m) => group.push(m),
+                None => break,
+            }
+        }
         while group.len() < 512 {
             match rx.try_recv() {
                 Ok(m) => group.push(m),
                 Err(_) => break,
             }
         }
+        last_commit = Some(tokio::time::Instant::now());
         let mut rows = Vec::new();
         let mut txns: Vec<(String, i64)> = Vec::new();
         let mut remove = Vec::new();

@@ -11,7 +11,7 @@ pub mod functions;
 pub mod model;
 pub mod raw;
 pub mod scaffold;
-mod session;
+pub mod session;
 mod write;
 
 use crate::error::{Error, Result};
@@ -36,6 +36,8 @@ pub struct TransformOptions {
     pub full_refresh: bool,
     /// Bytes the query engine's sorts and aggregations may hold before spilling to disk.
     pub memory_limit: Option<usize>,
+    /// Where spill files go (None: the system's temp folder).
+    pub temp_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -281,7 +283,7 @@ fn schema_with_path(path: &[String]) -> Schema {
 
 pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformOptions) -> Result<Vec<ModelReport>> {
     let all = model::load_dir(sql_dir)?;
-    let ctx = session::context(opts.memory_limit)?;
+    let ctx = session::context(opts.memory_limit, opts.temp_dir.as_deref())?;
     functions::register(&ctx);
     let mut refs = BTreeMap::new();
     for m in &all {
@@ -291,7 +293,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
     // The catalogue as one aggregate (streams, their recorded schemas, the last position)...
     let t0 = std::time::Instant::now();
     let cat = state::Catalogue::open(lake).await?;
-    let (summary, max_seq) = cat.stream_schemas().await?;
+    let (summary, max_seq) = cat.stream_schemas(lake).await?;
     let mut streams: BTreeMap<String, Vec<LandedFile>> = BTreeMap::new();
     // (A stream pulled but empty so far — only path-less rows — is an empty table, not "not yet".)
     for c in &summary {

@@ -94,7 +94,7 @@ pub async fn stream_schema(lake: &Lake, all: &[LandedFile], extra: &Schema) -> R
 }
 
 /// The schema a transform plans a raw stream with, from the distinct schemas its landings
-/// recorded (`recorded`, from `state::stream_schemas`: current and superseded files alike, so
+/// recorded (`recorded`, from `state::Catalogue::stream_schemas`: current and superseded files alike, so
 /// a field only a superseded file had reads as NULL) — no catalogue rows read. Files landed
 /// before schemas were recorded (None) are looked up and inferred from their content.
 pub async fn recorded_schema(lake: &Lake, source: &str, stream: &str, recorded: &[Option<&str>]) -> Result<Schema> {

@@ -1,6 +1,7 @@
 //! The DataFusion session a transform runs in: its memory pool (`--memory-limit`), the
 //! settings the writes rely on, and delta-rs's query planner.
 use deltalake::datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use deltalake::datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use deltalake::datafusion::execution::SessionStateBuilder;
 use deltalake::datafusion::prelude::SessionConfig;
@@ -8,10 +9,35 @@ use crate::error::Result;
 use deltalake::datafusion::prelude::SessionContext;
 use std::sync::Arc;
 
-/// The session for one `ingest transform` run; `memory_limit` in bytes.
-pub fn context(memory_limit: Option<usize>) -> Result<SessionContext> {
+/// `--memory-limit`'s default: half of the machine's memory, or of the container's limit
+/// (cgroup v2 `memory.max`) when that is lower. None when neither can be read.
+pub fn default_memory_limit() -> Option<usize> {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|v| v.trim().parse::<usize>().ok());
+    [total, cgroup].into_iter().flatten().min().map(|b| b / 2)
+}
+
+/// `--temp-dir` must be a folder this process can write, before anything is written.
+pub fn check_temp_dir(d: &std::path::Path) -> Result<()> {
+    tempfile::tempfile_in(d)
+        .map(drop)
+        .map_err(|e| crate::error::Error::Usage(format!("--temp-dir {}: cannot write there: {e}", d.display())))
+}
+
+/// The session for one `ingest transform` run; `memory_limit` in bytes, spill files under
+/// `temp_dir` (each run's own subfolder, removed when it ends).
+pub fn context(memory_limit: Option<usize>, temp_dir: Option<&std::path::Path>) -> Result<SessionContext> {
+    let mut rt = RuntimeEnvBuilder::new();
+    if let Some(d) = temp_dir {
+        rt = rt.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![d.to_path_buf()])));
+    }
     let (cfg, rt) = match memory_limit {
-        None => (SessionConfig::new(), RuntimeEnvBuilder::new().build_arc()?),
+        None => (SessionConfig::new(), rt.build_arc()?),
         // Sorts and aggregations spill to temp files past the limit (under the system's temp
         // directory, removed when the run ends).
         Some(limit) => (
@@ -23,11 +49,11 @@ pub fn context(memory_limit: Option<usize>) -> Result<SessionContext> {
             // in that merge with 8192-row batches, finished with 2048: 9.4 s, 231 MiB RSS).
             SessionConfig::new()
                 .with_sort_spill_reservation_bytes((limit / 16).min(10 * 1024 * 1024))
-                .with_batch_size(2048),
+                .with_batch_size(if limit < 1 << 30 { 2048 } else { 8192 }),
             // A fair pool: the dedupe's sorts (one per core) and the cluster sort each get a
             // share and spill past it (a greedy pool let one sort take it all and the next
             // fail: measured on 2 GB of raw with a 512 MiB limit).
-            RuntimeEnvBuilder::new()
+            rt
                 .with_memory_pool(Arc::new(TrackConsumersPool::new(
                     FairSpillPool::new(limit),
                     std::num::NonZeroUsize::new(5).expect("5 > 0"),

@@ -537,8 +537,12 @@ fn a_memory_limit_spills_and_changes_no_row() {
     for lake in [&free, &bounded] {
         ok(&ingest_cmd(Some(&sim), lake, &pipelines(), &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-04"]).output().unwrap());
     }
-    ok(&ingest_sql(&free, &shipped_sql(), &["transform"]));
-    ok(&ingest_sql(&bounded, &shipped_sql(), &["transform", "--memory-limit", "2MiB"]));
+    ok(&ingest_sql(&free, &shipped_sql(), &["transform", "--memory-limit", "none"]));
+    // Spill files go under --temp-dir and are gone when the run ends.
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    ok(&ingest_sql(&bounded, &shipped_sql(), &["transform", "--memory-limit", "2MiB", "--temp-dir", spill.to_str().unwrap()]));
+    assert_eq!(walk(&spill), Vec::<std::path::PathBuf>::new(), "spill files left behind");
     for t in ["silver.pancake_conversations", "silver.pancake_conversation_tags", "gold.pancake_conversations_per_day"] {
         let sql = format!("SELECT * FROM {t}");
         let strip = |rows: Vec<serde_json::Value>| {
@@ -562,6 +566,12 @@ fn a_memory_limit_spills_and_changes_no_row() {
     assert!(text(&o).contains("raise --memory-limit"), "{}", text(&o));
     let bad = ingest_sql(&bounded, &shipped_sql(), &["transform", "--memory-limit", "lots"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    // A temp folder that cannot be written is named before anything is written.
+    let nowhere = dir.path().join("nowhere");
+    let bad = ingest_sql(&dir.path().join("untouched"), &shipped_sql(), &["transform", "--temp-dir", nowhere.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("--temp-dir") && text(&bad).contains("nowhere"), "{}", text(&bad));
+    assert!(!dir.path().join("untouched").exists(), "a lake was created despite a bad --temp-dir");
 }
 
 /// Files of a Delta table after its latest commit (adds minus removes over the whole log).
