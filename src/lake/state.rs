@@ -785,8 +785,12 @@ pub async fn commit_rows(
     Err(Error::Lake("the catalogue kept changing under 200 commit attempts".into()))
 }
 
-/// The shortest time between two catalogue commits of one run.
-const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The shortest time between two catalogue commits of one run: 1 s, or
+/// `INGEST_COMMIT_EVERY_MS` (tests that kill a run between commits want them often).
+fn commit_every() -> std::time::Duration {
+    let ms = std::env::var("INGEST_COMMIT_EVERY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    std::time::Duration::from_millis(ms)
+}
 
 /// What a run's catalogue writer did.
 pub struct Closed {
@@ -846,12 +850,13 @@ async fn commit_loop(
     let mut left_behind = 0;
     let mut error: Option<Error> = None;
     let mut last_commit: Option<tokio::time::Instant> = None;
+    let every = commit_every();
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
-        // At most one commit per COMMIT_EVERY: landings arriving meanwhile join it (a commit
+        // At most one commit per `every`: landings arriving meanwhile join it (a commit
         // per finished window would give a pull of 250 pages hundreds of log entries a day).
         // The run's end (the channel closing) or a full group commits at once.
-        let until = last_commit.map(|t| t + COMMIT_EVERY);
+        let until = last_commit.map(|t| t + every);
         while group.len() < 512 {
             let next = match until {
                 Some(u) => match tokio::time::timeout_at(u, rx.recv()).await {

@@ -305,7 +305,10 @@ fn optimize_compacts_the_catalogue_and_changes_nothing_else() {
     let sim = Sim::start(&["--rate-window", "1", "--days", "5"]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let run = |args: &[&str]| ok(&ingest_cmd(Some(&sim), &lake, &pipelines(), args).arg("--sql").arg(shipped_sql()).output().unwrap());
+    // A commit per landed window (not one a second), so the catalogue gets many small files.
+    let run = |args: &[&str]| {
+        ok(&ingest_cmd(Some(&sim), &lake, &pipelines(), args).arg("--sql").arg(shipped_sql()).env("INGEST_COMMIT_EVERY_MS", "0").output().unwrap())
+    };
     run(&["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-04"]);
     run(&["transform"]);
     let rows = || query(&lake, "SELECT count(*) AS n, max(seq) AS s FROM _ingest.catalogue")[0].clone();
@@ -333,6 +336,7 @@ fn optimize_compacts_the_catalogue_and_changes_nothing_else() {
     let other = dir.path().join("other");
     let o = ingest_cmd(Some(&sim), &other, &pipelines(), &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-04"])
         .env("INGEST_COMPACT_CATALOGUE_OVER", "5")
+        .env("INGEST_COMMIT_EVERY_MS", "0")
         .output()
         .unwrap();
     ok(&o);

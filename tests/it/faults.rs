@@ -50,7 +50,10 @@ fn faults_and_a_kill_leave_the_same_lake_as_a_clean_run() {
     // kill -9 in the middle of a slow pull, then a rerun.
     let killed = dir.path().join("killed");
     let sim = Sim::start(&["--rate-window", "1", "--slow-every", "1", "--slow-ms", "40"]);
-    let mut child = spawn_quiet(ingest_cmd(Some(&sim), &killed, &pipelines(), ARGS));
+    // Commits every 50 ms (not once a second) so that several land before the kill.
+    let mut cmd = ingest_cmd(Some(&sim), &killed, &pipelines(), ARGS);
+    cmd.env("INGEST_COMMIT_EVERY_MS", "50");
+    let mut child = spawn_quiet(cmd);
     // Kill once a few windows are committed, mid-run.
     let log = killed.join("_ingest/catalogue/_delta_log");
     let commits = || std::fs::read_dir(&log).map(|d| d.count()).unwrap_or(0);
