@@ -235,7 +235,10 @@ pub async fn vacuum(lake: &Lake, pipelines: &std::path::Path, target: Option<&st
                 // Read again under the lease: a pull may have committed since.
                 let rows = state::read_catalogue(lake, Some(&s)).await?;
                 let o = orphans(lake, &rows, &|src| template_of(pipelines, src)).await?;
-                lake.remove_all(o.get(&s).map(Vec::as_slice).unwrap_or(&[])).await
+                let n = lake.remove_all(o.get(&s).map(Vec::as_slice).unwrap_or(&[])).await?;
+                // A full scan: the next pull need not scan again for earlier unfinished runs.
+                state::Unfinished::read(lake, &s).await?.scanned(lake, &s, None).await?;
+                Ok::<_, crate::Error>(n)
             }
             .await;
             lease.release().await;
