@@ -27,8 +27,10 @@ pub fn txn_app(m: &Model) -> String {
     format!("ingest-model/{}", m.target)
 }
 
-/// Keep one row per unique key: the latest by `order_by`, then by `_ingest_order`.
-pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame) -> Result<DataFrame> {
+/// Keep one row per unique key: the latest by `order_by`, then by `_ingest_order`. `hash`:
+/// the input fits in memory, so keep the winners in a hash table ([`super::latest`]) instead
+/// of sorting every row (which spills under a memory limit).
+pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) -> Result<DataFrame> {
     let cols: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
     let has_order = cols.iter().any(|c| c == "_ingest_order");
     if let Some(c) = m.cluster_by.as_ref().filter(|c| !cols.contains(c)) {
@@ -64,6 +66,35 @@ pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame) -> Result<Da
     }
     if order.is_empty() {
         order.push("1".into());
+    }
+    if hash {
+        use deltalake::arrow::compute::SortOptions;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let at = |c: &str| schema.index_of(c).map_err(|e| crate::Error::Other(e.to_string()));
+        let latest_first = SortOptions { descending: true, nulls_first: false };
+        let mut order = Vec::new();
+        if let Some(o) = &m.order_by {
+            order.push((at(o)?, latest_first));
+        }
+        if has_order {
+            order.push((at("_ingest_order")?, latest_first));
+        }
+        let spec = super::latest::Spec {
+            keys: m.unique_key.iter().map(|k| at(k)).collect::<Result<_>>()?,
+            order,
+            batch_size: ctx.state().config().batch_size(),
+        };
+        if super::latest::supported(&schema, &spec) {
+            let task = ctx.task_ctx();
+            let plan = df.create_physical_plan().await?;
+            let input = deltalake::datafusion::physical_plan::execute_stream(plan, task.clone())?;
+            let reservation = deltalake::datafusion::execution::memory_pool::MemoryConsumer::new(format!("dedupe {}", m.target))
+                .register(task.memory_pool());
+            let stream = super::latest::latest(input, spec, reservation);
+            let table = StreamingTable::try_new(schema.clone(), vec![Arc::new(OneShot { schema, stream: std::sync::Mutex::new(Some(stream)) })])?;
+            let df = ctx.read_table(Arc::new(table))?;
+            return Ok(if has_order { df.drop_columns(&["_ingest_order"])? } else { df });
+        }
     }
     let view = format!("__out_{}", m.target.replace('.', "_"));
     let _ = ctx.deregister_table(view.as_str());

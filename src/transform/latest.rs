@@ -1,0 +1,108 @@
+//! The latest row per unique key by hashing, not sorting: one pass keeps, per key (its
+//! columns in Arrow's row format), the position of the best row so far by the order columns
+//! (also in row format, so "latest" is one byte comparison), then the winners are gathered
+//! from the input batches in input order. The rows themselves are never sorted or copied
+//! until the gather; the input is held in memory (tracked by the session's pool: past the
+//! pool's limit the model fails cleanly, which is why `write::dedupe` takes this path only
+//! when the input fits — the sort-based path spills instead).
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::compute::{interleave_record_batch, SortOptions};
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::row::{RowConverter, SortField};
+use deltalake::datafusion::common::Result as DfResult;
+use deltalake::datafusion::execution::memory_pool::MemoryReservation;
+use deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use deltalake::datafusion::physical_plan::SendableRecordBatchStream;
+use futures::StreamExt;
+use std::collections::HashMap;
+
+/// Which columns make the key, and which decide the latest row (each with its direction:
+/// the row that sorts first wins).
+pub struct Spec {
+    pub keys: Vec<usize>,
+    pub order: Vec<(usize, SortOptions)>,
+    pub batch_size: usize,
+}
+
+/// Whether `spec`'s columns of `schema` have a row format (nested types may not).
+pub fn supported(schema: &SchemaRef, spec: &Spec) -> bool {
+    let fields = spec
+        .keys
+        .iter()
+        .map(|i| SortField::new(schema.field(*i).data_type().clone()))
+        .chain(spec.order.iter().map(|(i, o)| SortField::new_with_options(schema.field(*i).data_type().clone(), *o)));
+    RowConverter::new(fields.collect()).is_ok()
+}
+
+/// The rows of `input` that are the latest of their key.
+pub fn latest(input: SendableRecordBatchStream, spec: Spec, reservation: MemoryReservation) -> SendableRecordBatchStream {
+    let schema = input.schema();
+    let out = futures::stream::once(winners(input, spec, reservation)).flat_map(|r| match r {
+        Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+        Err(e) => futures::stream::once(async { Err(e) }).boxed(),
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, out))
+}
+
+struct Best {
+    order: Box<[u8]>,
+    batch: u32,
+    row: u32,
+}
+
+async fn winners(mut input: SendableRecordBatchStream, spec: Spec, reservation: MemoryReservation) -> DfResult<Vec<RecordBatch>> {
+    let schema = input.schema();
+    let keys = RowConverter::new(spec.keys.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect())?;
+    let order = RowConverter::new(
+        spec.order
+            .iter()
+            .map(|(i, o)| SortField::new_with_options(schema.field(*i).data_type().clone(), *o))
+            .collect(),
+    )?;
+    let mut best: HashMap<Box<[u8]>, Best> = HashMap::new();
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    while let Some(b) = input.next().await {
+        let b = b?;
+        if b.num_rows() == 0 {
+            continue;
+        }
+        let k = keys.convert_columns(&spec.keys.iter().map(|i| b.column(*i).clone()).collect::<Vec<_>>())?;
+        // No order columns: every row ties, the first seen stays.
+        let o = match spec.order.is_empty() {
+            true => None,
+            false => Some(order.convert_columns(&spec.order.iter().map(|(i, _)| b.column(*i).clone()).collect::<Vec<_>>())?),
+        };
+        let at = batches.len() as u32;
+        let mut grew = b.get_array_memory_size();
+        for r in 0..b.num_rows() {
+            let kr = k.row(r);
+            let or: &[u8] = o.as_ref().map_or(&[], |o| o.row(r).data());
+            match best.get_mut(kr.as_ref()) {
+                // Ties keep the first row seen.
+                Some(w) if or < &w.order[..] => {
+                    w.order = or.into();
+                    w.batch = at;
+                    w.row = r as u32;
+                }
+                Some(_) => {}
+                None => {
+                    grew += kr.as_ref().len() + or.len() + 64;
+                    best.insert(kr.as_ref().into(), Best { order: or.into(), batch: at, row: r as u32 });
+                }
+            }
+        }
+        reservation.try_grow(grew)?;
+        batches.push(b);
+    }
+    let mut idx: Vec<(usize, usize)> = best.into_values().map(|w| (w.batch as usize, w.row as usize)).collect();
+    idx.sort_unstable();
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let mut out = Vec::with_capacity(idx.len().div_ceil(spec.batch_size.max(1)));
+    for chunk in idx.chunks(spec.batch_size.max(1)) {
+        out.push(interleave_record_batch(&refs, chunk)?);
+    }
+    if out.is_empty() {
+        out.push(RecordBatch::new_empty(schema));
+    }
+    Ok(out)
+}
