@@ -46,6 +46,16 @@ echo "== full build"
 timed "ingest transform (full)" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
 FULL_S=$LAST_S; FULL_MIB=$LAST_MIB
 ROWS=$("$BIN" -q --lake "$WORK/lake" query "SELECT count(*) AS n FROM silver.pancake_conversations" --format csv | tail -1)
+cat > "$WORK/layout.py" <<PY
+import duckdb
+files, overlapping = duckdb.sql("""
+  SELECT count(*), count(*) FILTER (WHERE lo < prev) FROM (
+    SELECT min(inserted_at) AS lo, lag(max(inserted_at)) OVER (ORDER BY min(inserted_at)) AS prev
+    FROM read_parquet('$WORK/lake/silver/pancake_conversations/*.parquet', filename=true) GROUP BY filename)
+""").fetchone()
+print(f"table layout: {files} files, {overlapping} overlapping the previous one's inserted_at range")
+PY
+"$VENV/bin/python" "$WORK/layout.py"
 # The same build deduplicating by a sort (what a run does when its input may not fit in memory).
 timed "ingest transform --full-refresh, sort-based dedupe" env INGEST_DEDUPE=sort "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform --full-refresh
 SORT_S=$LAST_S
@@ -66,16 +76,6 @@ COPY (
 """)
 print(con.execute("SELECT count(*) FROM '$WORK/duck.parquet'").fetchone()[0])
 PY
-cat > "$WORK/layout.py" <<PY
-import duckdb
-files, overlapping = duckdb.sql("""
-  SELECT count(*), count(*) FILTER (WHERE lo < prev) FROM (
-    SELECT min(inserted_at) AS lo, lag(max(inserted_at)) OVER (ORDER BY min(inserted_at)) AS prev
-    FROM read_parquet('$WORK/lake/silver/pancake_conversations/*.parquet', filename=true) GROUP BY filename)
-""").fetchone()
-print(f"table layout: {files} files, {overlapping} overlapping the previous one's inserted_at range")
-PY
-"$VENV/bin/python" "$WORK/layout.py"
 timed "duckdb read_json + dedupe + parquet" "$VENV/bin/python" "$WORK/duck.py"
 DUCK_S=$LAST_S; DUCK_MIB=$LAST_MIB
 DUCK_ROWS=$(cat "$WORK/out.txt")
