@@ -61,11 +61,25 @@ async fn winners(mut input: SendableRecordBatchStream, spec: Spec, reservation: 
     )?;
     let mut best: HashMap<Box<[u8]>, Best> = HashMap::new();
     let mut batches: Vec<RecordBatch> = Vec::new();
-    while let Some(b) = input.next().await {
-        let b = b?;
-        if b.num_rows() == 0 {
+    // Small batches (a raw file each) are joined first: the gather's cost grows with the
+    // number of batches it picks from (100,000 one-file batches made it quadratic).
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0;
+    loop {
+        let next = input.next().await.transpose()?;
+        if let Some(b) = next.as_ref().filter(|b| b.num_rows() > 0) {
+            pending_rows += b.num_rows();
+            pending.push(b.clone());
+        }
+        if pending.is_empty() || (next.is_some() && pending_rows < spec.batch_size) {
+            if next.is_none() {
+                break;
+            }
             continue;
         }
+        let b = deltalake::arrow::compute::concat_batches(&schema, &pending)?;
+        pending.clear();
+        pending_rows = 0;
         let k = keys.convert_columns(&spec.keys.iter().map(|i| b.column(*i).clone()).collect::<Vec<_>>())?;
         // No order columns: every row ties, the first seen stays.
         let o = match spec.order.is_empty() {
@@ -93,6 +107,9 @@ async fn winners(mut input: SendableRecordBatchStream, spec: Spec, reservation: 
         }
         reservation.try_grow(grew)?;
         batches.push(b);
+        if next.is_none() {
+            break;
+        }
     }
     let mut idx: Vec<(usize, usize)> = best.into_values().map(|w| (w.batch as usize, w.row as usize)).collect();
     idx.sort_unstable();
