@@ -10,6 +10,7 @@
 //! into delta-rs's writer (same session, so same pool) and a MERGE holds only the deduplicated
 //! new rows (computed once: delta-rs reads its source more than once).
 pub mod functions;
+mod inputs;
 mod latest;
 pub mod model;
 pub mod raw;
@@ -293,44 +294,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         refs.insert(m.target.clone(), references(&ctx, m)?);
     }
     let models = order(&all, &refs, &opts.models)?;
-    // The catalogue as one aggregate (streams, their recorded schemas, the last position)...
-    let t0 = std::time::Instant::now();
-    let cat = state::Catalogue::open(lake).await?;
-    let (summary, max_seq) = cat.stream_schemas(lake).await?;
-    let mut streams: BTreeMap<String, Vec<LandedFile>> = BTreeMap::new();
-    // (A stream pulled but empty so far — only path-less rows — is an empty table, not "not yet".)
-    for c in &summary {
-        streams.entry(raw::table_name(&c.source, &c.stream)).or_default();
-    }
-    // ...then each model's target and the position it consumed...
-    let mut existing: BTreeMap<String, Option<DeltaTable>> = BTreeMap::new();
-    let mut since = i64::MAX;
-    for m in &models {
-        let t = state::open_table(lake, &m.table_rel()).await?;
-        if refs[&m.target].iter().any(|r| streams.contains_key(r)) {
-            since = since.min(if m.reads_all { -1 } else { consumed(m, t.as_ref(), opts).await? });
-        }
-        existing.insert(m.target.clone(), t);
-    }
-    // ...and only the rows after the lowest of those positions (Delta skips the catalogue
-    // files before it): a day's run reads a day of catalogue, whatever the lake holds.
-    if since < i64::MAX {
-        let rows = cat.rows_where(&if since < 0 { "TRUE".to_string() } else { format!("seq > {since}") }).await?;
-        for (name, files) in raw::streams(&rows) {
-            streams.insert(name, files);
-        }
-    }
-    // Each referenced raw stream's schema, once per run (planning and running reuse it).
-    let mut bases: BTreeMap<String, Schema> = BTreeMap::new();
-    for r in refs.values().flatten() {
-        if bases.contains_key(r) || !streams.contains_key(r) {
-            continue;
-        }
-        let of_r: Vec<&state::StreamSchema> = summary.iter().filter(|c| raw::table_name(&c.source, &c.stream) == *r).collect();
-        let recorded: Vec<Option<&str>> = of_r.iter().filter(|c| !c.empty).map(|c| c.schema.as_deref()).collect();
-        bases.insert(r.clone(), raw::recorded_schema(lake, &of_r[0].source, &of_r[0].stream, &recorded).await?);
-    }
-    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "catalogue and targets read");
+    let inputs::Inputs { summary, max_seq, streams, mut existing, bases } = inputs::read(lake, &models, &refs, opts).await?;
     let targets: BTreeSet<&str> = all.iter().map(|m| m.target.as_str()).collect();
 
     // Plan every model before writing anything: inputs get their real schemas, model
@@ -470,19 +434,6 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
     Ok(reports)
 }
 
-/// The catalogue position `m` consumed (its txn in its table `t`); -1 when it reads every
-/// file this run (no table yet, replace mode, `--full-refresh`).
-async fn consumed(m: &Model, t: Option<&DeltaTable>, opts: &TransformOptions) -> Result<i64> {
-    Ok(match (t, opts.full_refresh, m.mode) {
-        (Some(t), false, Mode::Merge | Mode::Append) => t
-            .snapshot()?
-            .transaction_version(t.log_store().as_ref(), write::txn_app(m))
-            .await?
-            .unwrap_or(-1),
-        _ => -1,
-    })
-}
-
 /// Run one planned model: read its new input, dedupe, write. Returns its report and whether
 /// it wrote a new table version.
 #[allow(clippy::too_many_arguments)]
@@ -502,7 +453,7 @@ async fn run_model(
     started: Instant,
 ) -> Result<(ModelReport, bool)> {
     {
-        let consumed = consumed(m, existing.as_ref(), opts).await?;
+        let consumed = inputs::consumed(m, existing.as_ref(), opts).await?;
         let mut files_read: Vec<String> = Vec::new();
         let mut has_raw = false;
         // NDJSON bytes this run reads (None: it reads a Delta table too, of unknown size).

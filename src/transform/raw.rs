@@ -97,7 +97,13 @@ pub async fn stream_schema(lake: &Lake, all: &[LandedFile], extra: &Schema) -> R
 /// recorded (`recorded`, from `state::Catalogue::stream_schemas`: current and superseded files alike, so
 /// a field only a superseded file had reads as NULL) — no catalogue rows read. Files landed
 /// before schemas were recorded (None) are looked up and inferred from their content.
-pub async fn recorded_schema(lake: &Lake, source: &str, stream: &str, recorded: &[Option<&str>]) -> Result<Schema> {
+pub async fn recorded_schema(
+    lake: &Lake,
+    cat: &crate::lake::state::Catalogue,
+    source: &str,
+    stream: &str,
+    recorded: &[Option<&str>],
+) -> Result<Schema> {
     let mut s = Schema::empty();
     let mut unrecorded = false;
     for r in recorded {
@@ -109,7 +115,7 @@ pub async fn recorded_schema(lake: &Lake, source: &str, stream: &str, recorded: 
     if unrecorded {
         use crate::lake::state::{self, sql_text};
         let filter = format!("source = {} AND stream = {} AND schema IS NULL AND path IS NOT NULL", sql_text(source), sql_text(stream));
-        let files = state::current_files(&state::rows_where(lake, &filter).await?);
+        let files = state::current_files(&cat.rows_where(&filter).await?);
         s = stream_schema(lake, &files, &s).await?;
     }
     Ok(s)

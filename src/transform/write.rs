@@ -54,18 +54,8 @@ pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) 
             ));
         }
     }
-    let mut order = Vec::new();
-    if let Some(o) = &m.order_by {
-        if !cols.contains(o) {
-            return Err(m.err_at(Some(1), format!("order_by column `{o}` is not in the model's output")));
-        }
-        order.push(format!("\"{o}\" DESC NULLS LAST"));
-    }
-    if has_order {
-        order.push("\"_ingest_order\" DESC".into());
-    }
-    if order.is_empty() {
-        order.push("1".into());
+    if let Some(o) = m.order_by.as_ref().filter(|o| !cols.contains(o)) {
+        return Err(m.err_at(Some(1), format!("order_by column `{o}` is not in the model's output")));
     }
     if hash {
         use deltalake::arrow::compute::SortOptions;
@@ -90,11 +80,19 @@ pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) 
             let input = deltalake::datafusion::physical_plan::execute_stream(plan, task.clone())?;
             let reservation = deltalake::datafusion::execution::memory_pool::MemoryConsumer::new(format!("dedupe {}", m.target))
                 .register(task.memory_pool());
-            let stream = super::latest::latest(input, spec, reservation);
-            let table = StreamingTable::try_new(schema.clone(), vec![Arc::new(OneShot { schema, stream: std::sync::Mutex::new(Some(stream)) })])?;
-            let df = ctx.read_table(Arc::new(table))?;
+            let df = ctx.read_table(Arc::new(one_shot(schema, super::latest::latest(input, spec, reservation))?))?;
             return Ok(if has_order { df.drop_columns(&["_ingest_order"])? } else { df });
         }
+    }
+    let mut order = Vec::new();
+    if let Some(o) = &m.order_by {
+        order.push(format!("\"{o}\" DESC NULLS LAST"));
+    }
+    if has_order {
+        order.push("\"_ingest_order\" DESC".into());
+    }
+    if order.is_empty() {
+        order.push("1".into());
     }
     let view = format!("__out_{}", m.target.replace('.', "_"));
     let _ = ctx.deregister_table(view.as_str());
@@ -319,12 +317,13 @@ async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan, Arc<Ato
             counted.fetch_add(b.num_rows(), Ordering::Relaxed);
         }),
     ));
-    let table = StreamingTable::try_new(
-        schema.clone(),
-        vec![Arc::new(OneShot { schema, stream: std::sync::Mutex::new(Some(stream)) })],
-    )?;
-    let plan = LogicalPlanBuilder::scan("model_output", provider_as_source(Arc::new(table)), None)?.build()?;
+    let plan = LogicalPlanBuilder::scan("model_output", provider_as_source(Arc::new(one_shot(schema, stream)?)), None)?.build()?;
     Ok((state, plan, rows))
+}
+
+/// A table whose one scan is `stream` (a second scan fails: nothing is computed twice).
+fn one_shot(schema: SchemaRef, stream: SendableRecordBatchStream) -> Result<StreamingTable> {
+    Ok(StreamingTable::try_new(schema.clone(), vec![Arc::new(OneShot { schema, stream: std::sync::Mutex::new(Some(stream)) })])?)
 }
 
 struct OneShot {
