@@ -38,6 +38,8 @@ pub struct Request<'a> {
     pub query: &'a [(String, String)],
     pub headers: &'a [(String, String)],
     pub body: Option<&'a Value>,
+    /// Keep the records at this path of the response as bytes ([`crate::json::raw::split`]).
+    pub split: Option<&'a [String]>,
 }
 
 /// One successful response, and what it cost to get it.
@@ -46,6 +48,9 @@ pub struct Fetched {
     /// 200-299, or 304 (nothing changed since the bound sent).
     pub status: u16,
     pub body: Value,
+    /// With [`Request::split`], when the path led to an array: the body and the byte ranges of
+    /// its records (`body` then holds an empty array in their place).
+    pub raw: Option<(bytes::Bytes, Vec<std::ops::Range<usize>>)>,
     pub headers: HeaderMap,
     pub retries: u64,
     pub throttled: u64,
@@ -107,6 +112,7 @@ impl Client {
             query,
             headers: &[],
             body: None,
+            split: None,
         };
         self.send(&req, auth, what).await
     }
@@ -283,6 +289,7 @@ impl Client {
             return Attempt::Done(Fetched {
                 status: 304,
                 body: Value::Null,
+                raw: None,
                 headers,
                 retries: 0,
                 throttled: 0,
@@ -300,15 +307,21 @@ impl Client {
             return Attempt::Done(Fetched {
                 status: status.as_u16(),
                 body: Value::Null,
+                raw: None,
                 headers,
                 retries: 0,
                 throttled: 0,
             });
         }
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(body) => Attempt::Done(Fetched {
+        let parsed = match r.split {
+            Some(path) => crate::json::raw::split(&bytes, path).map(|s| (s.envelope, s.records)),
+            None => serde_json::from_slice::<Value>(&bytes).map(|b| (b, None)),
+        };
+        match parsed {
+            Ok((body, records)) => Attempt::Done(Fetched {
                 status: status.as_u16(),
                 body,
+                raw: records.map(|r| (bytes, r)),
                 headers,
                 retries: 0,
                 throttled: 0,

@@ -339,8 +339,21 @@ impl RawFile {
         for r in records {
             self.shape.add(r);
         }
+        self.append(buf, records.len()).await
+    }
+
+    /// Append `records` lines already serialised (each a JSON document ending in `\n`, as
+    /// the API sent it): their shape is read from the bytes.
+    pub async fn write_lines(&mut self, lines: Vec<u8>, records: usize) -> Result<()> {
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            self.shape.add_raw(line).map_err(|e| Error::Lake(format!("{}: {e}", self.rel)))?;
+        }
+        self.append(lines, records).await
+    }
+
+    async fn append(&mut self, buf: Vec<u8>, records: usize) -> Result<()> {
         self.hash.update(&buf);
-        self.records += records.len() as u64;
+        self.records += records as u64;
         self.bytes += buf.len() as u64;
         match self.writer.as_mut() {
             Some(w) => {
@@ -348,7 +361,11 @@ impl RawFile {
                 w.write(&buf);
             }
             None => {
-                self.pending.extend_from_slice(&buf);
+                if self.pending.is_empty() {
+                    self.pending = buf;
+                } else {
+                    self.pending.extend_from_slice(&buf);
+                }
                 if self.pending.len() >= PART {
                     let upload = self.lake.store.put_multipart(&self.lake.path(&self.rel)).await?;
                     let mut w = WriteMultipart::new_with_chunk_size(upload, PART);

@@ -59,6 +59,14 @@ impl Shape {
         }
     }
 
+    /// [`Self::add`] for the JSON document `doc`, read without building a `Value`.
+    pub fn add_raw(&mut self, doc: &[u8]) -> serde_json::Result<()> {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_slice(doc);
+        Fold(self).deserialize(&mut de)?;
+        de.end()
+    }
+
     fn data_type(&self) -> DataType {
         match self {
             Shape::Null => DataType::Null,
@@ -197,5 +205,97 @@ mod tests {
         let arrow =
             deltalake::arrow::json::reader::infer_json_schema_from_iterator(recs.iter().map(Ok)).unwrap();
         assert_eq!(s.schema(), arrow);
+    }
+
+    #[test]
+    fn shapes_read_from_bytes_equal_shapes_of_values() {
+        let docs = [
+            r#"{"a": 1, "b": {"c": "x"}, "l": [1, 2], "t": true}"#,
+            r#"{"a": 1.5, "b": {"d": true, "c": null}, "l": [], "n": null, "t": 3}"#,
+            r#"{"a": -2, "b": "flat", "l": [[1], {"x": 1}], "o": {"p": [{"q": 1}, {"r": "s"}]}, "t": false}"#,
+            r#"{"b": {"c": 1}, "l": "x", "o": {"p": [{"q": 2.5}]}, "u": 18446744073709551615}"#,
+        ];
+        let (mut from_values, mut from_bytes) = (Shape::Null, Shape::Null);
+        for d in docs {
+            from_values.add(&serde_json::from_str(d).unwrap());
+            from_bytes.add_raw(d.as_bytes()).unwrap();
+            assert_eq!(from_bytes, from_values, "after {d}");
+        }
+        assert!(Shape::Null.add_raw(b"{\"a\": ").is_err());
+    }
+}
+
+/// [`Shape::add_raw`]'s walk: scalars go through [`Shape::add`] as allocation-free `Value`s
+/// (a string as an empty one), objects and arrays are entered in place.
+struct Fold<'a>(&'a mut Shape);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Fold<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Fold<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.add(&serde_json::Value::Bool(v));
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.add(&v.into());
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.add(&v.into());
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.add(&v.into());
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.0.add(&serde_json::Value::String(String::new()));
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if *self.0 == Shape::Null {
+            *self.0 = Shape::List(Box::new(Shape::Null));
+        }
+        match self.0 {
+            Shape::List(item) => while seq.next_element_seed(Fold(&mut *item))?.is_some() {},
+            other => {
+                *other = Shape::Str;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            }
+        }
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if *self.0 == Shape::Null {
+            *self.0 = Shape::Obj(Vec::new());
+        }
+        let Shape::Obj(fields) = self.0 else {
+            *self.0 = Shape::Str;
+            while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            return Ok(());
+        };
+        while let Some(k) = map.next_key_seed(crate::json::raw::Key)? {
+            let i = match fields.iter().position(|(n, _)| n.as_str() == k.as_ref()) {
+                Some(i) => i,
+                None => {
+                    fields.push((k.into_owned(), Shape::Null));
+                    fields.len() - 1
+                }
+            };
+            map.next_value_seed(Fold(&mut fields[i].1))?;
+        }
+        Ok(())
     }
 }

@@ -80,7 +80,7 @@ impl DetailRun<'_> {
         let (client, auth, what) = (self.client, self.auth, self.what.as_str());
         let results: Vec<(String, String, std::result::Result<Value, HttpError>)> = futures::stream::iter(todo)
             .map(|(k, c, url)| async move {
-                let req = Request { method: "GET", url: &url, query: &[], headers: &[], body: None };
+                let req = Request { method: "GET", url: &url, query: &[], headers: &[], body: None, split: None };
                 let r = client.send(&req, auth, what).await.map(|f| f.body);
                 (k, c, r)
             })

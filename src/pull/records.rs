@@ -73,6 +73,51 @@ pub fn inject(record: &mut Value, ctx: &[(String, Value)]) {
     }
 }
 
+/// The context fields as JSON object members, `"k":v,…`, to splice into records' bytes.
+pub fn members(ctx: &[(String, Value)]) -> String {
+    let mut out = String::new();
+    for (k, v) in ctx {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k.clone()).to_string());
+        out.push(':');
+        out.push_str(&v.to_string());
+    }
+    out
+}
+
+/// Append the record `r` (JSON as the API sent it) to `out` on one line, with the context
+/// [`members`] added the way [`inject`] adds them. A record that already holds a context field
+/// (`collides`) is rebuilt as a value instead, so the field is overwritten, not repeated.
+pub fn splice(out: &mut Vec<u8>, r: &[u8], members: &str, collides: bool, ctx: &[(String, Value)]) -> serde_json::Result<()> {
+    if collides {
+        let mut v: Value = serde_json::from_slice(r)?;
+        inject(&mut v, ctx);
+        return serde_json::to_writer(out, &v);
+    }
+    let start = out.len();
+    // Outside strings (where JSON forbids raw control characters) line breaks are whitespace.
+    out.extend(r.iter().filter(|b| !matches!(b, b'\n' | b'\r')));
+    let is_ws = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+    if members.is_empty() || out.get(start) != Some(&b'{') {
+        return Ok(());
+    }
+    while is_ws(out.last()) {
+        out.pop();
+    }
+    out.pop(); // the closing brace
+    while is_ws(out.last()) {
+        out.pop();
+    }
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    out.extend_from_slice(members.as_bytes());
+    out.push(b'}');
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,4 +144,28 @@ mod tests {
         assert_eq!(body, json!({"data": {"items": []}, "next": "x"}));
     }
 
+    #[test]
+    fn splicing_adds_context_as_inject_does() {
+        let ctx = vec![("page_id".to_string(), json!("1001")), ("n".to_string(), json!(2))];
+        let m = members(&ctx);
+        let line = |r: &str, collides: bool| {
+            let mut out = Vec::new();
+            splice(&mut out, r.as_bytes(), &m, collides, &ctx).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let injected = |r: &str| {
+            let mut v: Value = serde_json::from_str(r).unwrap();
+            inject(&mut v, &ctx);
+            v
+        };
+        for r in ["{\"a\": 1,\n \"b\": [1, 2]\r\n}", "{ }", "{\"s\": \"x}\" }", "[1, 2]", "\"v\""] {
+            let out = line(r, false);
+            assert!(!out.contains('\n'), "{out}");
+            assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), injected(r), "{r}");
+        }
+        // A record holding a context field is rebuilt: the field is overwritten, not repeated.
+        let r = "{\"page_id\": \"other\", \"a\": 1}";
+        assert_eq!(line(r, true), serde_json::to_string(&injected(r)).unwrap());
+        assert_eq!(line("{\"a\": 1}", false), "{\"a\": 1,\"page_id\":\"1001\",\"n\":2}");
+    }
 }

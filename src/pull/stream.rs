@@ -327,8 +327,20 @@ impl StreamRun<'_> {
             floor: &floor_fn,
         });
         let mut files: Vec<Option<(RawFile, String)>> = self.s.outputs.iter().map(|_| None).collect();
-        let mut seen: HashSet<String> = HashSet::new();
-        let (mut min_c, mut max_c): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
+        let mut kept = Kept::default();
+        // Records kept as the bytes the API sent (json::raw) where nothing needs them as
+        // values: one output, a plain array, no keyed map, no details, no condition on the body.
+        let raw_path = match self.s.outputs.as_slice() {
+            [o] if o.map_key.is_none()
+                && !o.records.is_empty()
+                && det.is_none()
+                && self.s.pagination.continue_if().is_none() =>
+            {
+                Some(o.records.as_slice())
+            }
+            _ => None,
+        };
+        let members = records::members(&ctx);
         let what = format!("{}/{}/{}", self.p.name, self.part.id, self.s.name);
         let result: Result<()> = async {
             loop {
@@ -361,6 +373,7 @@ impl StreamRun<'_> {
                     query: &q,
                     headers: &headers,
                     body: body.as_ref(),
+                    split: raw_path,
                 };
                 let mut got = self
                     .client
@@ -376,6 +389,15 @@ impl StreamRun<'_> {
                 rep.pages += 1;
                 rep.retries += got.retries;
                 rep.throttled += got.throttled;
+                if let Some((bytes, ranges)) = got.raw.take() {
+                    let more = self
+                        .raw_page(RawPage { pass, bytes: &bytes, ranges: &ranges, got: &got, members: &members, ctx: &ctx }, &mut pager, bound.as_ref(), &mut kept, &mut files[0], rep, &what)
+                        .await?;
+                    if !self.next_page(rep, more, &what)? {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 // The paginator decides from the page as served (first output's records before
                 // any client-side filter); then the records are moved out of the body, not copied.
                 let more = {
@@ -417,27 +439,8 @@ impl StreamRun<'_> {
                     if let Some(inc) = &self.s.incremental {
                         recs.retain(|r| {
                             let c = json::at(r, &inc.cursor).and_then(|v| cursor_instant(v, &inc.tz));
-                            if let (Some(f), Some(c)) = (pass.floor, c) {
-                                if c < f {
-                                    return false;
-                                }
-                            }
-                            let id = self
-                                .s
-                                .primary_key
-                                .as_ref()
-                                .and_then(|pk| json::at(r, pk))
-                                .map(|v| v.to_string());
-                            if let Some(id) = id {
-                                if !seen.insert(format!("{id}@{c:?}")) {
-                                    return false;
-                                }
-                            }
-                            if let Some(c) = c {
-                                min_c = Some(min_c.map_or(c, |m| m.min(c)));
-                                max_c = Some(max_c.map_or(c, |m| m.max(c)));
-                            }
-                            true
+                            let id = self.s.primary_key.as_ref().and_then(|pk| json::at(r, pk));
+                            kept.keep(pass.floor, c, id)
                         });
                     }
                     if recs.is_empty() {
@@ -467,17 +470,8 @@ impl StreamRun<'_> {
                         }
                     }
                 }
-                self.progress.set_counts(rep.pages, rep.records);
-                if rep.pages % 25 == 0 {
-                    tracing::info!(stream = %what, pages = rep.pages, records = rep.records, "pulling");
-                }
-                if !more {
+                if !self.next_page(rep, more, &what)? {
                     return Ok(());
-                }
-                if rep.pages >= MAX_PAGES {
-                    return Err(Error::Http(format!(
-                        "{what}: still more pages after {MAX_PAGES}; stopping without advancing the watermark"
-                    )));
                 }
             }
         }
@@ -496,7 +490,7 @@ impl StreamRun<'_> {
         // Files are whole now; build their catalogue rows.
         let watermark = match (&self.s.window, &self.s.incremental) {
             (Some(_), _) => pass.span.map(|sp| rfc(sp.end.min(self.now))),
-            (_, Some(_)) => max_c.map(rfc).max(
+            (_, Some(_)) => kept.max.map(rfc).max(
                 self.known
                     .watermarks
                     .get(&self.key())
@@ -516,8 +510,8 @@ impl StreamRun<'_> {
         let mut marker = None;
         for (i, out) in self.s.outputs.iter().enumerate() {
             let base = LandedFile {
-                min_cursor: min_c.map(rfc),
-                max_cursor: max_c.map(rfc),
+                min_cursor: kept.min.map(rfc),
+                max_cursor: kept.max.map(rfc),
                 watermark: watermark.clone(),
                 ..self.row_base(pass, &out.stream)
             };
@@ -553,5 +547,136 @@ impl StreamRun<'_> {
             rows.extend(marker);
         }
         Ok((rows, remove))
+    }
+
+    /// After a page: progress, and whether to ask for the next one (an error past MAX_PAGES).
+    fn next_page(&self, rep: &StreamReport, more: bool, what: &str) -> Result<bool> {
+        self.progress.set_counts(rep.pages, rep.records);
+        if rep.pages % 25 == 0 {
+            tracing::info!(stream = %what, pages = rep.pages, records = rep.records, "pulling");
+        }
+        if more && rep.pages >= MAX_PAGES {
+            return Err(Error::Http(format!(
+                "{what}: still more pages after {MAX_PAGES}; stopping without advancing the watermark"
+            )));
+        }
+        Ok(more)
+    }
+
+    /// A page whose records were kept as bytes: the same decisions as the `Value` path (the
+    /// paginator reads the page as served, the incremental filter the same cursor and key),
+    /// but each kept record is written as the API sent it, context fields spliced in.
+    #[allow(clippy::too_many_arguments)]
+    async fn raw_page(
+        &self,
+        page: RawPage<'_>,
+        pager: &mut Paginator<'_>,
+        bound: Option<&Bound<'_>>,
+        kept: &mut Kept,
+        file: &mut Option<(RawFile, String)>,
+        rep: &mut StreamReport,
+        what: &str,
+    ) -> Result<bool> {
+        let bad = |e: serde_json::Error| Error::Http(format!("{what}: a record is not valid JSON: {e}"));
+        let recs: Vec<&[u8]> = page.ranges.iter().map(|r| &page.bytes[r.clone()]).collect();
+        if self.s.cap.is_some_and(|c| recs.len() >= c) {
+            tracing::warn!(stream = %what, records = recs.len(), "the API's cap was reached: records beyond it were not returned (narrow the request, e.g. by a filter or partitions)");
+            rep.capped = true;
+        }
+        // One read of each record for what the pull needs from it: cursor, key, and whether it
+        // already holds a context field (then it is rebuilt as a value, as `inject` would).
+        let inc = self.s.incremental.as_ref();
+        let none: &[String] = &[];
+        let mut paths: Vec<&[String]> = vec![
+            inc.map_or(none, |i| i.cursor.as_slice()),
+            self.s.primary_key.as_deref().filter(|_| inc.is_some()).unwrap_or(none),
+        ];
+        paths.extend(page.ctx.iter().map(|(k, _)| std::slice::from_ref(k)));
+        let picked: Vec<Vec<Option<Value>>> = if paths.iter().all(|p| p.is_empty()) {
+            Vec::new()
+        } else {
+            recs.iter().map(|r| json::raw::pick(r, &paths)).collect::<serde_json::Result<_>>().map_err(bad)?
+        };
+        let cursor = |k: usize| {
+            let (inc, p) = (inc?, picked.get(k)?);
+            p[0].as_ref().and_then(|v| cursor_instant(v, &inc.tz))
+        };
+        let cursors: Vec<DateTime<Utc>> = (0..recs.len()).filter_map(cursor).collect();
+        let last = recs.last().map(|r| serde_json::from_slice::<Value>(r)).transpose().map_err(bad)?;
+        let served = Page {
+            status: page.got.status,
+            body: &page.got.body,
+            headers: &page.got.headers,
+            count: recs.len(),
+            last: last.as_ref(),
+            cursors: &cursors,
+        };
+        let more = pager.advance(&served, bound, what).map_err(Error::Http)?;
+        let mut lines = Vec::with_capacity(page.bytes.len() + recs.len() * (page.members.len() + 2));
+        let (mut n, mut last_line) = (0usize, 0usize);
+        for (k, r) in recs.iter().enumerate() {
+            if inc.is_some() && !kept.keep(page.pass.floor, cursor(k), picked.get(k).and_then(|p| p[1].as_ref())) {
+                continue;
+            }
+            let collides = picked.get(k).is_some_and(|p| p[2..].iter().any(Option::is_some));
+            last_line = lines.len();
+            records::splice(&mut lines, r, page.members, collides, page.ctx).map_err(bad)?;
+            lines.push(b'\n');
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(more);
+        }
+        rep.last = Some(serde_json::from_slice(&lines[last_line..]).map_err(bad)?);
+        if file.is_none() {
+            let out = &self.s.outputs[0];
+            let (rel, slot) = self.fresh_rel(&out.stream, &page.pass.date, false).await?;
+            *file = Some((RawFile::create(self.lake, &rel).await?, slot));
+        }
+        file.as_mut().unwrap().0.write_lines(lines, n).await?;
+        rep.records += n as u64;
+        Ok(more)
+    }
+
+}
+
+/// One page for [`StreamRun::raw_page`]: the body, its records' ranges, the context to add.
+struct RawPage<'a> {
+    pass: &'a Pass,
+    bytes: &'a [u8],
+    ranges: &'a [std::ops::Range<usize>],
+    got: &'a crate::http::Fetched,
+    members: &'a str,
+    ctx: &'a [(String, Value)],
+}
+
+/// The incremental filter of one pass, shared by both record paths: a record is dropped when
+/// its cursor is below the pass's floor (the API may ignore the bound) or its (key, cursor)
+/// was already kept in this pass (pages overlap under keyset paging); the cursor range of what
+/// is kept becomes the landing's min/max cursor and the stream's watermark.
+#[derive(Default)]
+struct Kept {
+    seen: HashSet<String>,
+    min: Option<DateTime<Utc>>,
+    max: Option<DateTime<Utc>>,
+}
+
+impl Kept {
+    fn keep(&mut self, floor: Option<DateTime<Utc>>, c: Option<DateTime<Utc>>, id: Option<&Value>) -> bool {
+        if let (Some(f), Some(c)) = (floor, c) {
+            if c < f {
+                return false;
+            }
+        }
+        if let Some(id) = id {
+            if !self.seen.insert(format!("{id}@{c:?}")) {
+                return false;
+            }
+        }
+        if let Some(c) = c {
+            self.min = Some(self.min.map_or(c, |m| m.min(c)));
+            self.max = Some(self.max.map_or(c, |m| m.max(c)));
+        }
+        true
     }
 }

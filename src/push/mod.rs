@@ -132,7 +132,7 @@ async fn exists(client: &Client, p: &Pipeline, auth: &Auth, what: &str, l: &Sink
                 q.push((sp.clone(), n.to_string()));
             }
         }
-        let req = Request { method: &l.method, url: &url, query: &q, headers: &[], body: body.as_ref() };
+        let req = Request { method: &l.method, url: &url, query: &q, headers: &[], body: body.as_ref(), split: None };
         let f = client.send(&req, auth, what).await.map_err(|e| Error::Http(e.to_string()))?;
         let found = json::at_str(&f.body, &l.records)
             .and_then(Value::as_array)
@@ -323,7 +323,7 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
                         (None, _) => list,
                     };
                     let what = format!("{}.{name}", p.name);
-                    let req = Request { method: &k.method, url, query: &[], headers: &[], body: Some(&body) };
+                    let req = Request { method: &k.method, url, query: &[], headers: &[], body: Some(&body), split: None };
                     let (mut requests, mut throttled) = (1u64, 0u64);
                     let sent = client.send(&req, auth, &what).await;
                     let mut job_id = None;

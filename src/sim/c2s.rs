@@ -178,8 +178,24 @@ fn leads(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<
     if ignore {
         bounds.clear();
     }
-    let mut rows: Vec<(DateTime<Utc>, DateTime<Utc>, Value)> = current(sim)
-        .into_iter()
+    let sort = q.get("sort").map(String::as_str).unwrap_or("-created_at").to_string();
+    let sorted = sim.c2s_sorted(&sort, || {
+        let (desc, field) = match sort.strip_prefix('-') {
+            Some(f) => (true, f),
+            None => (false, sort.as_str()),
+        };
+        let mut rows = current(sim);
+        rows.sort_by(|a, b| {
+            let k = if field == "updated_at" { a.1.cmp(&b.1) } else { a.0.cmp(&b.0) };
+            k.then_with(|| a.2["id"].as_str().cmp(&b.2["id"].as_str()))
+        });
+        if desc {
+            rows.reverse();
+        }
+        rows
+    });
+    let rows: Vec<&(DateTime<Utc>, DateTime<Utc>, Value)> = sorted
+        .iter()
         .filter(|(c, u, _)| {
             bounds.iter().all(|(k, t)| match *k {
                 "updated_gte" => u >= t,
@@ -189,29 +205,12 @@ fn leads(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<
             })
         })
         .collect();
-    let sort = q.get("sort").map(String::as_str).unwrap_or("-created_at");
-    let (desc, field) = match sort.strip_prefix('-') {
-        Some(f) => (true, f),
-        None => (false, sort),
-    };
-    let id = |v: &Value| v["id"].as_str().unwrap_or("").to_string();
-    rows.sort_by(|a, b| {
-        let k = if field == "updated_at" {
-            a.1.cmp(&b.1)
-        } else {
-            a.0.cmp(&b.0)
-        };
-        k.then_with(|| id(&a.2).cmp(&id(&b.2)))
-    });
-    if desc {
-        rows.reverse();
-    }
     let total = rows.len();
     let items: Vec<Value> = rows
         .into_iter()
         .skip(((page - 1) * perpage) as usize)
         .take(perpage as usize)
-        .map(|r| r.2)
+        .map(|r| r.2.clone())
         .collect();
     let n = items.len();
     Ok(Reply::ok(

@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -166,6 +167,8 @@ pub struct Sim {
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
     counter: AtomicU64,
     cache: Mutex<HashMap<String, Arc<Vec<Value>>>>,
+    /// C2S leads (created, updated, lead) in the order of each `sort` asked, while they are static.
+    c2s_sorted: Mutex<HashMap<String, Arc<Vec<(DateTime<Utc>, DateTime<Utc>, Value)>>>>,
     started: Instant,
     frozen: Mutex<Option<Duration>>,
     /// C2S requests served (for `ignore_filter_every`).
@@ -187,6 +190,7 @@ impl Sim {
             windows: Mutex::default(),
             counter: AtomicU64::new(0),
             cache: Mutex::default(),
+            c2s_sorted: Mutex::default(),
             started: Instant::now(),
             frozen: Mutex::default(),
             c2s_requests: AtomicU64::new(0),
@@ -222,6 +226,20 @@ impl Sim {
         }
         c.insert(key, v.clone());
         v
+    }
+
+    /// Every C2S lead in the order `sort` asks: built once when leads never change (no
+    /// `live_updates`), so a page costs a scan instead of generating and sorting every lead.
+    pub fn c2s_sorted(
+        &self,
+        sort: &str,
+        make: impl FnOnce() -> Vec<(DateTime<Utc>, DateTime<Utc>, Value)>,
+    ) -> Arc<Vec<(DateTime<Utc>, DateTime<Utc>, Value)>> {
+        if self.cfg.live_updates > 0.0 {
+            return Arc::new(make());
+        }
+        let mut c = self.c2s_sorted.lock().unwrap();
+        c.entry(sort.to_string()).or_insert_with(|| Arc::new(make())).clone()
     }
 
     /// The rate limit as an API answers it: 429 with `msg` (and the wait) when `key` is over

@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): pull >= 1M simulator records with no rate limit and print
-# records/s and peak RSS. The simulator runs on the same machine and shares its cores.
-#   tests/bench/pull.sh                 # release build, ~1.1M records
+# Benchmark (not a test): pull simulator records with no rate limit and print records/s,
+# CPU per record (user and kernel apart) and peak RSS. The simulator runs on the same machine
+# and shares its cores; only the pull's own CPU is counted.
+#   tests/bench/pull.sh                 # release build, Pancake, ~1.1M records
 #   PROFILE=debug SCALE=10 tests/bench/pull.sh
+#   SOURCE=c2s LEADS=100000 tests/bench/pull.sh   # the issue's figure: 100k C2S leads, one
+#                                                 # stream of 50-record pages, served from
+#                                                 # leads the simulator sorted once
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROFILE=${PROFILE:-release}
-SCALE=${SCALE:-50}
+SOURCE=${SOURCE:-pancake}
 DAYS=${DAYS:-30}
 PAGES=${PAGES:-10}
+if [ "$SOURCE" = c2s ]; then
+  # The simulator makes 20 x scale leads for each of DAYS + 1 days.
+  LEADS=${LEADS:-100000}
+  SCALE=${SCALE:-$(( (LEADS + 20 * (DAYS + 1) - 1) / (20 * (DAYS + 1)) ))}
+else
+  SCALE=${SCALE:-50}
+fi
 . tests/bench/lib.sh
 WORK=$(mktemp -d)
 "$BIN" fixtures serve --no-rate-limit --days "$DAYS" --scale "$SCALE" --pages "$PAGES" > "$WORK/sim.out" &
@@ -17,15 +28,18 @@ trap 'kill $SIM 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do grep -q '^$' "$WORK/sim.out" 2>/dev/null && break; sleep 0.1; done
 eval "$(grep '^export' "$WORK/sim.out")"
 TO=$(date -u -d "2023-09-01 + $((DAYS - 1)) days" +%F)
-/usr/bin/time -v "$BIN" -q --lake "$WORK/lake" --pipelines pipelines pull pancake --from 2023-09-01 --to "$TO" \
+/usr/bin/time -v "$BIN" -q --lake "$WORK/lake" --pipelines pipelines pull "$SOURCE" --from 2023-09-01 --to "$TO" \
   > "$WORK/summary.txt" 2> "$WORK/time.txt" || { cat "$WORK/time.txt"; exit 1; }
 RECORDS=$(tail -1 "$WORK/summary.txt" | awk '{print $(NF-4)}')
 BYTES=$(tail -1 "$WORK/summary.txt" | awk '{print $(NF-3)}')
 WALL=$(grep "Elapsed (wall clock)" "$WORK/time.txt" | awk '{print $NF}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
 RSS=$(grep "Maximum resident set size" "$WORK/time.txt" | awk '{print $NF}')
-CPU=$(grep -E "(User|System) time" "$WORK/time.txt" | awk '{s += $NF} END {print s}')
+USER_S=$(grep "User time" "$WORK/time.txt" | awk '{print $NF}')
+SYS_S=$(grep "System time" "$WORK/time.txt" | awk '{print $NF}')
 tail -1 "$WORK/summary.txt"
-echo "profile=$PROFILE pages=$PAGES days=$DAYS scale=$SCALE"
+echo "source=$SOURCE profile=$PROFILE pages=$PAGES days=$DAYS scale=$SCALE"
 echo "records=$RECORDS bytes=$BYTES wall_s=$WALL"
-awk -v r="$RECORDS" -v w="$WALL" -v b="$BYTES" -v c="$CPU" 'BEGIN { printf "records_per_s=%.0f MiB_per_s=%.1f cpu_s=%.2f cpu_us_per_record=%.1f\n", r/w, b/w/1048576, c, c*1e6/r }'
+awk -v r="$RECORDS" -v w="$WALL" -v b="$BYTES" -v u="$USER_S" -v k="$SYS_S" 'BEGIN {
+  printf "records_per_s=%.0f MiB_per_s=%.1f cpu_s=%.2f (user %.2f, kernel %.2f)\n", r/w, b/w/1048576, u+k, u, k
+  printf "cpu_us_per_record=%.1f (user %.1f, kernel %.1f)\n", (u+k)*1e6/r, u*1e6/r, k*1e6/r }'
 echo "peak_rss_MiB=$((RSS / 1024))"

@@ -2,6 +2,8 @@
 //! config (validation), pull (record selection, pagination) and lake. Pure functions.
 use serde_json::Value;
 
+pub mod raw;
+
 /// Split a dotted path into segments. A segment holding dots is quoted or bracketed:
 /// `"@odata.nextLink"`, `['@odata.nextLink']`, `a.["b.c"].d`.
 pub fn split_path(p: &str) -> Vec<String> {
