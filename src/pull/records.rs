@@ -98,7 +98,11 @@ pub fn splice(out: &mut Vec<u8>, r: &[u8], members: &str, collides: bool, ctx: &
     }
     let start = out.len();
     // Outside strings (where JSON forbids raw control characters) line breaks are whitespace.
-    out.extend(r.iter().filter(|b| !matches!(b, b'\n' | b'\r')));
+    if memchr::memchr2(b'\n', b'\r', r).is_some() {
+        out.extend(r.iter().filter(|b| !matches!(b, b'\n' | b'\r')));
+    } else {
+        out.extend_from_slice(r);
+    }
     let is_ws = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
     if members.is_empty() || out.get(start) != Some(&b'{') {
         return Ok(());

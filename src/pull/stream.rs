@@ -592,10 +592,21 @@ impl StreamRun<'_> {
             self.s.primary_key.as_deref().filter(|_| inc.is_some()).unwrap_or(none),
         ];
         paths.extend(page.ctx.iter().map(|(k, _)| std::slice::from_ref(k)));
+        // Without an incremental cursor only a possible context field needs reading, and a
+        // record can only hold one if the key's bytes, or an escape, appear in it.
+        let quoted: Vec<String> = page.ctx.iter().map(|(k, _)| Value::String(k.clone()).to_string()).collect();
+        let finders: Vec<memchr::memmem::Finder> = quoted.iter().map(|q| memchr::memmem::Finder::new(q)).collect();
+        let may_collide = |r: &[u8]| memchr::memchr(b'\\', r).is_some() || finders.iter().any(|f| f.find(r).is_some());
         let picked: Vec<Vec<Option<Value>>> = if paths.iter().all(|p| p.is_empty()) {
             Vec::new()
         } else {
-            recs.iter().map(|r| json::raw::pick(r, &paths)).collect::<serde_json::Result<_>>().map_err(bad)?
+            recs.iter()
+                .map(|r| match inc.is_some() || may_collide(r) {
+                    true => json::raw::pick(r, &paths),
+                    false => Ok(vec![None; paths.len()]),
+                })
+                .collect::<serde_json::Result<_>>()
+                .map_err(bad)?
         };
         let cursor = |k: usize| {
             let (inc, p) = (inc?, picked.get(k)?);
@@ -656,7 +667,7 @@ struct RawPage<'a> {
 /// is kept becomes the landing's min/max cursor and the stream's watermark.
 #[derive(Default)]
 struct Kept {
-    seen: HashSet<String>,
+    seen: HashSet<(String, Option<i64>)>,
     min: Option<DateTime<Utc>>,
     max: Option<DateTime<Utc>>,
 }
@@ -669,7 +680,7 @@ impl Kept {
             }
         }
         if let Some(id) = id {
-            if !self.seen.insert(format!("{id}@{c:?}")) {
+            if !self.seen.insert((id.to_string(), c.map(|c| c.timestamp_micros()))) {
                 return false;
             }
         }
