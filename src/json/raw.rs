@@ -3,7 +3,9 @@
 //! range of the body, and the few fields a pull needs (cursor, key) are picked from those
 //! bytes. Building every record into a `Value` and serialising it again cost most of a pull's
 //! CPU (tests/bench/pull.sh).
+use serde::de::value::SeqAccessDeserializer;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde::Deserializer;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -81,11 +83,7 @@ impl<'de> Visitor<'de> for Level<'_> {
             *self.out = Some(ranges);
             return Ok(Value::Array(Vec::new()));
         }
-        let mut a = Vec::new();
-        while let Some(v) = seq.next_element::<Value>()? {
-            a.push(v);
-        }
-        Ok(Value::Array(a))
+        Value::deserialize(SeqAccessDeserializer::new(seq))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut m = Map::new();
@@ -152,7 +150,7 @@ impl<'de> DeserializeSeed<'de> for Pick<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if self.wanted.is_empty() {
-            <IgnoredAny as serde::Deserialize>::deserialize(d)?;
+            IgnoredAny::deserialize(d)?;
             return Ok(());
         }
         // Only objects are walked without building; anything else (an array indexed by a
@@ -162,7 +160,7 @@ impl<'de> DeserializeSeed<'de> for Pick<'_> {
 }
 
 impl Pick<'_> {
-    fn from_value(self, v: Value) {
+    fn read_built(self, v: Value) {
         for (slot, path) in self.wanted {
             self.out[*slot] = super::at(&v, path).cloned();
         }
@@ -192,12 +190,8 @@ impl<'de> Visitor<'de> for Pick<'_> {
     fn visit_unit<E>(self) -> Result<(), E> {
         Ok(())
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut a = Vec::new();
-        while let Some(v) = seq.next_element::<Value>()? {
-            a.push(v);
-        }
-        self.from_value(Value::Array(a));
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.read_built(Value::deserialize(SeqAccessDeserializer::new(seq))?);
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {

@@ -2,6 +2,8 @@
 //! raw files as pages arrive and hands each finished window to the catalogue writer with the
 //! watermark it earns. Never holds more than one page of records in memory.
 use super::records;
+mod raw;
+use raw::RawPage;
 use crate::json;
 use crate::time::{cursor_instant, parse_instant};
 use super::window::{self, Span};
@@ -406,10 +408,7 @@ impl StreamRun<'_> {
                         Some(o) => records::view(&got.body, &o.records, o.map_key.as_deref()),
                         None => std::borrow::Cow::Owned(Vec::new()),
                     };
-                    if self.s.cap.is_some_and(|c| recs.len() >= c) {
-                        tracing::warn!(stream = %what, records = recs.len(), "the API's cap was reached: records beyond it were not returned (narrow the request, e.g. by a filter or partitions)");
-                        rep.capped = true;
-                    }
+                    self.check_cap(recs.len(), rep, &what);
                     let page_cursors: Vec<DateTime<Utc>> = inc.map_or_else(Vec::new, |inc| {
                         recs.iter()
                             .filter_map(|r| json::at(r, &inc.cursor).and_then(|v| cursor_instant(v, &inc.tz)))
@@ -449,11 +448,7 @@ impl StreamRun<'_> {
                     for r in &mut recs {
                         records::inject(r, &ctx);
                     }
-                    if files[i].is_none() {
-                        let (rel, slot) = self.fresh_rel(&out.stream, &pass.date, false).await?;
-                        files[i] = Some((RawFile::create(self.lake, &rel).await?, slot));
-                    }
-                    files[i].as_mut().unwrap().0.write(&recs).await?;
+                    self.open(&mut files[i], &out.stream, &pass.date).await?.write(&recs).await?;
                     rep.records += recs.len() as u64;
                     if i == 0 {
                         rep.last = recs.last().cloned();
@@ -563,104 +558,23 @@ impl StreamRun<'_> {
         Ok(more)
     }
 
-    /// A page whose records were kept as bytes: the same decisions as the `Value` path (the
-    /// paginator reads the page as served, the incremental filter the same cursor and key),
-    /// but each kept record is written as the API sent it, context fields spliced in.
-    #[allow(clippy::too_many_arguments)]
-    async fn raw_page(
-        &self,
-        page: RawPage<'_>,
-        pager: &mut Paginator<'_>,
-        bound: Option<&Bound<'_>>,
-        kept: &mut Kept,
-        file: &mut Option<(RawFile, String)>,
-        rep: &mut StreamReport,
-        what: &str,
-    ) -> Result<bool> {
-        let bad = |e: serde_json::Error| Error::Http(format!("{what}: a record is not valid JSON: {e}"));
-        let recs: Vec<&[u8]> = page.ranges.iter().map(|r| &page.bytes[r.clone()]).collect();
-        if self.s.cap.is_some_and(|c| recs.len() >= c) {
-            tracing::warn!(stream = %what, records = recs.len(), "the API's cap was reached: records beyond it were not returned (narrow the request, e.g. by a filter or partitions)");
+    /// Warn once per page that reached the API's cap (records beyond it were not served).
+    fn check_cap(&self, served: usize, rep: &mut StreamReport, what: &str) {
+        if self.s.cap.is_some_and(|c| served >= c) {
+            tracing::warn!(stream = %what, records = served, "the API's cap was reached: records beyond it were not returned (narrow the request, e.g. by a filter or partitions)");
             rep.capped = true;
         }
-        // One read of each record for what the pull needs from it: cursor, key, and whether it
-        // already holds a context field (then it is rebuilt as a value, as `inject` would).
-        let inc = self.s.incremental.as_ref();
-        let none: &[String] = &[];
-        let mut paths: Vec<&[String]> = vec![
-            inc.map_or(none, |i| i.cursor.as_slice()),
-            self.s.primary_key.as_deref().filter(|_| inc.is_some()).unwrap_or(none),
-        ];
-        paths.extend(page.ctx.iter().map(|(k, _)| std::slice::from_ref(k)));
-        // Without an incremental cursor only a possible context field needs reading, and a
-        // record can only hold one if the key's bytes, or an escape, appear in it.
-        let quoted: Vec<String> = page.ctx.iter().map(|(k, _)| Value::String(k.clone()).to_string()).collect();
-        let finders: Vec<memchr::memmem::Finder> = quoted.iter().map(|q| memchr::memmem::Finder::new(q)).collect();
-        let may_collide = |r: &[u8]| memchr::memchr(b'\\', r).is_some() || finders.iter().any(|f| f.find(r).is_some());
-        let picked: Vec<Vec<Option<Value>>> = if paths.iter().all(|p| p.is_empty()) {
-            Vec::new()
-        } else {
-            recs.iter()
-                .map(|r| match inc.is_some() || may_collide(r) {
-                    true => json::raw::pick(r, &paths),
-                    false => Ok(vec![None; paths.len()]),
-                })
-                .collect::<serde_json::Result<_>>()
-                .map_err(bad)?
-        };
-        let cursor = |k: usize| {
-            let (inc, p) = (inc?, picked.get(k)?);
-            p[0].as_ref().and_then(|v| cursor_instant(v, &inc.tz))
-        };
-        let cursors: Vec<DateTime<Utc>> = (0..recs.len()).filter_map(cursor).collect();
-        let last = recs.last().map(|r| serde_json::from_slice::<Value>(r)).transpose().map_err(bad)?;
-        let served = Page {
-            status: page.got.status,
-            body: &page.got.body,
-            headers: &page.got.headers,
-            count: recs.len(),
-            last: last.as_ref(),
-            cursors: &cursors,
-        };
-        let more = pager.advance(&served, bound, what).map_err(Error::Http)?;
-        let mut lines = Vec::with_capacity(page.bytes.len() + recs.len() * (page.members.len() + 2));
-        let (mut n, mut last_line) = (0usize, 0usize);
-        for (k, r) in recs.iter().enumerate() {
-            if inc.is_some() && !kept.keep(page.pass.floor, cursor(k), picked.get(k).and_then(|p| p[1].as_ref())) {
-                continue;
-            }
-            let collides = picked.get(k).is_some_and(|p| p[2..].iter().any(Option::is_some));
-            last_line = lines.len();
-            records::splice(&mut lines, r, page.members, collides, page.ctx).map_err(bad)?;
-            lines.push(b'\n');
-            n += 1;
-        }
-        if n == 0 {
-            return Ok(more);
-        }
-        rep.last = Some(serde_json::from_slice(&lines[last_line..]).map_err(bad)?);
-        if file.is_none() {
-            let out = &self.s.outputs[0];
-            let (rel, slot) = self.fresh_rel(&out.stream, &page.pass.date, false).await?;
-            *file = Some((RawFile::create(self.lake, &rel).await?, slot));
-        }
-        file.as_mut().unwrap().0.write_lines(lines, n).await?;
-        rep.records += n as u64;
-        Ok(more)
     }
 
+    /// The raw file of `stream` in this pass, created at a fresh path on its first records.
+    async fn open<'f>(&self, file: &'f mut Option<(RawFile, String)>, stream: &str, date: &str) -> Result<&'f mut RawFile> {
+        if file.is_none() {
+            let (rel, slot) = self.fresh_rel(stream, date, false).await?;
+            *file = Some((RawFile::create(self.lake, &rel).await?, slot));
+        }
+        Ok(&mut file.as_mut().expect("just created").0)
+    }
 }
-
-/// One page for [`StreamRun::raw_page`]: the body, its records' ranges, the context to add.
-struct RawPage<'a> {
-    pass: &'a Pass,
-    bytes: &'a [u8],
-    ranges: &'a [std::ops::Range<usize>],
-    got: &'a crate::http::Fetched,
-    members: &'a str,
-    ctx: &'a [(String, Value)],
-}
-
 /// The incremental filter of one pass, shared by both record paths: a record is dropped when
 /// its cursor is below the pass's floor (the API may ignore the bound) or its (key, cursor)
 /// was already kept in this pass (pages overlap under keyset paging); the cursor range of what

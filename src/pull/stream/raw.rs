@@ -1,0 +1,101 @@
+//! [`StreamRun::raw_page`]: a page whose records stay the bytes the API sent
+//! ([`crate::json::raw`]), for streams where nothing needs them as values.
+use super::{Kept, StreamRun};
+use crate::error::{Error, Result};
+use crate::json;
+use crate::lake::RawFile;
+use crate::pull::paginate::{Bound, Page, Paginator};
+use crate::pull::{records, StreamReport};
+use crate::time::cursor_instant;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// One page for [`StreamRun::raw_page`]: the body, its records' ranges, the context to add.
+pub(super) struct RawPage<'a> {
+    pub(super) pass: &'a super::Pass,
+    pub(super) bytes: &'a [u8],
+    pub(super) ranges: &'a [std::ops::Range<usize>],
+    pub(super) got: &'a crate::http::Fetched,
+    pub(super) members: &'a str,
+    pub(super) ctx: &'a [(String, Value)],
+}
+
+impl StreamRun<'_> {
+    /// A page whose records were kept as bytes: the same decisions as the `Value` path (the
+    /// paginator reads the page as served, the incremental filter the same cursor and key),
+    /// but each kept record is written as the API sent it, context fields spliced in.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn raw_page(
+        &self,
+        page: RawPage<'_>,
+        pager: &mut Paginator<'_>,
+        bound: Option<&Bound<'_>>,
+        kept: &mut Kept,
+        file: &mut Option<(RawFile, String)>,
+        rep: &mut StreamReport,
+        what: &str,
+    ) -> Result<bool> {
+        let bad = |e: serde_json::Error| Error::Http(format!("{what}: a record is not valid JSON: {e}"));
+        let recs: Vec<&[u8]> = page.ranges.iter().map(|r| &page.bytes[r.clone()]).collect();
+        self.check_cap(recs.len(), rep, what);
+        // One read of each record for what the pull needs from it: cursor, key, and whether it
+        // already holds a context field (then it is rebuilt as a value, as `inject` would).
+        let inc = self.s.incremental.as_ref();
+        let none: &[String] = &[];
+        let mut paths: Vec<&[String]> = vec![
+            inc.map_or(none, |i| i.cursor.as_slice()),
+            self.s.primary_key.as_deref().filter(|_| inc.is_some()).unwrap_or(none),
+        ];
+        paths.extend(page.ctx.iter().map(|(k, _)| std::slice::from_ref(k)));
+        // Without an incremental cursor only a possible context field needs reading, and a
+        // record can only hold one if the key's bytes, or an escape, appear in it.
+        let quoted: Vec<String> = page.ctx.iter().map(|(k, _)| Value::String(k.clone()).to_string()).collect();
+        let finders: Vec<memchr::memmem::Finder> = quoted.iter().map(memchr::memmem::Finder::new).collect();
+        let may_collide = |r: &[u8]| memchr::memchr(b'\\', r).is_some() || finders.iter().any(|f| f.find(r).is_some());
+        let picked: Vec<Vec<Option<Value>>> = if paths.iter().all(|p| p.is_empty()) {
+            Vec::new()
+        } else {
+            recs.iter()
+                .map(|r| match inc.is_some() || may_collide(r) {
+                    true => json::raw::pick(r, &paths),
+                    false => Ok(vec![None; paths.len()]),
+                })
+                .collect::<serde_json::Result<_>>()
+                .map_err(bad)?
+        };
+        let cursor = |k: usize| {
+            let (inc, p) = (inc?, picked.get(k)?);
+            p[0].as_ref().and_then(|v| cursor_instant(v, &inc.tz))
+        };
+        let cursors: Vec<DateTime<Utc>> = (0..recs.len()).filter_map(cursor).collect();
+        let last = recs.last().map(|r| serde_json::from_slice::<Value>(r)).transpose().map_err(bad)?;
+        let served = Page {
+            status: page.got.status,
+            body: &page.got.body,
+            headers: &page.got.headers,
+            count: recs.len(),
+            last: last.as_ref(),
+            cursors: &cursors,
+        };
+        let more = pager.advance(&served, bound, what).map_err(Error::Http)?;
+        let mut lines = Vec::with_capacity(page.bytes.len() + recs.len() * (page.members.len() + 2));
+        let (mut n, mut last_line) = (0usize, 0usize);
+        for (k, r) in recs.iter().enumerate() {
+            if inc.is_some() && !kept.keep(page.pass.floor, cursor(k), picked.get(k).and_then(|p| p[1].as_ref())) {
+                continue;
+            }
+            let collides = picked.get(k).is_some_and(|p| p[2..].iter().any(Option::is_some));
+            last_line = lines.len();
+            records::splice(&mut lines, r, page.members, collides, page.ctx).map_err(bad)?;
+            lines.push(b'\n');
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(more);
+        }
+        rep.last = Some(serde_json::from_slice(&lines[last_line..]).map_err(bad)?);
+        self.open(file, &self.s.outputs[0].stream, &page.pass.date).await?.write_lines(lines, n).await?;
+        rep.records += n as u64;
+        Ok(more)
+    }
+}
