@@ -20,6 +20,8 @@ pub(super) struct Inputs {
     pub streams: BTreeMap<String, Vec<LandedFile>>,
     /// Each model's table (None: not built yet).
     pub existing: BTreeMap<String, Option<DeltaTable>>,
+    /// Each model's consumed catalogue position (see [`consumed`]), read once per run.
+    pub consumed: BTreeMap<String, i64>,
     /// Each referenced raw stream's schema, once per run (planning and running reuse it).
     pub bases: BTreeMap<String, Schema>,
 }
@@ -29,6 +31,7 @@ pub(super) async fn read(lake: &Lake, models: &[Model], refs: &BTreeMap<String, 
     let t0 = std::time::Instant::now();
     let cat = state::Catalogue::open(lake).await?;
     let (summary, max_seq) = cat.stream_schemas(lake).await?;
+    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "catalogue opened, stream schemas read");
     let mut streams: BTreeMap<String, Vec<LandedFile>> = BTreeMap::new();
     // (A stream pulled but empty so far — only path-less rows — is an empty table, not "not yet".)
     for c in &summary {
@@ -36,14 +39,18 @@ pub(super) async fn read(lake: &Lake, models: &[Model], refs: &BTreeMap<String, 
     }
     // ...then each model's target and the position it consumed...
     let mut existing: BTreeMap<String, Option<DeltaTable>> = BTreeMap::new();
+    let mut consumed_at: BTreeMap<String, i64> = BTreeMap::new();
     let mut since = i64::MAX;
     for m in models {
         let t = state::open_table(lake, &m.table_rel()).await?;
+        let c = consumed(lake, m, t.as_ref(), opts).await?;
         if refs[&m.target].iter().any(|r| streams.contains_key(r)) {
-            since = since.min(if m.reads_all { -1 } else { consumed(m, t.as_ref(), opts).await? });
+            since = since.min(if m.reads_all { -1 } else { c });
         }
+        consumed_at.insert(m.target.clone(), c);
         existing.insert(m.target.clone(), t);
     }
+    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "targets opened, consumed positions read");
     // ...and only the rows after the lowest of those positions (Delta skips the catalogue
     // files before it): a day's run reads a day of catalogue, whatever the lake holds.
     if since < i64::MAX {
@@ -51,6 +58,7 @@ pub(super) async fn read(lake: &Lake, models: &[Model], refs: &BTreeMap<String, 
         for (name, files) in raw::streams(&rows) {
             streams.insert(name, files);
         }
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, since, "new catalogue rows read");
     }
     // Each referenced raw stream's schema, once per run (planning and running reuse it).
     let mut bases: BTreeMap<String, Schema> = BTreeMap::new();
@@ -63,18 +71,17 @@ pub(super) async fn read(lake: &Lake, models: &[Model], refs: &BTreeMap<String, 
         bases.insert(r.clone(), raw::recorded_schema(lake, &cat, &of_r[0].source, &of_r[0].stream, &recorded).await?);
     }
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "catalogue and targets read");
-    Ok(Inputs { summary, max_seq, streams, existing, bases })
+    Ok(Inputs { summary, max_seq, streams, existing, consumed: consumed_at, bases })
 }
 
 /// The catalogue position `m` consumed (its txn in its table `t`); -1 when it reads every
-/// file this run (no table yet, replace mode, `--full-refresh`).
-pub(super) async fn consumed(m: &Model, t: Option<&DeltaTable>, opts: &TransformOptions) -> Result<i64> {
-    Ok(match (t, opts.full_refresh, m.mode) {
-        (Some(t), false, Mode::Merge | Mode::Append) => t
-            .snapshot()?
-            .transaction_version(t.log_store().as_ref(), write::txn_app(m))
-            .await?
-            .unwrap_or(-1),
-        _ => -1,
-    })
+/// file this run (no table yet, replace mode, `--full-refresh`). The txn is read in one pass
+/// over the log as of the loaded version (delta-rs's own lookup replays the whole log again).
+async fn consumed(lake: &Lake, m: &Model, t: Option<&DeltaTable>, opts: &TransformOptions) -> Result<i64> {
+    let (Some(t), false, Mode::Merge | Mode::Append) = (t, opts.full_refresh, m.mode) else { return Ok(-1) };
+    let app = write::txn_app(m);
+    if let Some(txns) = state::txns_of_log(lake, &m.table_rel(), t.version().unwrap_or(0) as i64).await? {
+        return Ok(txns.get(&app).copied().unwrap_or(-1));
+    }
+    Ok(t.snapshot()?.transaction_version(t.log_store().as_ref(), app).await?.unwrap_or(-1))
 }

@@ -294,7 +294,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         refs.insert(m.target.clone(), references(&ctx, m)?);
     }
     let models = order(&all, &refs, &opts.models)?;
-    let inputs::Inputs { summary, max_seq, streams, mut existing, bases } = inputs::read(lake, &models, &refs, opts).await?;
+    let inputs::Inputs { summary, max_seq, streams, mut existing, consumed, bases } = inputs::read(lake, &models, &refs, opts).await?;
     let targets: BTreeSet<&str> = all.iter().map(|m| m.target.as_str()).collect();
 
     // Plan every model before writing anything: inputs get their real schemas, model
@@ -400,7 +400,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
             continue;
         }
         let target = existing.remove(&m.target).flatten();
-        let ran = run_model(lake, &ctx, m, target, &refs, &streams, &bases, &extras, &changed, opts, &run_id, max_seq, started).await;
+        let ran = run_model(lake, &ctx, m, target, consumed[&m.target], &refs, &streams, &bases, &extras, &changed, opts, &run_id, max_seq, started).await;
         match ran {
             Ok((report, wrote)) => {
                 if wrote {
@@ -442,6 +442,7 @@ async fn run_model(
     ctx: &SessionContext,
     m: &Model,
     existing: Option<DeltaTable>,
+    consumed: i64,
     refs: &BTreeMap<String, Vec<String>>,
     streams: &BTreeMap<String, Vec<LandedFile>>,
     bases: &BTreeMap<String, Schema>,
@@ -453,7 +454,6 @@ async fn run_model(
     started: Instant,
 ) -> Result<(ModelReport, bool)> {
     {
-        let consumed = inputs::consumed(m, existing.as_ref(), opts).await?;
         let mut files_read: Vec<String> = Vec::new();
         let mut has_raw = false;
         // NDJSON bytes this run reads (None: it reads a Delta table too, of unknown size).
@@ -522,10 +522,7 @@ async fn run_model(
             Err(e) => return Err(diagnose(ctx, m, &files_read, e).await),
         };
         tracing::info!(model = %m.target, files = files_read.len(), rows = written.rows, version = written.table_version, "model written");
-        let t = state::open_table(lake, &m.table_rel())
-            .await?
-            .ok_or_else(|| Error::Lake(format!("{} vanished", m.target)))?;
-        register_delta(ctx, &m.target, &t).await?;
+        register_delta(ctx, &m.target, &written.table).await?;
         Ok((ModelReport {
             target: m.target.clone(),
             files: files_read.len(),

@@ -239,6 +239,8 @@ async fn align(m: &Model, t: DeltaTable, df: DataFrame) -> Result<(DeltaTable, D
 }
 
 pub struct Written {
+    /// The table as of this write's commit (what later models of the run read).
+    pub table: DeltaTable,
     pub table_version: i64,
     pub rows: usize,
     pub merge: Option<MergeStats>,
@@ -496,6 +498,7 @@ pub async fn write(
             tracing::info!(model = %m.target, ?merge, "merge");
             Ok(Written {
                 table_version: t.version().unwrap_or(0) as i64,
+                table: t,
                 rows,
                 merge: Some(merge),
             })
@@ -547,6 +550,7 @@ pub async fn write(
             let rows = streamed.load(Ordering::Relaxed);
             Ok(Written {
                 table_version: t.version().unwrap_or(0) as i64,
+                table: t,
                 rows,
                 merge: None,
             })

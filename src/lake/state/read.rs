@@ -126,7 +126,7 @@ impl Catalogue {
 }
 
 /// Every txn of the log of the table at `rel` as of `version` (see [`Catalogue::txns`]).
-async fn txns_of_log(lake: &Lake, rel: &str, version: i64) -> Result<Option<HashMap<String, i64>>> {
+pub async fn txns_of_log(lake: &Lake, rel: &str, version: i64) -> Result<Option<HashMap<String, i64>>> {
     use deltalake::arrow::array::{Array, AsArray};
     let log = |name: &str| lake.path(&format!("{rel}/_delta_log/{name}"));
     let mut out = HashMap::new();
