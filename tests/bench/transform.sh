@@ -38,6 +38,7 @@ else
   timed "pull conversations ($DAYS days)" "$BIN" -q --lake "$WORK/lake" --pipelines pipelines pull pancake --streams conversations --from 2023-09-01 --to "$(day $((DAYS - 1)))"
   [ -n "${KEEP:-}" ] && cp -r "$WORK/lake" "$WORK/pulled"
 fi
+sync   # the copy's or pull's dirty pages written back now, not during the first timed run
 RAW_BYTES=$(du -cb "$WORK"/lake/pancake/*/conversations/*.json | tail -1 | cut -f1)
 RAW_FILES=$(ls "$WORK"/lake/pancake/*/conversations/*.json | wc -l)
 echo "raw: $RAW_FILES files, $((RAW_BYTES / 1048576)) MiB NDJSON"
