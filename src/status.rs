@@ -194,9 +194,7 @@ async fn tables(lake: &Lake) -> Result<String> {
             .map(|n| n as i64)
             .sum();
         let name = rel.replace('/', ".");
-        let wm = snap
-            .transaction_version(t.log_store().as_ref(), format!("ingest-model/{name}"))
-            .await?;
+        let wm = state::Txns::of(lake, &rel, &t).await?.get(&format!("ingest-model/{name}")).await?;
         out.push_str(&format!(
             "{:<44} {:>8} {:>10} {:>10}\n",
             name,

@@ -100,8 +100,9 @@ pub struct StreamReport {
     pub elapsed: Duration,
     pub error: Option<String>,
     pub started: Option<chrono::DateTime<Utc>>,
-    /// The last record landed (of the stream's first output), for `${last:…}`.
-    pub last: Option<serde_json::Value>,
+    /// The last record landed (of the stream's first output), for `${last:…}`: its JSON as
+    /// landed, parsed once at the end of the run (not once per page).
+    pub last: Option<Vec<u8>>,
     /// A response reached the stream's declared `cap` (records may be missing).
     pub capped: bool,
 }
@@ -177,26 +178,15 @@ impl Known {
     /// the catalogue's txns (see `lake::state`).
     pub async fn marks(lake: &Lake, cat: &state::Catalogue, source: &str, keys: &[(String, String)]) -> Result<Known> {
         let mut k = Known::default();
-        let Some(t) = &cat.table else { return Ok(k) };
-        let all = cat.txns(lake).await?;
-        let (snap, log) = (t.snapshot()?, t.log_store());
-        let txn = |app: String| {
-            let (all, snap, log) = (&all, &snap, &log);
-            async move {
-                Ok::<_, Error>(match all {
-                    Some(m) => m.get(&app).copied(),
-                    None => snap.transaction_version(log.as_ref(), &app).await?,
-                })
-            }
-        };
+        let Some(txns) = cat.txns(lake).await? else { return Ok(k) };
         for (partition, request) in keys {
             let app = state::txn_app(source, partition, request);
-            let v = txn(app.clone()).await?.unwrap_or(0);
+            let v = txns.get(&app).await?.unwrap_or(0);
             if v == 0 {
                 continue;
             }
             k.versions.insert(app, v);
-            let wm = match txn(state::watermark_app(source, partition, request)).await? {
+            let wm = match txns.get(&state::watermark_app(source, partition, request)).await? {
                 Some(secs) => DateTime::from_timestamp(secs, 0).map(crate::time::rfc3339),
                 None => cat.watermark_from_rows(source, partition, request).await?,
             };
@@ -486,10 +476,11 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         .iter()
         .map(|r| {
             let declared = p.streams.iter().find(|s| s.name == r.stream).map(declared_last).unwrap_or_default();
-            let last = r.last.as_ref().filter(|_| !declared.is_empty()).map(|rec| {
+            let rec = r.last.as_deref().filter(|_| !declared.is_empty()).and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+            let last = rec.map(|rec| {
                 let m: serde_json::Map<String, serde_json::Value> = declared
                     .iter()
-                    .filter_map(|f| crate::json::at_str(rec, f).map(|v| (f.clone(), v.clone())))
+                    .filter_map(|f| crate::json::at_str(&rec, f).map(|v| (f.clone(), v.clone())))
                     .collect();
                 serde_json::Value::Object(m).to_string()
             });

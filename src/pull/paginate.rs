@@ -94,6 +94,11 @@ impl<'a> Paginator<'a> {
         Request { query, url: None }
     }
 
+    /// Whether [`Self::advance`] reads [`Page::last`] (cursor pagination); others get None.
+    pub fn reads_last(&self) -> bool {
+        matches!(self.cfg, Pagination::Cursor { .. })
+    }
+
     /// Read the page just fetched; true when there is a next one. An error names why paging
     /// cannot go on safely.
     pub fn advance(&mut self, page: &Page, bound: Option<&Bound>, what: &str) -> Result<bool, String> {

@@ -2,7 +2,9 @@
 //! raw files as pages arrive and hands each finished window to the catalogue writer with the
 //! watermark it earns. Never holds more than one page of records in memory.
 use super::records;
+mod kept;
 mod raw;
+use kept::Kept;
 use raw::RawPage;
 use crate::json;
 use crate::time::{cursor_instant, parse_instant};
@@ -17,7 +19,6 @@ use crate::lake::{Lake, RawFile};
 use chrono::{DateTime, SecondsFormat, Utc};
 use object_store::ObjectStoreExt;
 use serde_json::Value;
-use std::collections::HashSet;
 
 /// A stream that still has pages after this many fails instead of landing a partial window.
 const MAX_PAGES: u64 = 1_000_000;
@@ -451,7 +452,7 @@ impl StreamRun<'_> {
                     self.open(&mut files[i], &out.stream, &pass.date).await?.write(&recs).await?;
                     rep.records += recs.len() as u64;
                     if i == 0 {
-                        rep.last = recs.last().cloned();
+                        rep.last = recs.last().map(|r| r.to_string().into_bytes());
                         if let Some(d) = det.as_mut() {
                             let pk = self.s.primary_key.clone().unwrap_or_default();
                             let key = |r: &Value| json::at(r, &pk).map(json::text).unwrap_or_default();
@@ -573,35 +574,5 @@ impl StreamRun<'_> {
             *file = Some((RawFile::create(self.lake, &rel).await?, slot));
         }
         Ok(&mut file.as_mut().expect("just created").0)
-    }
-}
-/// The incremental filter of one pass, shared by both record paths: a record is dropped when
-/// its cursor is below the pass's floor (the API may ignore the bound) or its (key, cursor)
-/// was already kept in this pass (pages overlap under keyset paging); the cursor range of what
-/// is kept becomes the landing's min/max cursor and the stream's watermark.
-#[derive(Default)]
-struct Kept {
-    seen: HashSet<(String, Option<i64>)>,
-    min: Option<DateTime<Utc>>,
-    max: Option<DateTime<Utc>>,
-}
-
-impl Kept {
-    fn keep(&mut self, floor: Option<DateTime<Utc>>, c: Option<DateTime<Utc>>, id: Option<&Value>) -> bool {
-        if let (Some(f), Some(c)) = (floor, c) {
-            if c < f {
-                return false;
-            }
-        }
-        if let Some(id) = id {
-            if !self.seen.insert((id.to_string(), c.map(|c| c.timestamp_micros()))) {
-                return false;
-            }
-        }
-        if let Some(c) = c {
-            self.min = Some(self.min.map_or(c, |m| m.min(c)));
-            self.max = Some(self.max.map_or(c, |m| m.max(c)));
-        }
-        true
     }
 }

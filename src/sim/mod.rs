@@ -214,14 +214,16 @@ impl Sim {
         }
     }
 
-    /// A generated result set, kept while pages of it are served (bounded cache).
+    /// A generated result set, kept while pages of it are served. At most 32 are kept: a pull
+    /// pages through a few windows at a time, and at `--scale 750` (the 10 GB bench) one
+    /// window of Pancake conversations is tens of MB as values.
     pub fn cached(&self, key: String, make: impl FnOnce() -> Vec<Value>) -> Arc<Vec<Value>> {
         if let Some(v) = self.cache.lock().unwrap().get(&key) {
             return v.clone();
         }
         let v = Arc::new(make());
         let mut c = self.cache.lock().unwrap();
-        if c.len() >= 256 {
+        if c.len() >= 32 {
             c.clear();
         }
         c.insert(key, v.clone());

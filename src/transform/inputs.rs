@@ -75,13 +75,8 @@ pub(super) async fn read(lake: &Lake, models: &[Model], refs: &BTreeMap<String, 
 }
 
 /// The catalogue position `m` consumed (its txn in its table `t`); -1 when it reads every
-/// file this run (no table yet, replace mode, `--full-refresh`). The txn is read in one pass
-/// over the log as of the loaded version (delta-rs's own lookup replays the whole log again).
+/// file this run (no table yet, replace mode, `--full-refresh`).
 async fn consumed(lake: &Lake, m: &Model, t: Option<&DeltaTable>, opts: &TransformOptions) -> Result<i64> {
     let (Some(t), false, Mode::Merge | Mode::Append) = (t, opts.full_refresh, m.mode) else { return Ok(-1) };
-    let app = write::txn_app(m);
-    if let Some(txns) = state::txns_of_log(lake, &m.table_rel(), t.version().unwrap_or(0) as i64).await? {
-        return Ok(txns.get(&app).copied().unwrap_or(-1));
-    }
-    Ok(t.snapshot()?.transaction_version(t.log_store().as_ref(), app).await?.unwrap_or(-1))
+    Ok(state::Txns::of(lake, &m.table_rel(), t).await?.get(&write::txn_app(m)).await?.unwrap_or(-1))
 }

@@ -521,13 +521,13 @@ async fn run_model(
             }
             Err(e) => return Err(diagnose(ctx, m, &files_read, e).await),
         };
-        tracing::info!(model = %m.target, files = files_read.len(), rows = written.rows, version = written.table_version, "model written");
+        tracing::info!(model = %m.target, files = files_read.len(), rows = written.rows, version = written.table_version(), "model written");
         register_delta(ctx, &m.target, &written.table).await?;
         Ok((ModelReport {
             target: m.target.clone(),
             files: files_read.len(),
             rows: written.rows,
-            table_version: Some(written.table_version),
+            table_version: Some(written.table_version()),
             note: written.merge.map_or_else(|| format!("{:?}", m.mode).to_lowercase(), |s| s.to_string()),
             elapsed: started.elapsed(),
             failed: None,

@@ -241,9 +241,15 @@ async fn align(m: &Model, t: DeltaTable, df: DataFrame) -> Result<(DeltaTable, D
 pub struct Written {
     /// The table as of this write's commit (what later models of the run read).
     pub table: DeltaTable,
-    pub table_version: i64,
     pub rows: usize,
     pub merge: Option<MergeStats>,
+}
+
+impl Written {
+    /// The version this write committed.
+    pub fn table_version(&self) -> i64 {
+        self.table.version().unwrap_or(0) as i64
+    }
 }
 
 /// What a MERGE touched (delta-rs's metrics): rows, and how many of the table's files it
@@ -497,7 +503,6 @@ pub async fn write(
             };
             tracing::info!(model = %m.target, ?merge, "merge");
             Ok(Written {
-                table_version: t.version().unwrap_or(0) as i64,
                 table: t,
                 rows,
                 merge: Some(merge),
@@ -549,7 +554,6 @@ pub async fn write(
             };
             let rows = streamed.load(Ordering::Relaxed);
             Ok(Written {
-                table_version: t.version().unwrap_or(0) as i64,
                 table: t,
                 rows,
                 merge: None,

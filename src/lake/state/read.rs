@@ -39,14 +39,12 @@ impl Catalogue {
         }
     }
 
-    /// Every txn (app → version) of the catalogue's log in one pass: the checkpoint's `txn`
-    /// column and the commits after it (delta-rs answers one app per log replay; a pull asks
-    /// two per stream). None when the log has a layout this does not read (a multi-part
-    /// checkpoint): ask per app then.
-    pub async fn txns(&self, lake: &Lake) -> Result<Option<HashMap<String, i64>>> {
-        let Some(t) = &self.table else { return Ok(Some(HashMap::new())) };
-        let Some(version) = t.version() else { return Ok(Some(HashMap::new())) };
-        txns_of_log(lake, CATALOGUE, version as i64).await
+    /// Every txn of the catalogue's log (see [`Txns`]); None when there is no catalogue yet.
+    pub async fn txns(&self, lake: &Lake) -> Result<Option<Txns<'_>>> {
+        match &self.table {
+            Some(t) => Ok(Some(Txns::of(lake, CATALOGUE, t).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Catalogue rows matching `filter` (SQL over the catalogue's columns), in landing order.
@@ -125,8 +123,35 @@ impl Catalogue {
     }
 }
 
-/// Every txn of the log of the table at `rel` as of `version` (see [`Catalogue::txns`]).
-pub async fn txns_of_log(lake: &Lake, rel: &str, version: i64) -> Result<Option<HashMap<String, i64>>> {
+/// Every txn (app → version) of a table's log as of its loaded version, read in one pass:
+/// the checkpoint's `txn` column and the commits after it. delta-rs answers one app per log
+/// replay; a pull asks two per stream and a transform one per model. When the log has a
+/// layout this does not read (a multi-part checkpoint, a commit cleaned up meanwhile), each
+/// [`Txns::get`] asks delta-rs instead.
+pub struct Txns<'a> {
+    table: &'a DeltaTable,
+    all: Option<HashMap<String, i64>>,
+}
+
+impl<'a> Txns<'a> {
+    pub async fn of(lake: &Lake, rel: &str, table: &'a DeltaTable) -> Result<Txns<'a>> {
+        let all = match table.version() {
+            Some(v) => txns_of_log(lake, rel, v as i64).await?,
+            None => Some(HashMap::new()),
+        };
+        Ok(Txns { table, all })
+    }
+
+    /// The version `app` last committed, if any.
+    pub async fn get(&self, app: &str) -> Result<Option<i64>> {
+        match &self.all {
+            Some(m) => Ok(m.get(app).copied()),
+            None => Ok(self.table.snapshot()?.transaction_version(self.table.log_store().as_ref(), app).await?),
+        }
+    }
+}
+
+async fn txns_of_log(lake: &Lake, rel: &str, version: i64) -> Result<Option<HashMap<String, i64>>> {
     use deltalake::arrow::array::{Array, AsArray};
     let log = |name: &str| lake.path(&format!("{rel}/_delta_log/{name}"));
     let mut out = HashMap::new();

@@ -1,6 +1,6 @@
 //! [`StreamRun::raw_page`]: a page whose records stay the bytes the API sent
 //! ([`crate::json::raw`]), for streams where nothing needs them as values.
-use super::{Kept, StreamRun};
+use super::{kept::Kept, StreamRun};
 use crate::error::{Error, Result};
 use crate::json;
 use crate::lake::RawFile;
@@ -68,7 +68,11 @@ impl StreamRun<'_> {
             p[0].as_ref().and_then(|v| cursor_instant(v, &inc.tz))
         };
         let cursors: Vec<DateTime<Utc>> = (0..recs.len()).filter_map(cursor).collect();
-        let last = recs.last().map(|r| serde_json::from_slice::<Value>(r)).transpose().map_err(bad)?;
+        // Only cursor pagination reads the last served record.
+        let last = match pager.reads_last() {
+            true => recs.last().map(|r| serde_json::from_slice::<Value>(r)).transpose().map_err(bad)?,
+            false => None,
+        };
         let served = Page {
             status: page.got.status,
             body: &page.got.body,
@@ -93,7 +97,7 @@ impl StreamRun<'_> {
         if n == 0 {
             return Ok(more);
         }
-        rep.last = Some(serde_json::from_slice(&lines[last_line..]).map_err(bad)?);
+        rep.last = Some(lines[last_line..lines.len() - 1].to_vec());
         self.open(file, &self.s.outputs[0].stream, &page.pass.date).await?.write_lines(lines, n).await?;
         rep.records += n as u64;
         Ok(more)
