@@ -50,7 +50,7 @@ pub struct Fetched {
     pub body: Value,
     /// With [`Request::split`], when the path led to an array: the body and the byte ranges of
     /// its records (`body` then holds an empty array in their place).
-    pub raw: Option<(bytes::Bytes, Vec<std::ops::Range<usize>>)>,
+    pub raw: Option<(String, Vec<std::ops::Range<usize>>)>,
     pub headers: HeaderMap,
     pub retries: u64,
     pub throttled: u64,
@@ -313,21 +313,29 @@ impl Client {
                 throttled: 0,
             });
         }
+        let len = bytes.len();
         let parsed = match r.split {
-            Some(path) => crate::json::raw::split(&bytes, path).map(|s| (s.envelope, s.records)),
-            None => serde_json::from_slice::<Value>(&bytes).map(|b| (b, None)),
+            // Checked as UTF-8 once here: the records are then read as `&str`, which serde_json
+            // does not check again string by string (reading them as bytes did, on every pass).
+            Some(path) => match String::from_utf8(bytes.into()) {
+                Ok(text) => crate::json::raw::split(&text, path)
+                    .map(|s| (s.envelope, s.records.map(|r| (text, r))))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            None => serde_json::from_slice::<Value>(&bytes).map(|b| (b, None)).map_err(|e| e.to_string()),
         };
         match parsed {
-            Ok((body, records)) => Attempt::Done(Fetched {
+            Ok((body, raw)) => Attempt::Done(Fetched {
                 status: status.as_u16(),
                 body,
-                raw: records.map(|r| (bytes, r)),
+                raw,
                 headers,
                 retries: 0,
                 throttled: 0,
             }),
             Err(e) => Attempt::Retry {
-                why: format!("invalid or truncated JSON body ({} bytes): {e}", bytes.len()),
+                why: format!("invalid or truncated JSON body ({len} bytes): {e}"),
                 after: None,
                 throttled: false,
             },

@@ -25,9 +25,9 @@ pub struct Split {
 
 /// Parse `body`, keeping the array at `path` (a non-empty path of object keys) as ranges.
 /// Fails like `serde_json::from_slice` on invalid or truncated JSON.
-pub fn split(body: &[u8], path: &[String]) -> serde_json::Result<Split> {
+pub fn split(body: &str, path: &[String]) -> serde_json::Result<Split> {
     let mut records = None;
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_str(body);
     let envelope = Level { path, base: body.as_ptr() as usize, out: &mut records }.deserialize(&mut de)?;
     de.end()?;
     Ok(Split { envelope, records })
@@ -132,10 +132,10 @@ impl<'de> Visitor<'de> for Key {
 /// The values at `paths` in the JSON document `doc` (`None` where a path is absent; a present
 /// `null` is `Some(Null)`; an empty path picks nothing), reading past everything else
 /// without building it.
-pub fn pick(doc: &[u8], paths: &[&[String]]) -> serde_json::Result<Vec<Option<Value>>> {
+pub fn pick(doc: &str, paths: &[&[String]]) -> serde_json::Result<Vec<Option<Value>>> {
     let mut out = vec![None; paths.len()];
     let wanted: Vec<(usize, &[String])> = paths.iter().copied().enumerate().filter(|(_, p)| !p.is_empty()).collect();
-    let mut de = serde_json::Deserializer::from_slice(doc);
+    let mut de = serde_json::Deserializer::from_str(doc);
     Pick { wanted: &wanted, out: &mut out }.deserialize(&mut de)?;
     Ok(out)
 }
@@ -235,31 +235,31 @@ mod tests {
 
     #[test]
     fn split_keeps_records_as_the_bytes_sent() {
-        let body = br#"{"meta": {"total": 2}, "data": {"items": [ {"id": 1, "s": "a\"b"},
+        let body = r#"{"meta": {"total": 2}, "data": {"items": [ {"id": 1, "s": "a\"b"},
  {"id": 2} ], "next": "x"}, "after": [1]}"#;
         let s = split(body, &p("data.items")).unwrap();
         assert_eq!(s.envelope, json!({"meta": {"total": 2}, "data": {"items": [], "next": "x"}, "after": [1]}));
-        let recs: Vec<&[u8]> = s.records.unwrap().into_iter().map(|r| &body[r]).collect();
-        assert_eq!(recs, vec![&br#"{"id": 1, "s": "a\"b"}"#[..], &br#"{"id": 2}"#[..]]);
+        let recs: Vec<&str> = s.records.unwrap().into_iter().map(|r| &body[r]).collect();
+        assert_eq!(recs, vec![r#"{"id": 1, "s": "a\"b"}"#, r#"{"id": 2}"#]);
         // Not an array there: the whole body, no ranges.
-        let s = split(br#"{"data": {"items": {"a": 1}}}"#, &p("data.items")).unwrap();
+        let s = split(r#"{"data": {"items": {"a": 1}}}"#, &p("data.items")).unwrap();
         assert_eq!((s.envelope, s.records), (json!({"data": {"items": {"a": 1}}}), None));
-        let s = split(br#"{"other": 1}"#, &p("data")).unwrap();
+        let s = split(r#"{"other": 1}"#, &p("data")).unwrap();
         assert_eq!((s.envelope, s.records), (json!({"other": 1}), None));
         // Truncated or trailing garbage: an error, as from_slice gives.
-        assert!(split(br#"{"data": [{"id": 1}, {"id"#, &p("data")).is_err());
-        assert!(split(br#"{"data": []} x"#, &p("data")).is_err());
+        assert!(split(r#"{"data": [{"id": 1}, {"id"#, &p("data")).is_err());
+        assert!(split(r#"{"data": []} x"#, &p("data")).is_err());
     }
 
     #[test]
     fn pick_reads_paths_without_building_the_rest() {
-        let doc = br#"{"id": 7, "a": {"b": null, "c": [10, 20], "d": {"e": "x"}}, "k\u0065y": true}"#;
+        let doc = r#"{"id": 7, "a": {"b": null, "c": [10, 20], "d": {"e": "x"}}, "k\u0065y": true}"#;
         let (id, b, c1, e, missing, key) = (p("id"), p("a.b"), p("a.c.1"), p("a.d.e"), p("a.z"), p("key"));
         let got = pick(doc, &[&id, &b, &c1, &e, &missing, &key]).unwrap();
         assert_eq!(got, vec![Some(json!(7)), Some(Value::Null), Some(json!(20)), Some(json!("x")), None, Some(json!(true))]);
         let whole = p("a.d");
         assert_eq!(pick(doc, &[&whole, &e]).unwrap(), vec![Some(json!({"e": "x"})), Some(json!("x"))]);
-        assert!(pick(br#"{"id": "#, &[&id]).is_err());
+        assert!(pick(r#"{"id": "#, &[&id]).is_err());
         assert_eq!(pick(doc, &[&[], &id]).unwrap(), vec![None, Some(json!(7))]);
     }
 }

@@ -344,11 +344,11 @@ impl RawFile {
 
     /// Append `records` lines already serialised (each a JSON document ending in `\n`, as
     /// the API sent it): their shape is read from the bytes.
-    pub async fn write_lines(&mut self, lines: Vec<u8>, records: usize) -> Result<()> {
-        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+    pub async fn write_lines(&mut self, lines: String, records: usize) -> Result<()> {
+        for line in lines.split('\n').filter(|l| !l.is_empty()) {
             self.shape.add_raw(line).map_err(|e| Error::Lake(format!("{}: {e}", self.rel)))?;
         }
-        self.append(lines, records).await
+        self.append(lines.into_bytes(), records).await
     }
 
     async fn append(&mut self, buf: Vec<u8>, records: usize) -> Result<()> {

@@ -90,35 +90,36 @@ pub fn members(ctx: &[(String, Value)]) -> String {
 /// Append the record `r` (JSON as the API sent it) to `out` on one line, with the context
 /// [`members`] added the way [`inject`] adds them. A record that already holds a context field
 /// (`collides`) is rebuilt as a value instead, so the field is overwritten, not repeated.
-pub fn splice(out: &mut Vec<u8>, r: &[u8], members: &str, collides: bool, ctx: &[(String, Value)]) -> serde_json::Result<()> {
+pub fn splice(out: &mut String, r: &str, members: &str, collides: bool, ctx: &[(String, Value)]) -> serde_json::Result<()> {
     if collides {
-        let mut v: Value = serde_json::from_slice(r)?;
+        let mut v: Value = serde_json::from_str(r)?;
         inject(&mut v, ctx);
-        return serde_json::to_writer(out, &v);
+        out.push_str(&serde_json::to_string(&v)?);
+        return Ok(());
     }
     let start = out.len();
     // Outside strings (where JSON forbids raw control characters) line breaks are whitespace.
-    if memchr::memchr2(b'\n', b'\r', r).is_some() {
-        out.extend(r.iter().filter(|b| !matches!(b, b'\n' | b'\r')));
+    if memchr::memchr2(b'\n', b'\r', r.as_bytes()).is_some() {
+        r.split(['\n', '\r']).for_each(|part| out.push_str(part));
     } else {
-        out.extend_from_slice(r);
+        out.push_str(r);
     }
-    let is_ws = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
-    if members.is_empty() || out.get(start) != Some(&b'{') {
+    let is_ws = |c: Option<char>| matches!(c, Some(' ' | '\t'));
+    if members.is_empty() || !out[start..].starts_with('{') {
         return Ok(());
     }
-    while is_ws(out.last()) {
+    while is_ws(out.chars().next_back()) {
         out.pop();
     }
     out.pop(); // the closing brace
-    while is_ws(out.last()) {
+    while is_ws(out.chars().next_back()) {
         out.pop();
     }
-    if out.last() != Some(&b'{') {
-        out.push(b',');
+    if !out.ends_with('{') {
+        out.push(',');
     }
-    out.extend_from_slice(members.as_bytes());
-    out.push(b'}');
+    out.push_str(members);
+    out.push('}');
     Ok(())
 }
 
@@ -153,9 +154,9 @@ mod tests {
         let ctx = vec![("page_id".to_string(), json!("1001")), ("n".to_string(), json!(2))];
         let m = members(&ctx);
         let line = |r: &str, collides: bool| {
-            let mut out = Vec::new();
-            splice(&mut out, r.as_bytes(), &m, collides, &ctx).unwrap();
-            String::from_utf8(out).unwrap()
+            let mut out = String::new();
+            splice(&mut out, r, &m, collides, &ctx).unwrap();
+            out
         };
         let injected = |r: &str| {
             let mut v: Value = serde_json::from_str(r).unwrap();

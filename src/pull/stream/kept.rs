@@ -1,7 +1,6 @@
 //! [`Kept`]: the incremental filter of a pass.
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use std::collections::HashSet;
 
 /// The incremental filter of one pass, shared by both record paths: a record is dropped when
 /// its cursor is below the pass's floor (the API may ignore the bound) or its (key, cursor)
@@ -9,7 +8,7 @@ use std::collections::HashSet;
 /// is kept becomes the landing's min/max cursor and the stream's watermark.
 #[derive(Default)]
 pub(super) struct Kept {
-    seen: HashSet<(String, Option<i64>)>,
+    seen: foldhash::HashSet<(String, Option<i64>)>,
     pub(super) min: Option<DateTime<Utc>>,
     pub(super) max: Option<DateTime<Utc>>,
 }

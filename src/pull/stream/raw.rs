@@ -13,7 +13,7 @@ use serde_json::Value;
 /// One page for [`StreamRun::raw_page`]: the body, its records' ranges, the context to add.
 pub(super) struct RawPage<'a> {
     pub(super) pass: &'a super::Pass,
-    pub(super) bytes: &'a [u8],
+    pub(super) bytes: &'a str,
     pub(super) ranges: &'a [std::ops::Range<usize>],
     pub(super) got: &'a crate::http::Fetched,
     pub(super) members: &'a str,
@@ -36,7 +36,7 @@ impl StreamRun<'_> {
         what: &str,
     ) -> Result<bool> {
         let bad = |e: serde_json::Error| Error::Http(format!("{what}: a record is not valid JSON: {e}"));
-        let recs: Vec<&[u8]> = page.ranges.iter().map(|r| &page.bytes[r.clone()]).collect();
+        let recs: Vec<&str> = page.ranges.iter().map(|r| &page.bytes[r.clone()]).collect();
         self.check_cap(recs.len(), rep, what);
         // One read of each record for what the pull needs from it: cursor, key, and whether it
         // already holds a context field (then it is rebuilt as a value, as `inject` would).
@@ -51,7 +51,7 @@ impl StreamRun<'_> {
         // record can only hold one if the key's bytes, or an escape, appear in it.
         let quoted: Vec<String> = page.ctx.iter().map(|(k, _)| Value::String(k.clone()).to_string()).collect();
         let finders: Vec<memchr::memmem::Finder> = quoted.iter().map(memchr::memmem::Finder::new).collect();
-        let may_collide = |r: &[u8]| memchr::memchr(b'\\', r).is_some() || finders.iter().any(|f| f.find(r).is_some());
+        let may_collide = |r: &str| memchr::memchr(b'\\', r.as_bytes()).is_some() || finders.iter().any(|f| f.find(r.as_bytes()).is_some());
         let picked: Vec<Vec<Option<Value>>> = if paths.iter().all(|p| p.is_empty()) {
             Vec::new()
         } else {
@@ -70,7 +70,7 @@ impl StreamRun<'_> {
         let cursors: Vec<DateTime<Utc>> = (0..recs.len()).filter_map(cursor).collect();
         // Only cursor pagination reads the last served record.
         let last = match pager.reads_last() {
-            true => recs.last().map(|r| serde_json::from_slice::<Value>(r)).transpose().map_err(bad)?,
+            true => recs.last().map(|r| serde_json::from_str::<Value>(r)).transpose().map_err(bad)?,
             false => None,
         };
         let served = Page {
@@ -82,7 +82,7 @@ impl StreamRun<'_> {
             cursors: &cursors,
         };
         let more = pager.advance(&served, bound, what).map_err(Error::Http)?;
-        let mut lines = Vec::with_capacity(page.bytes.len() + recs.len() * (page.members.len() + 2));
+        let mut lines = String::with_capacity(page.bytes.len() + recs.len() * (page.members.len() + 2));
         let (mut n, mut last_line) = (0usize, 0usize);
         for (k, r) in recs.iter().enumerate() {
             if inc.is_some() && !kept.keep(page.pass.floor, cursor(k), picked.get(k).and_then(|p| p[1].as_ref())) {
@@ -91,13 +91,13 @@ impl StreamRun<'_> {
             let collides = picked.get(k).is_some_and(|p| p[2..].iter().any(Option::is_some));
             last_line = lines.len();
             records::splice(&mut lines, r, page.members, collides, page.ctx).map_err(bad)?;
-            lines.push(b'\n');
+            lines.push('\n');
             n += 1;
         }
         if n == 0 {
             return Ok(more);
         }
-        rep.last = Some(lines[last_line..lines.len() - 1].to_vec());
+        rep.last = Some(lines.as_bytes()[last_line..lines.len() - 1].to_vec());
         self.open(file, &self.s.outputs[0].stream, &page.pass.date).await?.write_lines(lines, n).await?;
         rep.records += n as u64;
         Ok(more)
