@@ -1,4 +1,6 @@
-//! The latest row per unique key by hashing, not sorting: one pass keeps, per key (its
+//! The latest row per unique key, by hashing ([`latest`]) or by sorting ([`sorted`]).
+//!
+//! Hashing: one pass keeps, per key (its
 //! columns in Arrow's row format), the position of the best row so far by the order columns
 //! (also in row format, so "latest" is one byte comparison), then the winners are gathered
 //! from the input batches in input order. The rows themselves are never sorted or copied
@@ -13,8 +15,18 @@ use deltalake::datafusion::common::Result as DfResult;
 use deltalake::datafusion::execution::memory_pool::MemoryReservation;
 use deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use deltalake::datafusion::physical_plan::SendableRecordBatchStream;
+use deltalake::arrow::array::BooleanArray;
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::row::OwnedRow;
+use deltalake::datafusion::execution::TaskContext;
+use deltalake::datafusion::physical_expr::expressions::Column;
+use deltalake::datafusion::physical_expr::{LexOrdering, Partitioning, PhysicalExpr, PhysicalSortExpr};
+use deltalake::datafusion::physical_plan::repartition::RepartitionExec;
+use deltalake::datafusion::physical_plan::sorts::sort::SortExec;
+use deltalake::datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Which columns make the key, and which decide the latest row (each with its direction:
 /// the row that sorts first wins).
@@ -122,4 +134,52 @@ async fn winners(mut input: SendableRecordBatchStream, spec: Spec, reservation: 
         out.push(RecordBatch::new_empty(schema));
     }
     Ok(out)
+}
+
+/// The latest row per key by sorting, which spills under the memory limit: the input is dealt
+/// out in `partitions` parts by a hash of the key, each part sorted by key and then latest
+/// first, and the first row of each key kept as the sorted rows stream by (one comparison of
+/// row-format keys per row, where DataFusion's `row_number()` window keeps per-key state as
+/// scalar values). One stream per part.
+pub fn sorted(input: Arc<dyn ExecutionPlan>, spec: &Spec, partitions: usize, task: Arc<TaskContext>) -> DfResult<Vec<SendableRecordBatchStream>> {
+    let schema = input.schema();
+    let column = |i: usize| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>;
+    let keys: Vec<Arc<dyn PhysicalExpr>> = spec.keys.iter().map(|i| column(*i)).collect();
+    let by = keys
+        .iter()
+        .map(|k| PhysicalSortExpr::new(k.clone(), SortOptions::default()))
+        .chain(spec.order.iter().map(|(i, o)| PhysicalSortExpr::new(column(*i), *o)));
+    let Some(ordering) = LexOrdering::new(by) else {
+        return Err(deltalake::datafusion::common::DataFusionError::Internal("a dedupe without key columns".into()));
+    };
+    let dealt = Arc::new(RepartitionExec::try_new(input, Partitioning::Hash(keys, partitions.max(1)))?);
+    let sort = Arc::new(SortExec::new(ordering, dealt).with_preserve_partitioning(true));
+    (0..partitions.max(1)).map(|p| first_of_key(sort.execute(p, task.clone())?, &spec.keys)).collect()
+}
+
+/// The first row of each key of `input`, sorted by key.
+fn first_of_key(input: SendableRecordBatchStream, keys: &[usize]) -> DfResult<SendableRecordBatchStream> {
+    let schema = input.schema();
+    let conv = RowConverter::new(keys.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect())?;
+    let keys = keys.to_vec();
+    let mut prev: Option<OwnedRow> = None;
+    let out = input.map(move |b| {
+        let b = b?;
+        if b.num_rows() == 0 {
+            return Ok(b);
+        }
+        let rows = conv.convert_columns(&keys.iter().map(|i| b.column(*i).clone()).collect::<Vec<_>>())?;
+        let keep: BooleanArray = (0..b.num_rows())
+            .map(|r| {
+                let first = match r {
+                    0 => prev.as_ref().is_none_or(|p| p.row() != rows.row(0)),
+                    _ => rows.row(r - 1) != rows.row(r),
+                };
+                Some(first)
+            })
+            .collect();
+        prev = Some(rows.row(b.num_rows() - 1).owned());
+        Ok(filter_record_batch(&b, &keep)?)
+    });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, out)))
 }

@@ -28,8 +28,8 @@ pub fn txn_app(m: &Model) -> String {
 }
 
 /// Keep one row per unique key: the latest by `order_by`, then by `_ingest_order`. `hash`:
-/// the input fits in memory, so keep the winners in a hash table ([`super::latest`]) instead
-/// of sorting every row (which spills under a memory limit).
+/// the input fits in memory, so keep the winners in a hash table ([`super::latest::latest`])
+/// instead of sorting every row ([`super::latest::sorted`], which spills under a memory limit).
 pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) -> Result<DataFrame> {
     let cols: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
     let has_order = cols.iter().any(|c| c == "_ingest_order");
@@ -57,33 +57,37 @@ pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) 
     if let Some(o) = m.order_by.as_ref().filter(|o| !cols.contains(o)) {
         return Err(m.err_at(Some(1), format!("order_by column `{o}` is not in the model's output")));
     }
-    if hash {
-        use deltalake::arrow::compute::SortOptions;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let at = |c: &str| schema.index_of(c).map_err(|e| crate::Error::Other(e.to_string()));
-        let latest_first = SortOptions { descending: true, nulls_first: false };
-        let mut order = Vec::new();
-        if let Some(o) = &m.order_by {
-            order.push((at(o)?, latest_first));
-        }
-        if has_order {
-            order.push((at("_ingest_order")?, latest_first));
-        }
-        let spec = super::latest::Spec {
-            keys: m.unique_key.iter().map(|k| at(k)).collect::<Result<_>>()?,
-            order,
-            batch_size: ctx.state().config().batch_size(),
-        };
-        if super::latest::supported(&schema, &spec) {
-            let task = ctx.task_ctx();
-            let plan = df.create_physical_plan().await?;
+    use deltalake::arrow::compute::SortOptions;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let at = |c: &str| schema.index_of(c).map_err(|e| crate::Error::Other(e.to_string()));
+    let latest_first = SortOptions { descending: true, nulls_first: false };
+    let mut order = Vec::new();
+    if let Some(o) = &m.order_by {
+        order.push((at(o)?, latest_first));
+    }
+    if has_order {
+        order.push((at("_ingest_order")?, latest_first));
+    }
+    let spec = super::latest::Spec {
+        keys: m.unique_key.iter().map(|k| at(k)).collect::<Result<_>>()?,
+        order,
+        batch_size: ctx.state().config().batch_size(),
+    };
+    if !spec.keys.is_empty() && super::latest::supported(&schema, &spec) {
+        let task = ctx.task_ctx();
+        let plan = df.create_physical_plan().await?;
+        let parts = if hash {
             let input = deltalake::datafusion::physical_plan::execute_stream(plan, task.clone())?;
             let reservation = deltalake::datafusion::execution::memory_pool::MemoryConsumer::new(format!("dedupe {}", m.target))
                 .register(task.memory_pool());
-            let df = ctx.read_table(Arc::new(one_shot(schema, super::latest::latest(input, spec, reservation))?))?;
-            return Ok(if has_order { df.drop_columns(&["_ingest_order"])? } else { df });
-        }
+            vec![super::latest::latest(input, spec, reservation)]
+        } else {
+            super::latest::sorted(plan, &spec, ctx.state().config().target_partitions(), task)?
+        };
+        let df = ctx.read_table(Arc::new(one_shot(schema, parts)?))?;
+        return Ok(if has_order { df.drop_columns(&["_ingest_order"])? } else { df });
     }
+    // Keys without a row format (nested types): DataFusion's window.
     let mut order = Vec::new();
     if let Some(o) = &m.order_by {
         order.push(format!("\"{o}\" DESC NULLS LAST"));
@@ -325,13 +329,18 @@ async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan, Arc<Ato
             counted.fetch_add(b.num_rows(), Ordering::Relaxed);
         }),
     ));
-    let plan = LogicalPlanBuilder::scan("model_output", provider_as_source(Arc::new(one_shot(schema, stream)?)), None)?.build()?;
+    let plan = LogicalPlanBuilder::scan("model_output", provider_as_source(Arc::new(one_shot(schema, vec![stream])?)), None)?.build()?;
     Ok((state, plan, rows))
 }
 
-/// A table whose one scan is `stream` (a second scan fails: nothing is computed twice).
-fn one_shot(schema: SchemaRef, stream: SendableRecordBatchStream) -> Result<StreamingTable> {
-    Ok(StreamingTable::try_new(schema.clone(), vec![Arc::new(OneShot { schema, stream: std::sync::Mutex::new(Some(stream)) })])?)
+/// A table whose one scan is `streams` (one partition each; a second scan fails: nothing is
+/// computed twice).
+fn one_shot(schema: SchemaRef, streams: Vec<SendableRecordBatchStream>) -> Result<StreamingTable> {
+    let parts = streams
+        .into_iter()
+        .map(|s| Arc::new(OneShot { schema: schema.clone(), stream: std::sync::Mutex::new(Some(s)) }) as Arc<dyn PartitionStream>)
+        .collect();
+    Ok(StreamingTable::try_new(schema, parts)?)
 }
 
 struct OneShot {
