@@ -64,11 +64,12 @@ pub fn context(memory_limit: Option<usize>, temp_dir: Option<&std::path::Path>) 
     // delta-rs's planner, for the plans delta-rs builds on top of ours. A model's output is
     // executed here as one stream (write::one_stream); no round-robin repartitioning, which
     // would deal that stream out to several writer tasks feeding one file, out of order (a
-    // cluster_by table's files would overlap), and one global sort rather than a sort per
-    // core merged after (measured: 6.7 s against 8.4 s for the 536 MiB bench build).
+    // cluster_by table's files would overlap). A cluster_by sort runs as a sort per input
+    // part merged after (the sort-based dedupe yields one part per core), not one sort on one
+    // core: 10 GB build 177 s -> 129 s; the merged stream is in order, files do not overlap.
     let state = SessionStateBuilder::new()
         .with_default_features()
-        .with_config(cfg.with_round_robin_repartition(false).with_repartition_sorts(false))
+        .with_config(cfg.with_round_robin_repartition(false).with_repartition_sorts(true))
         .with_runtime_env(rt)
         .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
         .build();
