@@ -7,6 +7,9 @@
 # transformed on an empty lake.
 #   tests/bench/transform.sh                      # release build, ~1 GB (scale 70 gave 939 MiB)
 #   PROFILE=debug SCALE=5 tests/bench/transform.sh
+#   SCALE=750 LIMIT=2GiB KEEP=1 WORK=/tmp/tb10 tests/bench/transform.sh
+#                     # 10 GB of raw under a 2 GiB limit (~36 min to pull on 2 cores, ~10 min
+#                     # after; PULLED=/tmp/tb10/pulled reuses the pull)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROFILE=${PROFILE:-release}
