@@ -194,7 +194,7 @@ async fn tables(lake: &Lake) -> Result<String> {
             .map(|n| n as i64)
             .sum();
         let name = rel.replace('/', ".");
-        let wm = state::Txns::of(lake, &rel, &t).await?.get(&format!("ingest-model/{name}")).await?;
+        let wm = state::Txns::of(lake, &rel, &t).await?.get(&state::model_txn_app(&name)).await?;
         out.push_str(&format!(
             "{:<44} {:>8} {:>10} {:>10}\n",
             name,

@@ -102,7 +102,7 @@ pub struct StreamReport {
     pub started: Option<chrono::DateTime<Utc>>,
     /// The last record landed (of the stream's first output), for `${last:…}`: its JSON as
     /// landed, parsed once at the end of the run (not once per page).
-    pub last: Option<Vec<u8>>,
+    pub last: Option<String>,
     /// A response reached the stream's declared `cap` (records may be missing).
     pub capped: bool,
 }
@@ -476,7 +476,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         .iter()
         .map(|r| {
             let declared = p.streams.iter().find(|s| s.name == r.stream).map(declared_last).unwrap_or_default();
-            let rec = r.last.as_deref().filter(|_| !declared.is_empty()).and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+            let rec = r.last.as_deref().filter(|_| !declared.is_empty()).and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
             let last = rec.map(|rec| {
                 let m: serde_json::Map<String, serde_json::Value> = declared
                     .iter()

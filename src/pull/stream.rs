@@ -452,7 +452,7 @@ impl StreamRun<'_> {
                     self.open(&mut files[i], &out.stream, &pass.date).await?.write(&recs).await?;
                     rep.records += recs.len() as u64;
                     if i == 0 {
-                        rep.last = recs.last().map(|r| r.to_string().into_bytes());
+                        rep.last = recs.last().map(|r| r.to_string());
                         if let Some(d) = det.as_mut() {
                             let pk = self.s.primary_key.clone().unwrap_or_default();
                             let key = |r: &Value| json::at(r, &pk).map(json::text).unwrap_or_default();

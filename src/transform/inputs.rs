@@ -2,7 +2,7 @@
 //! aggregate of streams and recorded schemas, each model's table and the position it
 //! consumed, and only the catalogue rows after the lowest of those positions.
 use super::model::{Mode, Model};
-use super::{raw, write, TransformOptions};
+use super::{raw, TransformOptions};
 use crate::error::Result;
 use crate::lake::state::{self, LandedFile};
 use crate::lake::Lake;
@@ -78,5 +78,5 @@ pub(super) async fn read(lake: &Lake, models: &[Model], refs: &BTreeMap<String, 
 /// file this run (no table yet, replace mode, `--full-refresh`).
 async fn consumed(lake: &Lake, m: &Model, t: Option<&DeltaTable>, opts: &TransformOptions) -> Result<i64> {
     let (Some(t), false, Mode::Merge | Mode::Append) = (t, opts.full_refresh, m.mode) else { return Ok(-1) };
-    Ok(state::Txns::of(lake, &m.table_rel(), t).await?.get(&write::txn_app(m)).await?.unwrap_or(-1))
+    Ok(state::Txns::of(lake, &m.table_rel(), t).await?.get(&state::model_txn_app(&m.target)).await?.unwrap_or(-1))
 }

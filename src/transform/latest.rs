@@ -38,12 +38,19 @@ pub struct Spec {
 
 /// Whether `spec`'s columns of `schema` have a row format (nested types may not).
 pub fn supported(schema: &SchemaRef, spec: &Spec) -> bool {
-    let fields = spec
-        .keys
-        .iter()
-        .map(|i| SortField::new(schema.field(*i).data_type().clone()))
-        .chain(spec.order.iter().map(|(i, o)| SortField::new_with_options(schema.field(*i).data_type().clone(), *o)));
-    RowConverter::new(fields.collect()).is_ok()
+    let mut fields = key_fields(schema, &spec.keys);
+    fields.extend(order_fields(schema, &spec.order));
+    RowConverter::new(fields).is_ok()
+}
+
+/// The row-format fields of the key columns `keys`.
+fn key_fields(schema: &SchemaRef, keys: &[usize]) -> Vec<SortField> {
+    keys.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect()
+}
+
+/// The row-format fields of the order columns, each with its direction.
+fn order_fields(schema: &SchemaRef, order: &[(usize, SortOptions)]) -> Vec<SortField> {
+    order.iter().map(|(i, o)| SortField::new_with_options(schema.field(*i).data_type().clone(), *o)).collect()
 }
 
 /// The rows of `input` that are the latest of their key.
@@ -64,13 +71,8 @@ struct Best {
 
 async fn winners(mut input: SendableRecordBatchStream, spec: Spec, reservation: MemoryReservation) -> DfResult<Vec<RecordBatch>> {
     let schema = input.schema();
-    let keys = RowConverter::new(spec.keys.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect())?;
-    let order = RowConverter::new(
-        spec.order
-            .iter()
-            .map(|(i, o)| SortField::new_with_options(schema.field(*i).data_type().clone(), *o))
-            .collect(),
-    )?;
+    let keys = RowConverter::new(key_fields(&schema, &spec.keys))?;
+    let order = RowConverter::new(order_fields(&schema, &spec.order))?;
     let mut best: HashMap<Box<[u8]>, Best> = HashMap::new();
     let mut batches: Vec<RecordBatch> = Vec::new();
     // Small batches (a raw file each) are joined first: the gather's cost grows with the
@@ -152,15 +154,16 @@ pub fn sorted(input: Arc<dyn ExecutionPlan>, spec: &Spec, partitions: usize, tas
     let Some(ordering) = LexOrdering::new(by) else {
         return Err(deltalake::datafusion::common::DataFusionError::Internal("a dedupe without key columns".into()));
     };
-    let dealt = Arc::new(RepartitionExec::try_new(input, Partitioning::Hash(keys, partitions.max(1)))?);
+    let partitions = partitions.max(1);
+    let dealt = Arc::new(RepartitionExec::try_new(input, Partitioning::Hash(keys, partitions))?);
     let sort = Arc::new(SortExec::new(ordering, dealt).with_preserve_partitioning(true));
-    (0..partitions.max(1)).map(|p| first_of_key(sort.execute(p, task.clone())?, &spec.keys)).collect()
+    (0..partitions).map(|p| first_of_key(sort.execute(p, task.clone())?, &spec.keys)).collect()
 }
 
 /// The first row of each key of `input`, sorted by key.
 fn first_of_key(input: SendableRecordBatchStream, keys: &[usize]) -> DfResult<SendableRecordBatchStream> {
     let schema = input.schema();
-    let conv = RowConverter::new(keys.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect())?;
+    let conv = RowConverter::new(key_fields(&schema, keys))?;
     let keys = keys.to_vec();
     let mut prev: Option<OwnedRow> = None;
     let out = input.map(move |b| {

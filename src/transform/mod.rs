@@ -508,7 +508,7 @@ async fn run_model(
         let df = write::normalize(df)?;
         let meta = serde_json::json!({"run_id": run_id, "model": m.target, "mode": format!("{:?}", m.mode).to_lowercase(), "catalogue_seq": max_seq, "files": files_read});
         let props = CommitProperties::default()
-            .with_application_transaction(Transaction::new(write::txn_app(m), max_seq))
+            .with_application_transaction(Transaction::new(state::model_txn_app(&m.target), max_seq))
             .with_metadata(vec![("ingest".to_string(), meta)])
             // Never rebase onto a concurrent commit: two runs of one model cannot both apply.
             .with_max_retries(0);

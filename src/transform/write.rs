@@ -23,10 +23,6 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use std::sync::Arc;
 
-pub fn txn_app(m: &Model) -> String {
-    format!("ingest-model/{}", m.target)
-}
-
 /// Keep one row per unique key: the latest by `order_by`, then by `_ingest_order`. `hash`:
 /// the input fits in memory, so keep the winners in a hash table ([`super::latest::latest`])
 /// instead of sorting every row ([`super::latest::sorted`], which spills under a memory limit).

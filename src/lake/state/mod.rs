@@ -164,6 +164,11 @@ pub fn txn_app(source: &str, partition: &str, request: &str) -> String {
     format!("ingest/{source}/{partition}/{request}")
 }
 
+/// The txn a model's table commits: the catalogue position it consumed.
+pub fn model_txn_app(target: &str) -> String {
+    format!("ingest-model/{target}")
+}
+
 /// The txn holding a stream's watermark (the max over its rows) as epoch seconds.
 pub fn watermark_app(source: &str, partition: &str, request: &str) -> String {
     format!("ingest-watermark/{source}/{partition}/{request}")

@@ -97,7 +97,7 @@ impl StreamRun<'_> {
         if n == 0 {
             return Ok(more);
         }
-        rep.last = Some(lines.as_bytes()[last_line..lines.len() - 1].to_vec());
+        rep.last = Some(lines[last_line..lines.len() - 1].to_string());
         self.open(file, &self.s.outputs[0].stream, &page.pass.date).await?.write_lines(lines, n).await?;
         rep.records += n as u64;
         Ok(more)
