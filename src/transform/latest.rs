@@ -25,7 +25,10 @@ use deltalake::datafusion::physical_plan::repartition::RepartitionExec;
 use deltalake::datafusion::physical_plan::sorts::sort::SortExec;
 use deltalake::datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
-use std::collections::HashMap;
+use deltalake::arrow::row::Rows;
+use deltalake::datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// Which columns make the key, and which decide the latest row (each with its direction:
@@ -34,6 +37,8 @@ pub struct Spec {
     pub keys: Vec<usize>,
     pub order: Vec<(usize, SortOptions)>,
     pub batch_size: usize,
+    /// Hash path only: the column to emit the winners in (ascending) order of.
+    pub cluster: Option<usize>,
 }
 
 /// Whether `spec`'s columns of `schema` have a row format (nested types may not).
@@ -53,28 +58,51 @@ fn order_fields(schema: &SchemaRef, order: &[(usize, SortOptions)]) -> Vec<SortF
     order.iter().map(|(i, o)| SortField::new_with_options(schema.field(*i).data_type().clone(), *o)).collect()
 }
 
-/// The rows of `input` that are the latest of their key.
+/// The rows of `input` that are the latest of their key, in input order, or by the
+/// `spec.cluster` column (ascending, nulls first) when there is one: the order a `cluster_by`
+/// table is written in, so the writer needs no sort of its own. The winners are gathered
+/// by a task of their own, a batch at a time, while the consumer (the writer) encodes.
 pub fn latest(input: SendableRecordBatchStream, spec: Spec, reservation: MemoryReservation) -> SendableRecordBatchStream {
     let schema = input.schema();
-    let out = futures::stream::once(winners(input, spec, reservation)).flat_map(|r| match r {
-        Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
-        Err(e) => futures::stream::once(async { Err(e) }).boxed(),
+    let mut out = RecordBatchReceiverStream::builder(schema.clone(), 2);
+    let tx = out.tx();
+    out.spawn(async move {
+        let (batches, idx) = winners(input, &spec, &reservation).await?;
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        if idx.is_empty() {
+            let _ = tx.send(Ok(RecordBatch::new_empty(schema))).await;
+        }
+        for chunk in idx.chunks(spec.batch_size.max(1)) {
+            if tx.send(Ok(interleave_record_batch(&refs, chunk)?)).await.is_err() {
+                break; // the consumer stopped
+            }
+        }
+        Ok(())
     });
-    Box::pin(RecordBatchStreamAdapter::new(schema, out))
+    out.build()
 }
 
-struct Best {
-    order: Box<[u8]>,
-    batch: u32,
-    row: u32,
+/// One input batch of [`winners`] with its key and order columns in row format.
+struct Seen {
+    batch: RecordBatch,
+    keys: Rows,
+    order: Option<Rows>,
 }
 
-async fn winners(mut input: SendableRecordBatchStream, spec: Spec, reservation: MemoryReservation) -> DfResult<Vec<RecordBatch>> {
+/// The (batch, row) of the latest row of each key, and the batches they point into.
+async fn winners(
+    mut input: SendableRecordBatchStream,
+    spec: &Spec,
+    reservation: &MemoryReservation,
+) -> DfResult<(Vec<RecordBatch>, Vec<(usize, usize)>)> {
     let schema = input.schema();
     let keys = RowConverter::new(key_fields(&schema, &spec.keys))?;
     let order = RowConverter::new(order_fields(&schema, &spec.order))?;
-    let mut best: HashMap<Box<[u8]>, Best> = HashMap::new();
-    let mut batches: Vec<RecordBatch> = Vec::new();
+    // (hash of the key, batch, row) of the best row so far per key: the key and order bytes
+    // stay in the batches' row-format columns, nothing is allocated per key.
+    let mut best: HashTable<(u64, u32, u32)> = HashTable::new();
+    let hasher = foldhash::fast::FixedState::default();
+    let mut seen: Vec<Seen> = Vec::new();
     // Small batches (a raw file each) are joined first: the gather's cost grows with the
     // number of batches it picks from (100,000 one-file batches made it quadratic).
     let mut pending: Vec<RecordBatch> = Vec::new();
@@ -100,42 +128,64 @@ async fn winners(mut input: SendableRecordBatchStream, spec: Spec, reservation: 
             true => None,
             false => Some(order.convert_columns(&spec.order.iter().map(|(i, _)| b.column(*i).clone()).collect::<Vec<_>>())?),
         };
-        let at = batches.len() as u32;
-        let mut grew = b.get_array_memory_size();
-        for r in 0..b.num_rows() {
-            let kr = k.row(r);
-            let or: &[u8] = o.as_ref().map_or(&[], |o| o.row(r).data());
-            match best.get_mut(kr.as_ref()) {
+        let at = seen.len() as u32;
+        let capacity = best.capacity();
+        let key_of = |bi: u32, ri: u32| if bi == at { k.row(ri as usize) } else { seen[bi as usize].keys.row(ri as usize) };
+        let order_of = |bi: u32, ri: u32| match (bi == at, &o) {
+            (_, None) => &[][..],
+            (true, Some(o)) => o.row(ri as usize).data(),
+            (false, Some(_)) => seen[bi as usize].order.as_ref().map_or(&[][..], |o| o.row(ri as usize).data()),
+        };
+        for r in 0..b.num_rows() as u32 {
+            let kr = k.row(r as usize);
+            let h = hasher.hash_one(kr.as_ref());
+            match best.find_mut(h, |&(eh, bi, ri)| eh == h && key_of(bi, ri) == kr) {
                 // Ties keep the first row seen.
-                Some(w) if or < &w.order[..] => {
-                    w.order = or.into();
-                    w.batch = at;
-                    w.row = r as u32;
+                Some(w) => {
+                    if order_of(at, r) < order_of(w.1, w.2) {
+                        *w = (h, at, r);
+                    }
                 }
-                Some(_) => {}
                 None => {
-                    grew += kr.as_ref().len() + or.len() + 64;
-                    best.insert(kr.as_ref().into(), Best { order: or.into(), batch: at, row: r as u32 });
+                    best.insert_unique(h, (h, at, r), |e| e.0);
                 }
             }
         }
-        reservation.try_grow(grew)?;
-        batches.push(b);
+        let table = best.capacity().saturating_sub(capacity) * (std::mem::size_of::<(u64, u32, u32)>() + 1);
+        reservation.try_grow(b.get_array_memory_size() + k.size() + o.as_ref().map_or(0, |o| o.size()) + table)?;
+        seen.push(Seen { batch: b, keys: k, order: o });
         if next.is_none() {
             break;
         }
     }
-    let mut idx: Vec<(usize, usize)> = best.into_values().map(|w| (w.batch as usize, w.row as usize)).collect();
-    idx.sort_unstable();
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let mut out = Vec::with_capacity(idx.len().div_ceil(spec.batch_size.max(1)));
-    for chunk in idx.chunks(spec.batch_size.max(1)) {
-        out.push(interleave_record_batch(&refs, chunk)?);
+    let mut idx: Vec<(usize, usize)> = best.into_iter().map(|(_, b, r)| (b as usize, r as usize)).collect();
+    match spec.cluster {
+        Some(c) => {
+            let conv = RowConverter::new(vec![SortField::new(schema.field(c).data_type().clone())])?;
+            let by: Vec<Rows> = seen.iter().map(|s| conv.convert_columns(&[s.batch.column(c).clone()])).collect::<Result<_, _>>()?;
+            let width = by.iter().flat_map(|r| r.iter().map(|x| x.as_ref().len())).try_fold(None, |w, l| match w {
+                Some(w) if w != l => Err(()),
+                _ => Ok(Some(l)),
+            });
+            match width {
+                // Fixed-width values (timestamps, numbers: 9 bytes) compare as one integer:
+                // the row format orders like its bytes, so like the bytes read big-endian.
+                Ok(Some(w)) if w <= 16 => {
+                    let packed = |b: usize, r: usize| {
+                        let mut x = [0u8; 16];
+                        x[..w].copy_from_slice(by[b].row(r).as_ref());
+                        u128::from_be_bytes(x)
+                    };
+                    let mut keyed: Vec<(u128, usize, usize)> = idx.iter().map(|&(b, r)| (packed(b, r), b, r)).collect();
+                    keyed.sort_unstable();
+                    idx = keyed.into_iter().map(|(_, b, r)| (b, r)).collect();
+                }
+                _ => idx.sort_unstable_by(|a, b| by[a.0].row(a.1).cmp(&by[b.0].row(b.1))),
+            }
+        }
+        None => idx.sort_unstable(),
     }
-    if out.is_empty() {
-        out.push(RecordBatch::new_empty(schema));
-    }
-    Ok(out)
+    Ok((seen.into_iter().map(|s| s.batch).collect(), idx))
 }
 
 /// The latest row per key by sorting, which spills under the memory limit: the input is dealt

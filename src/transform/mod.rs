@@ -504,7 +504,7 @@ async fn run_model(
             (Some(limit), Some(b)) => (b as usize).saturating_mul(4) <= limit,
             (Some(_), None) => false,
         };
-        let df = write::dedupe(ctx, m, df, fits).await?;
+        let (df, clustered) = write::dedupe(ctx, m, df, fits).await?;
         let df = write::normalize(df)?;
         let meta = serde_json::json!({"run_id": run_id, "model": m.target, "mode": format!("{:?}", m.mode).to_lowercase(), "catalogue_seq": max_seq, "files": files_read});
         let props = CommitProperties::default()
@@ -512,7 +512,7 @@ async fn run_model(
             .with_metadata(vec![("ingest".to_string(), meta)])
             // Never rebase onto a concurrent commit: two runs of one model cannot both apply.
             .with_max_retries(0);
-        let written = match write::write(lake, m, existing, df, props, opts.full_refresh).await {
+        let written = match write::write(lake, m, existing, (df, clustered), props, opts.full_refresh).await {
             Ok(w) => w,
             Err(Error::Delta(e)) if state::is_conflict(&e) => {
                 return Err(Error::Lake(format!(

@@ -26,18 +26,16 @@ use std::sync::Arc;
 /// Keep one row per unique key: the latest by `order_by`, then by `_ingest_order`. `hash`:
 /// the input fits in memory, so keep the winners in a hash table ([`super::latest::latest`])
 /// instead of sorting every row ([`super::latest::sorted`], which spills under a memory limit).
-pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) -> Result<DataFrame> {
+/// Also says whether the rows already come in `cluster_by` order (the hash path gathers its
+/// winners in it), so [`write`] does not sort them again.
+pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) -> Result<(DataFrame, bool)> {
     let cols: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
     let has_order = cols.iter().any(|c| c == "_ingest_order");
     if let Some(c) = m.cluster_by.as_ref().filter(|c| !cols.contains(c)) {
         return Err(m.err_at(Some(1), format!("cluster_by column `{c}` is not in the model's output ({})", cols.join(", "))));
     }
     if m.mode != Mode::Merge {
-        return Ok(if has_order {
-            df.drop_columns(&["_ingest_order"])?
-        } else {
-            df
-        });
+        return Ok((if has_order { df.drop_columns(&["_ingest_order"])? } else { df }, false));
     }
     for k in &m.unique_key {
         if !cols.contains(k) {
@@ -68,9 +66,14 @@ pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) 
         keys: m.unique_key.iter().map(|k| at(k)).collect::<Result<_>>()?,
         order,
         batch_size: ctx.state().config().batch_size(),
+        cluster: match (&m.cluster_by, hash) {
+            (Some(c), true) => Some(at(c)?),
+            _ => None,
+        },
     };
     if !spec.keys.is_empty() && super::latest::supported(&schema, &spec) {
         let task = ctx.task_ctx();
+        let clustered = spec.cluster.is_some();
         let plan = df.create_physical_plan().await?;
         let parts = if hash {
             let input = deltalake::datafusion::physical_plan::execute_stream(plan, task.clone())?;
@@ -81,7 +84,8 @@ pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) 
             super::latest::sorted(plan, &spec, ctx.state().config().target_partitions(), task)?
         };
         let df = ctx.read_table(Arc::new(one_shot(schema, parts)?))?;
-        return Ok(if has_order { df.drop_columns(&["_ingest_order"])? } else { df });
+        let df = if has_order { df.drop_columns(&["_ingest_order"])? } else { df };
+        return Ok((df, clustered));
     }
     // Keys without a row format (nested types): DataFusion's window.
     let mut order = Vec::new();
@@ -107,7 +111,7 @@ pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) 
     if has_order {
         drop.push("_ingest_order");
     }
-    Ok(ctx.sql(&sql).await?.drop_columns(&drop)?)
+    Ok((ctx.sql(&sql).await?.drop_columns(&drop)?, false))
 }
 
 /// A type Delta stores and Athena / DuckDB read: UTC microsecond timestamps, signed
@@ -402,11 +406,12 @@ async fn file_size_property(m: &Model, t: DeltaTable) -> Result<DeltaTable> {
 }
 
 /// Write `df` into the model's table with `props` (txn + metadata) in the same commit.
+/// `clustered`: `df` is already in `cluster_by` order.
 pub async fn write(
     lake: &Lake,
     m: &Model,
     existing: Option<DeltaTable>,
-    df: DataFrame,
+    (df, clustered): (DataFrame, bool),
     props: CommitProperties,
     full_refresh: bool,
 ) -> Result<Written> {
@@ -515,8 +520,8 @@ pub async fn write(
         }
         (existing, mode) => {
             let df = match &m.cluster_by {
-                Some(c) => df.sort(vec![col(format!("\"{c}\"")).sort(true, true)])?,
-                None => df,
+                Some(c) if !clustered => df.sort(vec![col(format!("\"{c}\"")).sort(true, true)])?,
+                _ => df,
             };
             // Streamed into the writer: the output is never held whole (sorts above the raw
             // scan spill under --memory-limit; the writer holds a file at a time).
