@@ -19,6 +19,8 @@ use deltalake::datafusion::prelude::{cast, col, DataFrame, Expr, SessionContext}
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::arrow::row::{RowConverter, SortField};
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use std::sync::Arc;
@@ -312,7 +314,8 @@ fn builder(lake: &Lake, m: &Model) -> Result<DeltaTable> {
 /// plan: a `cluster_by` sort stays — run inside delta-rs's writer, an ordering nothing
 /// above requires would be optimised away), handed to the writer as a one-shot scan.
 /// The returned counter holds the rows streamed so far (all of them once the write is done).
-async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan, Arc<AtomicUsize>)> {
+/// Also the Parquet settings for its files, from its first batch ([`writer_properties`]).
+async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan, Arc<AtomicUsize>, WriterProperties)> {
     let state = df.clone().into_parts().0;
     let schema = Arc::new(df.schema().as_arrow().clone());
     if tracing::enabled!(tracing::Level::DEBUG) {
@@ -322,7 +325,10 @@ async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan, Arc<Ato
     }
     let rows = Arc::new(AtomicUsize::new(0));
     let counted = rows.clone();
-    let stream = df.execute_stream().await?;
+    let mut stream = df.execute_stream().await?;
+    let first = futures::StreamExt::next(&mut stream).await.transpose()?;
+    let props = writer_properties(first.as_ref());
+    let stream = futures::StreamExt::chain(futures::stream::iter(first.map(Ok)), stream);
     let stream: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(
         schema.clone(),
         futures::TryStreamExt::inspect_ok(stream, move |b| {
@@ -330,7 +336,7 @@ async fn one_stream(df: DataFrame) -> Result<(SessionState, LogicalPlan, Arc<Ato
         }),
     ));
     let plan = LogicalPlanBuilder::scan("model_output", provider_as_source(Arc::new(one_shot(schema, vec![stream])?)), None)?.build()?;
-    Ok((state, plan, rows))
+    Ok((state, plan, rows, props))
 }
 
 /// A table whose one scan is `streams` (one partition each; a second scan fails: nothing is
@@ -405,6 +411,32 @@ async fn file_size_property(m: &Model, t: DeltaTable) -> Result<DeltaTable> {
     Ok(t.set_tbl_properties().with_properties(props).await?)
 }
 
+/// Parquet settings for a model's files: Snappy, and a dictionary only for the top-level
+/// columns where `sample` (the first output batch) repeats values. A column of distinct
+/// values (keys, timestamps, free text) gains nothing from one and paid most of the encoding
+/// (measured on the 1 GB bench build: CPU 11.7 s with dictionaries everywhere, 10.0 s
+/// without; files 10% larger without any); nested columns keep the default.
+fn writer_properties(sample: Option<&RecordBatch>) -> WriterProperties {
+    use deltalake::parquet::basic::Compression;
+    use deltalake::parquet::schema::types::ColumnPath;
+    let mut b = WriterProperties::builder()
+        .set_created_by(format!("ingest {} (delta-rs)", env!("CARGO_PKG_VERSION")))
+        .set_compression(Compression::SNAPPY);
+    let Some(sample) = sample.filter(|s| s.num_rows() >= 64) else { return b.build() };
+    for (f, a) in sample.schema().fields().iter().zip(sample.columns()) {
+        if f.data_type().is_nested() {
+            continue;
+        }
+        let Ok(conv) = RowConverter::new(vec![SortField::new(f.data_type().clone())]) else { continue };
+        let Ok(rows) = conv.convert_columns(&[a.clone()]) else { continue };
+        let distinct: std::collections::HashSet<&[u8]> = rows.iter().map(|r| r.data()).collect();
+        if distinct.len() * 2 > rows.num_rows() {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        }
+    }
+    b.build()
+}
+
 /// Write `df` into the model's table with `props` (txn + metadata) in the same commit.
 /// `clustered`: `df` is already in `cluster_by` order.
 pub async fn write(
@@ -472,6 +504,7 @@ pub async fn write(
                 }
                 pred.push(format!("target.`{c}` = source.`{c}`"));
             }
+            let sample = batches.first().cloned();
             let source = SessionContext::new_with_state(state).read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?;
             let newer = m
                 .order_by
@@ -483,6 +516,7 @@ pub async fn write(
                 .with_source_alias("source")
                 .with_target_alias("target")
                 .with_merge_schema(true)
+                .with_writer_properties(writer_properties(sample.as_ref()))
                 .with_commit_properties(props)
                 .when_matched_update(|mut u| {
                     if let Some(n) = &newer {
@@ -525,7 +559,7 @@ pub async fn write(
             };
             // Streamed into the writer: the output is never held whole (sorts above the raw
             // scan spill under --memory-limit; the writer holds a file at a time).
-            let (state, plan, streamed) = one_stream(df).await?;
+            let (state, plan, streamed, props_for_files) = one_stream(df).await?;
             let created = existing.is_none();
             let (t, save) = match existing {
                 Some(t) if mode == Mode::Append && !full_refresh => (t, SaveMode::Append),
@@ -552,6 +586,7 @@ pub async fn write(
             if let Some(n) = m.target_file_size {
                 w = w.with_target_file_size(std::num::NonZeroU64::new(n));
             }
+            w = w.with_writer_properties(props_for_files);
             // Typed, so the caller tells a lost commit race from a failure.
             let t = match w.await {
                 Ok(t) => t,
@@ -569,5 +604,31 @@ pub async fn write(
                 merge: None,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{ArrayRef, Int64Array, ListArray, StringArray};
+    use deltalake::arrow::datatypes::Int64Type;
+    use deltalake::parquet::schema::types::ColumnPath;
+
+    #[test]
+    fn a_dictionary_only_where_the_first_batch_repeats_values() {
+        let n = 100;
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..n));
+        let kinds: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| ["a", "b"][i as usize % 2])));
+        let texts: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("text {i}"))));
+        let tags: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>((0..n).map(|i| Some(vec![Some(i)]))));
+        let b = RecordBatch::try_from_iter([("id", ids), ("kind", kinds), ("text", texts), ("tags", tags)]).unwrap();
+        let p = writer_properties(Some(&b));
+        let dict = |c: &str| p.dictionary_enabled(&ColumnPath::from(c));
+        assert_eq!((dict("id"), dict("kind"), dict("text"), dict("tags")), (false, true, false, true));
+        assert_eq!(p.compression(&ColumnPath::from("id")), deltalake::parquet::basic::Compression::SNAPPY);
+        // Too few rows to judge (or none): the defaults.
+        let p = writer_properties(Some(&b.slice(0, 10)));
+        assert!(p.dictionary_enabled(&ColumnPath::from("id")));
+        assert!(writer_properties(None).dictionary_enabled(&ColumnPath::from("id")));
     }
 }
