@@ -1,12 +1,13 @@
 //! The latest row per unique key, by hashing ([`latest`]) or by sorting ([`sorted`]).
 //!
-//! Hashing: one pass keeps, per key (its
-//! columns in Arrow's row format), the position of the best row so far by the order columns
-//! (also in row format, so "latest" is one byte comparison), then the winners are gathered
-//! from the input batches in input order. The rows themselves are never sorted or copied
-//! until the gather; the input is held in memory (tracked by the session's pool: past the
-//! pool's limit the model fails cleanly, which is why `write::dedupe` takes this path only
-//! when the input fits — the sort-based path spills instead).
+//! Hashing: one pass keeps, per key (its columns in Arrow's row format, kept beside each
+//! input batch), the position of the best row so far by the order columns (also in row
+//! format, so "latest" is one byte comparison), then the winners are gathered from the input
+//! batches in input order, or in `cluster_by` order when the table has one (sorting the
+//! winners' positions, not the rows: the writer then needs no sort). The rows themselves are
+//! never copied until the gather; the input is held in memory (tracked by the session's
+//! pool: past the pool's limit the model fails cleanly, which is why `write::dedupe` takes
+//! this path only when the input fits — the sort-based path spills instead).
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::compute::{interleave_record_batch, SortOptions};
 use deltalake::arrow::datatypes::SchemaRef;
