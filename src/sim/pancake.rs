@@ -134,7 +134,9 @@ fn conversation(seed: u64, page: u64, e: &Entity, v: usize, tags: usize) -> Valu
     let users = users(seed, page);
     let (fname, lname) = (pick(h >> 3, data::FIRST), pick(h >> 7, data::LAST));
     json!({
-        "id": format!("{page}_{:010x}", data::mix(seed, &[CONV, page, e.day as u64, e.idx]) & 0xff_ffff_ffff),
+        // All 64 bits: 40 gave two conversations of a 1.6M-conversation page one id (with
+        // different `inserted_at`s), which no real page has.
+        "id": format!("{page}_{:016x}", data::mix(seed, &[CONV, page, e.day as u64, e.idx])),
         "type": if h % 4 == 0 { "COMMENT" } else { "INBOX" },
         "customers": [{"id": format!("c{:08x}", (h >> 8) & 0xffff_ffff), "name": format!("{fname} {lname}"), "fb_id": format!("{}", 10_000_000 + (h >> 12) % 90_000_000)}],
         "tags": (0..(v + (h as usize >> 4) % 2)).map(|i| (((h >> (i * 3)) % tags as u64) + 1) as i64).collect::<Vec<_>>(),
