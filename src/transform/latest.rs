@@ -237,3 +237,53 @@ fn first_of_key(input: SendableRecordBatchStream, keys: &[usize]) -> DfResult<Se
     });
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, out)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{AsArray, Int64Array};
+    use deltalake::arrow::datatypes::Int64Type;
+    use deltalake::datafusion::datasource::memory::MemorySourceConfig;
+    use deltalake::datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+    use deltalake::datafusion::physical_plan::common::collect;
+    use deltalake::datafusion::physical_plan::memory::MemoryStream;
+
+    /// (id, c, v) rows.
+    fn batch(rows: &[(i64, i64, i64)]) -> RecordBatch {
+        let col = |f: fn(&(i64, i64, i64)) -> i64| Arc::new(Int64Array::from_iter_values(rows.iter().map(f))) as _;
+        RecordBatch::try_from_iter([("id", col(|r| r.0)), ("c", col(|r| r.1)), ("v", col(|r| r.2))]).unwrap()
+    }
+
+    fn rows(out: &[RecordBatch]) -> Vec<(i64, i64, i64)> {
+        let v = |b: &RecordBatch, i: usize| b.column(i).as_primitive::<Int64Type>().values().to_vec();
+        out.iter().flat_map(|b| (0..b.num_rows()).map(|r| (v(b, 0)[r], v(b, 1)[r], v(b, 2)[r])).collect::<Vec<_>>()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_latest_row_of_each_key_by_hash_in_cluster_order_and_by_sort() {
+        // Key 1's `c` differs between its versions (a cluster column that changed): still one
+        // row, the latest; key 3's later version is older by `v` and loses.
+        let input = vec![batch(&[(1, 10, 1), (2, 5, 1), (3, 30, 1)]), batch(&[(1, 20, 2), (3, 30, 0)])];
+        let schema = input[0].schema();
+        let spec = |cluster| Spec { keys: vec![0], order: vec![(2, SortOptions { descending: true, nulls_first: false })], batch_size: 2, cluster };
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 20));
+        let want = vec![(2, 5, 1), (1, 20, 2), (3, 30, 1)];
+        let stream = Box::pin(MemoryStream::try_new(input.clone(), schema.clone(), None).unwrap());
+        let out = collect(latest(stream, spec(Some(1)), MemoryConsumer::new("t").register(&pool))).await.unwrap();
+        assert_eq!(rows(&out), want, "by hash, in `c` order");
+        let stream = Box::pin(MemoryStream::try_new(input.clone(), schema.clone(), None).unwrap());
+        let out = collect(latest(stream, spec(None), MemoryConsumer::new("t").register(&pool))).await.unwrap();
+        assert_eq!(rows(&out), vec![(2, 5, 1), (3, 30, 1), (1, 20, 2)], "by hash, in the winners' input order");
+        let plan = MemorySourceConfig::try_new_exec(&[input], schema, None).unwrap();
+        let mut got = Vec::new();
+        // (With `cluster` too: one row per key even when the key's `c` changed, which sorting
+        // by `c` first would break.)
+        for part in sorted(plan, &spec(Some(1)), 2, Arc::new(TaskContext::default())).unwrap() {
+            got.extend(rows(&collect(part).await.unwrap()));
+        }
+        got.sort();
+        let mut want = want;
+        want.sort();
+        assert_eq!(got, want, "by sort");
+    }
+}
