@@ -522,6 +522,14 @@ async fn run_model(
             Err(e) => return Err(diagnose(ctx, m, &files_read, e).await),
         };
         tracing::info!(model = %m.target, files = files_read.len(), rows = written.rows, version = written.table_version(), "model written");
+        if files_read.len() > CHECKPOINT_AFTER_FILES {
+            // The commit's metadata lists every file read (100,000 paths: 5 MB of JSON), which
+            // every later load of the table would parse until the next checkpoint: write one
+            // now. The commit stands either way.
+            if let Err(e) = deltalake::checkpoints::create_checkpoint(&written.table, None).await {
+                tracing::warn!(model = %m.target, error = %e, "could not write a checkpoint after a large commit");
+            }
+        }
         register_delta(ctx, &m.target, &written.table).await?;
         Ok((ModelReport {
             target: m.target.clone(),
@@ -534,6 +542,9 @@ async fn run_model(
         }, true))
     }
 }
+
+/// A commit that read more files than this is followed by a checkpoint (see `run_model`).
+const CHECKPOINT_AFTER_FILES: usize = 1000;
 
 /// A model that failed on its data: find the output column whose expression fails and say
 /// which files were read, so the error names model, column, value (in DataFusion's message)
