@@ -161,32 +161,42 @@ async fn winners(
     }
     let mut idx: Vec<(usize, usize)> = best.into_iter().map(|(_, b, r)| (b as usize, r as usize)).collect();
     match spec.cluster {
-        Some(c) => {
-            let conv = RowConverter::new(vec![SortField::new(schema.field(c).data_type().clone())])?;
-            let by: Vec<Rows> = seen.iter().map(|s| conv.convert_columns(&[s.batch.column(c).clone()])).collect::<Result<_, _>>()?;
-            let width = by.iter().flat_map(|r| r.iter().map(|x| x.as_ref().len())).try_fold(None, |w, l| match w {
-                Some(w) if w != l => Err(()),
-                _ => Ok(Some(l)),
-            });
-            match width {
-                // Fixed-width values (timestamps, numbers: 9 bytes) compare as one integer:
-                // the row format orders like its bytes, so like the bytes read big-endian.
-                Ok(Some(w)) if w <= 16 => {
-                    let packed = |b: usize, r: usize| {
-                        let mut x = [0u8; 16];
-                        x[..w].copy_from_slice(by[b].row(r).as_ref());
-                        u128::from_be_bytes(x)
-                    };
-                    let mut keyed: Vec<(u128, usize, usize)> = idx.iter().map(|&(b, r)| (packed(b, r), b, r)).collect();
-                    keyed.sort_unstable();
-                    idx = keyed.into_iter().map(|(_, b, r)| (b, r)).collect();
-                }
-                _ => idx.sort_unstable_by(|a, b| by[a.0].row(a.1).cmp(&by[b.0].row(b.1))),
-            }
-        }
+        Some(c) => idx = by_column(idx, &seen, c, reservation)?,
         None => idx.sort_unstable(),
     }
     Ok((seen.into_iter().map(|s| s.batch).collect(), idx))
+}
+
+/// The positions `idx` into `seen`'s batches sorted by column `c` (ascending, nulls first),
+/// comparing its values in row format; the memory that takes is reserved first.
+fn by_column(idx: Vec<(usize, usize)>, seen: &[Seen], c: usize, reservation: &MemoryReservation) -> DfResult<Vec<(usize, usize)>> {
+    let Some(first) = seen.first() else { return Ok(idx) };
+    let conv = RowConverter::new(vec![SortField::new(first.batch.schema().field(c).data_type().clone())])?;
+    let by: Vec<Rows> = seen.iter().map(|s| conv.convert_columns(&[s.batch.column(c).clone()])).collect::<Result<_, _>>()?;
+    reservation.try_grow(by.iter().map(|r| r.size()).sum::<usize>() + idx.len() * std::mem::size_of::<(u128, usize, usize)>())?;
+    let width = by.iter().flat_map(|r| r.iter().map(|x| x.as_ref().len())).try_fold(None, |w, l| match w {
+        Some(w) if w != l => Err(()),
+        _ => Ok(Some(l)),
+    });
+    Ok(match width {
+        // Fixed-width values (timestamps, numbers: 9 bytes) compare as one integer: the row
+        // format orders like its bytes, so like the bytes read big-endian.
+        Ok(Some(w)) if w <= 16 => {
+            let packed = |b: usize, r: usize| {
+                let mut x = [0u8; 16];
+                x[..w].copy_from_slice(by[b].row(r).as_ref());
+                u128::from_be_bytes(x)
+            };
+            let mut keyed: Vec<(u128, usize, usize)> = idx.iter().map(|&(b, r)| (packed(b, r), b, r)).collect();
+            keyed.sort_unstable();
+            keyed.into_iter().map(|(_, b, r)| (b, r)).collect()
+        }
+        _ => {
+            let mut idx = idx;
+            idx.sort_unstable_by(|a, b| by[a.0].row(a.1).cmp(&by[b.0].row(b.1)));
+            idx
+        }
+    })
 }
 
 /// The latest row per key by sorting, which spills under the memory limit: the input is dealt
