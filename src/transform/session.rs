@@ -62,7 +62,7 @@ pub fn context(memory_limit: Option<usize>, temp_dir: Option<&std::path::Path>) 
         ),
     };
     // delta-rs's planner, for the plans delta-rs builds on top of ours. A model's output is
-    // executed here as one stream (write::one_stream); no round-robin repartitioning, which
+    // executed here as one stream (write::output::one_stream); no round-robin repartitioning, which
     // would deal that stream out to several writer tasks feeding one file, out of order (a
     // cluster_by table's files would overlap). A cluster_by sort runs as a sort per input
     // part merged after (the sort-based dedupe yields one part per core), not one sort on one
