@@ -134,16 +134,47 @@ impl<'de> Visitor<'de> for Key {
 /// without building it.
 pub fn pick(doc: &str, paths: &[&[String]]) -> serde_json::Result<Vec<Option<Value>>> {
     let mut out = vec![None; paths.len()];
-    let wanted: Vec<(usize, &[String])> = paths.iter().copied().enumerate().filter(|(_, p)| !p.is_empty()).collect();
+    let wanted = wanted(paths);
     let mut de = serde_json::Deserializer::from_str(doc);
     Pick { wanted: &wanted, out: &mut out }.deserialize(&mut de)?;
     Ok(out)
 }
 
+/// The non-empty `paths` with their output slots, as [`Pick`] wants them.
+pub fn wanted<'a>(paths: &[&'a [String]]) -> Vec<(usize, &'a [String])> {
+    paths.iter().copied().enumerate().filter(|(_, p)| !p.is_empty()).collect()
+}
+
+/// The paths of `wanted` that go through the key `k`: the slots of those ending there
+/// (`ends`) and the rest of the others (`below`). Both are cleared first.
+pub fn through<'a>(wanted: &[(usize, &'a [String])], k: &str, ends: &mut Vec<usize>, below: &mut Vec<(usize, &'a [String])>) {
+    ends.clear();
+    below.clear();
+    for (slot, path) in wanted {
+        if path[0] == k {
+            match path.len() {
+                1 => ends.push(*slot),
+                _ => below.push((*slot, &path[1..])),
+            }
+        }
+    }
+}
+
+/// The values at `path`s of `v` (a value built where a path ends or passes through an
+/// array) into their slots.
+pub fn read_built(v: &Value, wanted: &[(usize, &[String])], ends: &[usize], out: &mut [Option<Value>]) {
+    for (slot, path) in wanted {
+        out[*slot] = super::at(v, path).cloned();
+    }
+    for slot in ends {
+        out[*slot] = Some(v.clone());
+    }
+}
+
 /// One level of [`pick`]: `wanted` holds (output slot, path left from here), none empty.
-struct Pick<'a> {
-    wanted: &'a [(usize, &'a [String])],
-    out: &'a mut [Option<Value>],
+pub struct Pick<'a> {
+    pub wanted: &'a [(usize, &'a [String])],
+    pub out: &'a mut [Option<Value>],
 }
 
 impl<'de> DeserializeSeed<'de> for Pick<'_> {
@@ -156,14 +187,6 @@ impl<'de> DeserializeSeed<'de> for Pick<'_> {
         // Only objects are walked without building; anything else (an array indexed by a
         // path segment, say) is built and read with `json::at`.
         d.deserialize_any(self)
-    }
-}
-
-impl Pick<'_> {
-    fn read_built(self, v: Value) {
-        for (slot, path) in self.wanted {
-            self.out[*slot] = super::at(&v, path).cloned();
-        }
     }
 }
 
@@ -191,33 +214,17 @@ impl<'de> Visitor<'de> for Pick<'_> {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        self.read_built(Value::deserialize(SeqAccessDeserializer::new(seq))?);
+        read_built(&Value::deserialize(SeqAccessDeserializer::new(seq))?, self.wanted, &[], self.out);
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut below: Vec<(usize, &[String])> = Vec::new();
+        let (mut ends, mut below) = (Vec::new(), Vec::new());
         while let Some(k) = map.next_key_seed(Key)? {
-            below.clear();
-            let mut ends = Vec::new();
-            for (slot, path) in self.wanted {
-                if path[0] == k.as_ref() {
-                    if path.len() == 1 {
-                        ends.push(*slot);
-                    } else {
-                        below.push((*slot, &path[1..]));
-                    }
-                }
-            }
+            through(self.wanted, &k, &mut ends, &mut below);
             if ends.is_empty() {
                 map.next_value_seed(Pick { wanted: &below, out: &mut *self.out })?;
             } else {
-                let v: Value = map.next_value()?;
-                for (slot, path) in &below {
-                    self.out[*slot] = super::at(&v, path).cloned();
-                }
-                for slot in ends {
-                    self.out[slot] = Some(v.clone());
-                }
+                read_built(&map.next_value()?, &below, &ends, self.out);
             }
         }
         Ok(())

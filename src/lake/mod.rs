@@ -343,12 +343,19 @@ impl RawFile {
     }
 
     /// Append `records` lines already serialised (each a JSON document ending in `\n`, as
-    /// the API sent it): their shape is read from the bytes.
-    pub async fn write_lines(&mut self, lines: String, records: usize) -> Result<()> {
-        for line in lines.split('\n').filter(|l| !l.is_empty()) {
-            self.shape.add_raw(line).map_err(|e| Error::Lake(format!("{}: {e}", self.rel)))?;
+    /// the API sent it). Only the lines at the byte ranges `fold` are read for the file's
+    /// shape: the caller found the others [`schema::Shape::within`] [`Self::shape`], as it
+    /// stood before `lines` (so `fold` holds every line after the first one that was not).
+    pub async fn write_lines(&mut self, lines: String, records: usize, fold: &[std::ops::Range<usize>]) -> Result<()> {
+        for r in fold {
+            self.shape.add_raw(&lines[r.clone()]).map_err(|e| Error::Lake(format!("{}: {e}", self.rel)))?;
         }
         self.append(lines.into_bytes(), records).await
+    }
+
+    /// The shape of the records written so far.
+    pub fn shape(&self) -> &schema::Shape {
+        &self.shape
     }
 
     async fn append(&mut self, buf: Vec<u8>, records: usize) -> Result<()> {

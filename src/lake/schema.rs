@@ -67,6 +67,34 @@ impl Shape {
         de.end()
     }
 
+    /// Whether [`Self::add`] of `v` would leave this shape as it is.
+    pub fn within(&self, v: &serde_json::Value) -> bool {
+        use serde_json::Value as V;
+        match (self, v) {
+            (_, V::Null) | (Shape::Str, _) | (Shape::Bool | Shape::Int, V::Bool(_)) | (Shape::Float, V::Number(_)) => true,
+            (Shape::Int, V::Number(n)) => n.is_i64() || n.is_u64(),
+            (Shape::Obj(fs), V::Object(m)) => {
+                m.iter().all(|(k, x)| fs.iter().find(|(n, _)| n == k).is_some_and(|(_, s)| s.within(x)))
+            }
+            (Shape::List(item), V::Array(a)) => a.iter().all(|x| item.within(x)),
+            _ => false,
+        }
+    }
+
+    /// One read of the JSON document `doc` for two answers: the values at `paths` (as
+    /// [`crate::json::raw::pick`] gives them) and whether `doc` is [`Self::within`] this
+    /// shape (then [`Self::add_raw`] of it may be skipped). A pull reads each record once
+    /// for its cursor and key and, in the same walk, for its shape.
+    pub fn pick_within(&self, doc: &str, paths: &[&[String]]) -> serde_json::Result<(Vec<Option<serde_json::Value>>, bool)> {
+        use serde::de::DeserializeSeed;
+        let mut out = vec![None; paths.len()];
+        let wanted = crate::json::raw::wanted(paths);
+        let mut de = serde_json::Deserializer::from_str(doc);
+        let within = Within { shape: self, wanted: &wanted, out: &mut out }.deserialize(&mut de)?;
+        de.end()?;
+        Ok((out, within))
+    }
+
     fn data_type(&self) -> DataType {
         match self {
             Shape::Null => DataType::Null,
@@ -223,6 +251,39 @@ mod tests {
         }
         assert!(Shape::Null.add_raw("{\"a\": ").is_err());
     }
+
+    #[test]
+    fn pick_within_picks_as_pick_does_and_knows_when_add_changes_nothing() {
+        let docs = [
+            r#"{"a": 1, "b": {"c": "x"}, "l": [1, 2], "t": true}"#,
+            r#"{"a": 2, "b": {"c": "y"}, "l": [3], "t": false}"#,
+            r#"{"a": 1.5, "b": {"d": true, "c": null}, "l": [], "n": null, "t": 3}"#,
+            r#"{"a": 2, "b": {"c": "z", "d": false}, "l": [4.5], "t": true}"#,
+            r#"{"a": -2, "b": "flat", "l": [[1], {"x": 1}], "o": {"p": [{"q": 1}, {"r": "s"}]}, "t": false}"#,
+            r#"{"b": {"c": 1}, "l": "x", "o": {"p": [{"q": 2.5}]}, "u": 18446744073709551615}"#,
+            r#"{"b": {"c": [1]}, "o": {"p": [{"q": 3}]}, "u": 1}"#,
+        ];
+        let paths: Vec<Vec<String>> = ["a", "b.c", "o.p.0.q", "l", "zz"].iter().map(|p| crate::json::split_path(p)).collect();
+        let refs: Vec<&[String]> = paths.iter().map(Vec::as_slice).collect();
+        // Every shape reached by adding a prefix of the documents, against every document.
+        let mut shapes = vec![Shape::Null];
+        for d in docs {
+            let mut s = shapes.last().unwrap().clone();
+            s.add_raw(d).unwrap();
+            shapes.push(s);
+        }
+        for s in &shapes {
+            for d in docs {
+                let (picked, within) = s.pick_within(d, &refs).unwrap();
+                assert_eq!(picked, crate::json::raw::pick(d, &refs).unwrap(), "{d}");
+                let mut added = s.clone();
+                added.add_raw(d).unwrap();
+                assert_eq!(within, added == *s, "{d} within {s:?}");
+                assert_eq!(within, s.within(&serde_json::from_str(d).unwrap()), "{d} within {s:?}");
+            }
+        }
+        assert!(Shape::Null.pick_within("{\"a\": ", &refs).is_err());
+    }
 }
 
 /// [`Shape::add_raw`]'s walk: scalars go through [`Shape::add`] as allocation-free `Value`s
@@ -297,5 +358,96 @@ impl<'de> serde::de::Visitor<'de> for Fold<'_> {
             map.next_value_seed(Fold(&mut fields[i].1))?;
         }
         Ok(())
+    }
+}
+
+/// [`Shape::pick_within`]'s walk: [`Shape::within`] read from the bytes, picking as
+/// [`crate::json::raw::pick`] does. Once the answer is no, the rest is only picked.
+struct Within<'a> {
+    shape: &'a Shape,
+    wanted: &'a [(usize, &'a [String])],
+    out: &'a mut [Option<serde_json::Value>],
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Within<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Within<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(matches!(self.shape, Shape::Bool | Shape::Int | Shape::Str))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(matches!(self.shape, Shape::Int | Shape::Float | Shape::Str))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(matches!(self.shape, Shape::Int | Shape::Float | Shape::Str))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(matches!(self.shape, Shape::Float | Shape::Str))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(matches!(self.shape, Shape::Str))
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(true)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        use serde::de::IgnoredAny;
+        if !self.wanted.is_empty() {
+            // A path into an array: built, as `pick` does.
+            let v: serde_json::Value = serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+            crate::json::raw::read_built(&v, self.wanted, &[], self.out);
+            return Ok(self.shape.within(&v));
+        }
+        let within = match self.shape {
+            Shape::List(item) => {
+                let mut all = true;
+                while all {
+                    match seq.next_element_seed(Within { shape: item, wanted: &[], out: &mut *self.out })? {
+                        Some(w) => all = w,
+                        None => return Ok(true),
+                    }
+                }
+                false
+            }
+            other => *other == Shape::Str,
+        };
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(within)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        use crate::json::raw::{read_built, through, Key, Pick};
+        let fields = match self.shape {
+            Shape::Obj(fs) => fs,
+            other => {
+                let within = *other == Shape::Str;
+                serde::de::Visitor::visit_map(Pick { wanted: self.wanted, out: self.out }, map)?;
+                return Ok(within);
+            }
+        };
+        let (mut within, mut ends, mut below) = (true, Vec::new(), Vec::new());
+        while let Some(k) = map.next_key_seed(Key)? {
+            through(self.wanted, &k, &mut ends, &mut below);
+            let field = fields.iter().find(|(n, _)| n.as_str() == k.as_ref()).map(|(_, s)| s).filter(|_| within);
+            if !ends.is_empty() {
+                let v: serde_json::Value = map.next_value()?;
+                read_built(&v, &below, &ends, self.out);
+                within = field.is_some_and(|s| s.within(&v));
+            } else if let Some(s) = field {
+                within = map.next_value_seed(Within { shape: s, wanted: &below, out: &mut *self.out })?;
+            } else {
+                within = false;
+                map.next_value_seed(Pick { wanted: &below, out: &mut *self.out })?;
+            }
+        }
+        Ok(within)
     }
 }

@@ -597,6 +597,50 @@ fn live_files(table: &Path) -> BTreeSet<String> {
 }
 
 #[test]
+fn a_day_of_only_new_keys_is_appended_without_reading_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let sql = dir.path().join("sql");
+    std::fs::create_dir_all(sql.join("silver")).unwrap();
+    std::fs::copy(shipped_sql().join("silver/pancake_conversations.sql"), sql.join("silver/pancake_conversations.sql")).unwrap();
+    // Ten days in a world that ends on day 10, then day 20 of a longer one: conversations are
+    // updated within 3 days of their creation, so every row of day 20 is a new key.
+    for (days, from, to) in [("10", "2023-09-01", "2023-09-10"), ("20", "2023-09-20", "2023-09-20")] {
+        let sim = Sim::start(&["--rate-window", "1", "--days", days, "--seed", "22", "--scale", "10"]);
+        ok(&ingest(Some(&sim), &lake, &["pull", "pancake", "--streams", "conversations", "--from", from, "--to", to]));
+        if days == "10" {
+            ok(&ingest_sql(&lake, &sql, &["transform"]));
+        }
+    }
+    let table = lake.join("silver/pancake_conversations");
+    let before = live_files(&table);
+    let seq = catalogue(&lake).iter().map(|r| r.seq).max().unwrap();
+    let out = ok(&ingest_sql(&lake, &sql, &["transform"]));
+    let (info, txns) = last_commit(&table);
+    assert_eq!(info["operation"], "WRITE", "appended, not merged: {info}");
+    assert_eq!(txns, vec![serde_json::json!({"appId": "ingest-model/silver.pancake_conversations", "version": seq})]);
+    let after = live_files(&table);
+    assert!(before.iter().all(|f| after.contains(f)), "no file of the table rewritten");
+    assert!(after.len() > before.len());
+    assert!(out.contains(" 0 updated, 0 copied; files: 0 read"), "{out}");
+
+    // Exact: one row per conversation, the latest version of each; DuckDB agrees.
+    let want = latest(&lake, "/conversations/", "id", &|r: &Value| secs(r["updated_at"].as_str().unwrap()));
+    let rows = query(&lake, "SELECT id, to_unixtime(updated_at) AS u FROM silver.pancake_conversations");
+    assert_eq!(rows.len(), want.len(), "no key twice, none lost");
+    for r in &rows {
+        let id = r["id"].as_str().unwrap();
+        assert_eq!(r["u"].as_i64().unwrap(), secs(want[id]["updated_at"].as_str().unwrap()), "{id}");
+    }
+    let n = duckdb(&format!("print(con.execute(\"SELECT count(DISTINCT id), count(*) FROM delta_scan('{}')\").fetchone())", table.display()));
+    assert_eq!(n.trim(), format!("({0}, {0})", want.len()));
+    // A rerun applies nothing twice.
+    let out = ok(&ingest_sql(&lake, &sql, &["transform"]));
+    assert!(out.contains("up to date"), "{out}");
+    assert_eq!(query(&lake, "SELECT count(*) AS n FROM silver.pancake_conversations")[0]["n"], want.len());
+}
+
+#[test]
 fn a_day_merged_into_a_clustered_table_rewrites_only_the_files_holding_its_keys() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");

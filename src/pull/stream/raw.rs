@@ -2,7 +2,7 @@
 //! ([`crate::json::raw`]), for streams where nothing needs them as values.
 use super::{kept::Kept, StreamRun};
 use crate::error::{Error, Result};
-use crate::json;
+use crate::lake::schema::Shape;
 use crate::lake::RawFile;
 use crate::pull::paginate::{Bound, Page, Paginator};
 use crate::pull::{records, StreamReport};
@@ -52,17 +52,24 @@ impl StreamRun<'_> {
         let quoted: Vec<String> = page.ctx.iter().map(|(k, _)| Value::String(k.clone()).to_string()).collect();
         let finders: Vec<memchr::memmem::Finder> = quoted.iter().map(memchr::memmem::Finder::new).collect();
         let may_collide = |r: &str| memchr::memchr(b'\\', r.as_bytes()).is_some() || finders.iter().any(|f| f.find(r.as_bytes()).is_some());
-        let picked: Vec<Vec<Option<Value>>> = if paths.iter().all(|p| p.is_empty()) {
-            Vec::new()
+        // The same read says whether the record is within the file's shape so far (then the
+        // file need not read it again for its schema; see `RawFile::write_lines`).
+        let null = Shape::Null;
+        let shape = file.as_ref().map_or(&null, |(f, _)| f.shape());
+        let (picked, within): (Vec<Vec<Option<Value>>>, Vec<bool>) = if paths.iter().all(|p| p.is_empty()) {
+            Default::default()
         } else {
             recs.iter()
                 .map(|r| match inc.is_some() || may_collide(r) {
-                    true => json::raw::pick(r, &paths),
-                    false => Ok(vec![None; paths.len()]),
+                    true => shape.pick_within(r, &paths),
+                    false => Ok((vec![None; paths.len()], false)),
                 })
-                .collect::<serde_json::Result<_>>()
+                .collect::<serde_json::Result<Vec<_>>>()
                 .map_err(bad)?
+                .into_iter()
+                .unzip()
         };
+        let members_within = page.members.is_empty() || shape.pick_within(&format!("{{{}}}", page.members), &[]).is_ok_and(|(_, w)| w);
         let cursor = |k: usize| {
             let (inc, p) = (inc?, picked.get(k)?);
             p[0].as_ref().and_then(|v| cursor_instant(v, &inc.tz))
@@ -84,6 +91,9 @@ impl StreamRun<'_> {
         let more = pager.advance(&served, bound, what).map_err(Error::Http)?;
         let mut lines = String::with_capacity(page.bytes.len() + recs.len() * (page.members.len() + 2));
         let (mut n, mut last_line) = (0usize, 0usize);
+        // Lines the file must read for its shape: from the first one not known within it on
+        // (the shape a line adds to can depend on the lines before it), all of them.
+        let (mut fold, mut changed) = (Vec::new(), !members_within);
         for (k, r) in recs.iter().enumerate() {
             if inc.is_some() && !kept.keep(page.pass.floor, cursor(k), picked.get(k).and_then(|p| p[1].as_ref())) {
                 continue;
@@ -91,6 +101,10 @@ impl StreamRun<'_> {
             let collides = picked.get(k).is_some_and(|p| p[2..].iter().any(Option::is_some));
             last_line = lines.len();
             records::splice(&mut lines, r, page.members, collides, page.ctx).map_err(bad)?;
+            changed |= collides || !within.get(k).copied().unwrap_or(false);
+            if changed {
+                fold.push(last_line..lines.len());
+            }
             lines.push('\n');
             n += 1;
         }
@@ -98,7 +112,7 @@ impl StreamRun<'_> {
             return Ok(more);
         }
         rep.last = Some(lines[last_line..lines.len() - 1].to_string());
-        self.open(file, &self.s.outputs[0].stream, &page.pass.date).await?.write_lines(lines, n).await?;
+        self.open(file, &self.s.outputs[0].stream, &page.pass.date).await?.write_lines(lines, n, &fold).await?;
         rep.records += n as u64;
         Ok(more)
     }

@@ -4,18 +4,17 @@
 use super::model::{Mode, Model};
 use crate::error::Result;
 use crate::lake::Lake;
-use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
-use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::{cast, col, DataFrame, Expr, SessionContext};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
-use output::{one_shot, one_stream, writer_properties};
-use std::collections::BTreeSet;
+use output::{one_shot, one_stream};
+pub use merge::MergeStats;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+mod merge;
 mod output;
 
 /// Keep one row per unique key: the latest by `order_by`, then by `_ingest_order`. `hash`:
@@ -251,48 +250,6 @@ impl Written {
     }
 }
 
-/// What a MERGE touched (delta-rs's metrics): rows, and how many of the table's files it
-/// scanned, skipped by their statistics, removed (rewritten) and added.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MergeStats {
-    pub inserted: usize,
-    pub updated: usize,
-    pub copied: usize,
-    pub files_scanned: usize,
-    pub files_skipped: usize,
-    pub files_removed: usize,
-    pub files_added: usize,
-    /// Files in the table after the commit.
-    pub files_after: usize,
-}
-
-impl std::fmt::Display for MergeStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "merge: {} new, {} updated, {} copied; files: {} read, {} skipped, {} rewritten, {} written ({} in table)",
-            self.inserted,
-            self.updated,
-            self.copied,
-            self.files_scanned,
-            self.files_skipped,
-            self.files_removed,
-            self.files_added,
-            self.files_after
-        )
-    }
-}
-
-/// The non-null values of string column `name` across `batches`.
-fn strings<'a>(batches: &'a [RecordBatch], name: &'a str) -> impl Iterator<Item = String> + 'a {
-    batches.iter().flat_map(move |b| {
-        b.column_by_name(name)
-            .and_then(|a| a.as_any().downcast_ref::<deltalake::arrow::array::StringArray>())
-            .map(|a| a.iter().flatten().map(str::to_string).collect::<Vec<_>>())
-            .unwrap_or_default()
-    })
-}
-
 fn builder(lake: &Lake, m: &Model) -> Result<DeltaTable> {
     let rel = m.table_rel();
     if let Some(d) = &lake.local_dir {
@@ -366,143 +323,72 @@ pub async fn write(
         other => (other, df),
     };
     match (existing, m.mode) {
-        (Some(t), Mode::Merge) if !full_refresh => {
-            let t = file_size_property(m, t).await?;
-            // The deduplicated source is computed once: the merge reads it several times
-            // (its early filter's min/max, the join), so does the partition list below.
-            let (state, plan) = df.into_parts();
-            let batches = DataFrame::new(state.clone(), plan.clone()).collect().await?;
-            let schema = Arc::new(plan.schema().as_arrow().clone());
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            let cols: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-            let mut pred: Vec<String> = m
-                .unique_key
-                .iter()
-                .map(|k| format!("target.`{k}` = source.`{k}`"))
-                .collect();
-            for p in &m.partition_by {
-                // Literal partition values in the join condition keep untouched files out of the rewrite.
-                let lits: BTreeSet<String> = strings(&batches, p)
-                    .map(|v| format!("'{}'", v.replace('\'', "''")))
-                    .collect();
-                if !lits.is_empty() && lits.len() <= 1000 {
-                    pred.push(format!("target.`{p}` IN ({})", lits.into_iter().collect::<Vec<_>>().join(", ")));
-                }
-            }
-            if let Some(c) = &m.cluster_by {
-                // delta-rs turns `target.c = source.c` into `target.c BETWEEN min AND max` of
-                // the source and skips files by their statistics.
-                let nulls: usize = batches
-                    .iter()
-                    .map(|b| b.column_by_name(c).map_or(b.num_rows(), |a| a.null_count()))
-                    .sum();
-                if nulls > 0 {
-                    return Err(m.err_at(
-                        m.line_of(c),
-                        format!("cluster_by column `{c}` is NULL in {nulls} new row(s); a cluster column must be set on every row"),
-                    ));
-                }
-                pred.push(format!("target.`{c}` = source.`{c}`"));
-            }
-            let sample = batches.first().cloned();
-            let source = SessionContext::new_with_state(state).read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?;
-            let newer = m
-                .order_by
-                .as_ref()
-                // A NULL order_by never replaces a row that has one.
-                .map(|o| format!("source.`{o}` >= target.`{o}` OR target.`{o}` IS NULL"));
-            let (t, metrics) = t
-                .merge(source, pred.join(" AND "))
-                .with_source_alias("source")
-                .with_target_alias("target")
-                .with_merge_schema(true)
-                .with_writer_properties(writer_properties(sample.as_ref()))
-                .with_commit_properties(props)
-                .when_matched_update(|mut u| {
-                    if let Some(n) = &newer {
-                        u = u.predicate(n.as_str());
-                    }
-                    for c in &cols {
-                        u = u.update(format!("`{c}`"), format!("source.`{c}`"));
-                    }
-                    u
-                })?
-                .when_not_matched_insert(|mut i| {
-                    for c in &cols {
-                        i = i.set(format!("`{c}`"), format!("source.`{c}`"));
-                    }
-                    i
-                })?
-                .await?;
-            let files = t.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0);
-            let merge = MergeStats {
-                inserted: metrics.num_target_rows_inserted,
-                updated: metrics.num_target_rows_updated,
-                copied: metrics.num_target_rows_copied,
-                files_scanned: metrics.num_target_files_scanned,
-                files_skipped: metrics.num_target_files_skipped_during_scan,
-                files_removed: metrics.num_target_files_removed,
-                files_added: metrics.num_target_files_added,
-                files_after: files,
-            };
-            tracing::info!(model = %m.target, ?merge, "merge");
-            Ok(Written {
-                table: t,
-                rows,
-                merge: Some(merge),
-            })
-        }
-        (existing, mode) => {
-            let df = match &m.cluster_by {
-                Some(c) if !clustered => df.sort(vec![col(format!("\"{c}\"")).sort(true, true)])?,
-                _ => df,
-            };
-            // Streamed into the writer: the output is never held whole (sorts above the raw
-            // scan spill under --memory-limit; the writer holds a file at a time).
-            let (state, plan, streamed, props_for_files) = one_stream(df).await?;
-            let created = existing.is_none();
-            let (t, save) = match existing {
-                Some(t) if mode == Mode::Append && !full_refresh => (t, SaveMode::Append),
-                Some(t) => (t, SaveMode::Overwrite),
-                None => (builder(lake, m)?, SaveMode::Append),
-            };
-            let schema_mode = if save == SaveMode::Overwrite {
-                deltalake::operations::write::SchemaMode::Overwrite
-            } else {
-                deltalake::operations::write::SchemaMode::Merge
-            };
-            let mut w = t
-                .write(Vec::new())
-                .with_input_plan(plan)
-                .with_session_state(Arc::new(state))
-                .with_save_mode(save)
-                .with_schema_mode(schema_mode)
-                .with_table_name(m.target.replace('.', "_"))
-                .with_configuration(config)
-                .with_commit_properties(props);
-            if !m.partition_by.is_empty() {
-                w = w.with_partition_columns(m.partition_by.clone());
-            }
-            if let Some(n) = m.target_file_size {
-                w = w.with_target_file_size(std::num::NonZeroU64::new(n));
-            }
-            w = w.with_writer_properties(props_for_files);
-            // Typed, so the caller tells a lost commit race from a failure.
-            let t = match w.await {
-                Ok(t) => t,
-                Err(e) => {
-                    if created {
-                        remove_uncommitted(lake, m).await;
-                    }
-                    return Err(e.into());
-                }
-            };
-            let rows = streamed.load(Ordering::Relaxed);
-            Ok(Written {
-                table: t,
-                rows,
-                merge: None,
-            })
-        }
+        (Some(t), Mode::Merge) if !full_refresh => merge::merge(lake, m, t, (df, clustered), props).await,
+        (existing, mode) => stream_write(lake, m, existing, (df, clustered), mode, props, config, full_refresh).await,
     }
+}
+
+/// Write `df` whole (a full build, `replace`/`append` models, or a merge whose rows are all
+/// new): streamed into the writer, in `cluster_by` order, with `config` on a new table.
+#[allow(clippy::too_many_arguments)]
+async fn stream_write(
+    lake: &Lake,
+    m: &Model,
+    existing: Option<DeltaTable>,
+    (df, clustered): (DataFrame, bool),
+    mode: Mode,
+    props: CommitProperties,
+    config: Vec<(String, Option<String>)>,
+    full_refresh: bool,
+) -> Result<Written> {
+    let df = match &m.cluster_by {
+        Some(c) if !clustered => df.sort(vec![col(format!("\"{c}\"")).sort(true, true)])?,
+        _ => df,
+    };
+    // Streamed into the writer: the output is never held whole (sorts above the raw
+    // scan spill under --memory-limit; the writer holds a file at a time).
+    let (state, plan, streamed, props_for_files) = one_stream(df).await?;
+    let created = existing.is_none();
+    let (t, save) = match existing {
+        Some(t) if mode == Mode::Append && !full_refresh => (t, SaveMode::Append),
+        Some(t) => (t, SaveMode::Overwrite),
+        None => (builder(lake, m)?, SaveMode::Append),
+    };
+    let schema_mode = if save == SaveMode::Overwrite {
+        deltalake::operations::write::SchemaMode::Overwrite
+    } else {
+        deltalake::operations::write::SchemaMode::Merge
+    };
+    let mut w = t
+        .write(Vec::new())
+        .with_input_plan(plan)
+        .with_session_state(Arc::new(state))
+        .with_save_mode(save)
+        .with_schema_mode(schema_mode)
+        .with_table_name(m.target.replace('.', "_"))
+        .with_configuration(config)
+        .with_commit_properties(props);
+    if !m.partition_by.is_empty() {
+        w = w.with_partition_columns(m.partition_by.clone());
+    }
+    if let Some(n) = m.target_file_size {
+        w = w.with_target_file_size(std::num::NonZeroU64::new(n));
+    }
+    w = w.with_writer_properties(props_for_files);
+    // Typed, so the caller tells a lost commit race from a failure.
+    let t = match w.await {
+        Ok(t) => t,
+        Err(e) => {
+            if created {
+                remove_uncommitted(lake, m).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let rows = streamed.load(Ordering::Relaxed);
+    Ok(Written {
+        table: t,
+        rows,
+        merge: None,
+    })
 }

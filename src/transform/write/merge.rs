@@ -1,0 +1,193 @@
+//! MERGE of a model's new rows into its table (delta-rs's copy-on-write MERGE: a file
+//! holding a matched row is rewritten whole), or, when no row of the table can match, a plain
+//! append that reads and rewrites nothing.
+use super::output::writer_properties;
+use super::{file_size_property, stream_write, Written};
+use crate::error::Result;
+use crate::lake::Lake;
+use crate::transform::model::{Mode, Model};
+use deltalake::arrow::array::RecordBatch;
+use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::DeltaTable;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// MERGE `df` (the model's deduplicated new rows) into `t` on the model's key.
+pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered): (DataFrame, bool), props: CommitProperties) -> Result<Written> {
+    let t = file_size_property(m, t).await?;
+    // The deduplicated source is computed once: the merge reads it several times
+    // (its early filter's min/max, the join), so does the partition list below.
+    let (state, plan) = df.into_parts();
+    let started = std::time::Instant::now();
+    let batches = DataFrame::new(state.clone(), plan.clone()).collect().await?;
+    tracing::debug!(model = %m.target, ms = started.elapsed().as_millis() as u64, "merge source computed");
+    let schema = Arc::new(plan.schema().as_arrow().clone());
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let cols: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut pred: Vec<String> = m
+        .unique_key
+        .iter()
+        .map(|k| format!("target.`{k}` = source.`{k}`"))
+        .collect();
+    for p in &m.partition_by {
+        // Literal partition values in the join condition keep untouched files out of the rewrite.
+        let lits: BTreeSet<String> = strings(&batches, p)
+            .map(|v| format!("'{}'", v.replace('\'', "''")))
+            .collect();
+        if !lits.is_empty() && lits.len() <= 1000 {
+            pred.push(format!("target.`{p}` IN ({})", lits.into_iter().collect::<Vec<_>>().join(", ")));
+        }
+    }
+    if let Some(c) = &m.cluster_by {
+        // delta-rs turns `target.c = source.c` into `target.c BETWEEN min AND max` of
+        // the source and skips files by their statistics.
+        let nulls: usize = batches
+            .iter()
+            .map(|b| b.column_by_name(c).map_or(b.num_rows(), |a| a.null_count()))
+            .sum();
+        if nulls > 0 {
+            return Err(m.err_at(
+                m.line_of(c),
+                format!("cluster_by column `{c}` is NULL in {nulls} new row(s); a cluster column must be set on every row"),
+            ));
+        }
+        pred.push(format!("target.`{c}` = source.`{c}`"));
+    }
+    let sample = batches.first().cloned();
+    let source = SessionContext::new_with_state(state).read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+    if let Some(c) = &m.cluster_by {
+        if !any_key_in(&t, m, c, source.clone()).await? {
+            // Nothing the MERGE could match: the same commit as an append, without the
+            // MERGE's scan of the candidate files.
+            let before = t.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0);
+            let mut w = stream_write(lake, m, Some(t), (source, clustered), Mode::Append, props, Vec::new(), false).await?;
+            let after = w.table.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0);
+            let merge = MergeStats { inserted: w.rows, files_added: after.saturating_sub(before), files_after: after, ..Default::default() };
+            tracing::info!(model = %m.target, ?merge, ms = started.elapsed().as_millis() as u64, "no new row's key is in the table: appended, nothing merged");
+            w.merge = Some(merge);
+            return Ok(w);
+        }
+    }
+    let newer = m
+        .order_by
+        .as_ref()
+        // A NULL order_by never replaces a row that has one.
+        .map(|o| format!("source.`{o}` >= target.`{o}` OR target.`{o}` IS NULL"));
+    let (t, metrics) = t
+        .merge(source, pred.join(" AND "))
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_merge_schema(true)
+        .with_writer_properties(writer_properties(sample.as_ref()))
+        .with_commit_properties(props)
+        .when_matched_update(|mut u| {
+            if let Some(n) = &newer {
+                u = u.predicate(n.as_str());
+            }
+            for c in &cols {
+                u = u.update(format!("`{c}`"), format!("source.`{c}`"));
+            }
+            u
+        })?
+        .when_not_matched_insert(|mut i| {
+            for c in &cols {
+                i = i.set(format!("`{c}`"), format!("source.`{c}`"));
+            }
+            i
+        })?
+        .await?;
+    tracing::debug!(model = %m.target, ms = started.elapsed().as_millis() as u64, ?metrics, "merged");
+    let files = t.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0);
+    let merge = MergeStats {
+        inserted: metrics.num_target_rows_inserted,
+        updated: metrics.num_target_rows_updated,
+        copied: metrics.num_target_rows_copied,
+        files_scanned: metrics.num_target_files_scanned,
+        files_skipped: metrics.num_target_files_skipped_during_scan,
+        files_removed: metrics.num_target_files_removed,
+        files_added: metrics.num_target_files_added,
+        files_after: files,
+    };
+    tracing::info!(model = %m.target, ?merge, "merge");
+    Ok(Written {
+        table: t,
+        rows,
+        merge: Some(merge),
+    })
+}
+
+/// Whether a row of `t` could match a row of `source` in the MERGE: one with a key of
+/// `source` among the rows whose `cluster_by` value `c` lies within `source`'s (the MERGE
+/// joins on both, so it can match no other). Reads the key and cluster columns of the files
+/// whose statistics overlap that range, and stops at the first hit.
+async fn any_key_in(t: &DeltaTable, m: &Model, c: &str, source: DataFrame) -> Result<bool> {
+    use deltalake::datafusion::common::{JoinType, ScalarValue};
+    use deltalake::datafusion::functions_aggregate::expr_fn::{max, min};
+    use deltalake::datafusion::prelude::{col, lit};
+    let q = |n: &str| col(format!("\"{n}\""));
+    let bounds = source.clone().aggregate(vec![], vec![min(q(c)).alias("lo"), max(q(c)).alias("hi")])?.collect().await?;
+    let Some(b) = bounds.first().filter(|b| b.num_rows() == 1) else { return Ok(false) };
+    let (lo, hi) = (ScalarValue::try_from_array(b.column(0), 0)?, ScalarValue::try_from_array(b.column(1), 0)?);
+    if lo.is_null() {
+        return Ok(false);
+    }
+    let ours: Vec<String> = m.unique_key.iter().map(|k| format!("__source_{k}")).collect();
+    let keys = source.select(m.unique_key.iter().zip(&ours).map(|(k, o)| q(k).alias(o)).collect::<Vec<_>>())?;
+    let ctx = SessionContext::new();
+    let theirs: Vec<&str> = m.unique_key.iter().map(String::as_str).collect();
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    let hits = ctx
+        .read_table(t.table_provider().await?)?
+        .filter(q(c).gt_eq(lit(lo)).and(q(c).lt_eq(lit(hi))))?
+        .select(m.unique_key.iter().map(|k| q(k)).collect::<Vec<_>>())?
+        .join(keys, JoinType::LeftSemi, &theirs, &ours, None)?
+        .limit(0, Some(1))?
+        .count()
+        .await?;
+    Ok(hits > 0)
+}
+
+/// What a MERGE touched (delta-rs's metrics): rows, and how many of the table's files it
+/// scanned, skipped by their statistics, removed (rewritten) and added.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MergeStats {
+    pub inserted: usize,
+    pub updated: usize,
+    pub copied: usize,
+    pub files_scanned: usize,
+    pub files_skipped: usize,
+    pub files_removed: usize,
+    pub files_added: usize,
+    /// Files in the table after the commit.
+    pub files_after: usize,
+}
+
+impl std::fmt::Display for MergeStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "merge: {} new, {} updated, {} copied; files: {} read, {} skipped, {} rewritten, {} written ({} in table)",
+            self.inserted,
+            self.updated,
+            self.copied,
+            self.files_scanned,
+            self.files_skipped,
+            self.files_removed,
+            self.files_added,
+            self.files_after
+        )
+    }
+}
+
+/// The non-null values of string column `name` across `batches`.
+fn strings<'a>(batches: &'a [RecordBatch], name: &'a str) -> impl Iterator<Item = String> + 'a {
+    batches.iter().flat_map(move |b| {
+        b.column_by_name(name)
+            .and_then(|a| a.as_any().downcast_ref::<deltalake::arrow::array::StringArray>())
+            .map(|a| a.iter().flatten().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default()
+    })
+}
+
