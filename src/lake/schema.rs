@@ -204,88 +204,6 @@ pub fn from_json(s: &str) -> Option<Schema> {
     Some(Schema::new(fields_json(&serde_json::from_str(s).ok()?)?))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn widening() {
-        use DataType::*;
-        assert_eq!(widen(&Int64, &Float64), Float64);
-        assert_eq!(widen(&Float64, &Utf8), Utf8);
-        assert_eq!(widen(&Null, &Int64), Int64);
-        let a = Schema::new(vec![Field::new("a", Int64, true)]);
-        let b = Schema::new(vec![Field::new("a", Float64, true), Field::new("b", Utf8, true)]);
-        let u = union(&a, &b);
-        assert_eq!(u.fields().len(), 2);
-        assert_eq!(u.field(0).data_type(), &Float64);
-        assert_eq!(from_json(&to_json(&u)).unwrap(), u);
-    }
-
-    #[test]
-    fn shapes_agree_with_arrow_inference() {
-        let recs = [
-            serde_json::json!({"a": 1, "b": {"c": "x"}, "l": [1, 2]}),
-            serde_json::json!({"a": 1.5, "b": {"d": true}, "l": [], "n": null}),
-        ];
-        let mut s = Shape::Null;
-        recs.iter().for_each(|r| s.add(r));
-        let arrow =
-            deltalake::arrow::json::reader::infer_json_schema_from_iterator(recs.iter().map(Ok)).unwrap();
-        assert_eq!(s.schema(), arrow);
-    }
-
-    #[test]
-    fn shapes_read_from_bytes_equal_shapes_of_values() {
-        let docs = [
-            r#"{"a": 1, "b": {"c": "x"}, "l": [1, 2], "t": true}"#,
-            r#"{"a": 1.5, "b": {"d": true, "c": null}, "l": [], "n": null, "t": 3}"#,
-            r#"{"a": -2, "b": "flat", "l": [[1], {"x": 1}], "o": {"p": [{"q": 1}, {"r": "s"}]}, "t": false}"#,
-            r#"{"b": {"c": 1}, "l": "x", "o": {"p": [{"q": 2.5}]}, "u": 18446744073709551615}"#,
-        ];
-        let (mut from_values, mut from_bytes) = (Shape::Null, Shape::Null);
-        for d in docs {
-            from_values.add(&serde_json::from_str(d).unwrap());
-            from_bytes.add_raw(d).unwrap();
-            assert_eq!(from_bytes, from_values, "after {d}");
-        }
-        assert!(Shape::Null.add_raw("{\"a\": ").is_err());
-    }
-
-    #[test]
-    fn pick_within_picks_as_pick_does_and_knows_when_add_changes_nothing() {
-        let docs = [
-            r#"{"a": 1, "b": {"c": "x"}, "l": [1, 2], "t": true}"#,
-            r#"{"a": 2, "b": {"c": "y"}, "l": [3], "t": false}"#,
-            r#"{"a": 1.5, "b": {"d": true, "c": null}, "l": [], "n": null, "t": 3}"#,
-            r#"{"a": 2, "b": {"c": "z", "d": false}, "l": [4.5], "t": true}"#,
-            r#"{"a": -2, "b": "flat", "l": [[1], {"x": 1}], "o": {"p": [{"q": 1}, {"r": "s"}]}, "t": false}"#,
-            r#"{"b": {"c": 1}, "l": "x", "o": {"p": [{"q": 2.5}]}, "u": 18446744073709551615}"#,
-            r#"{"b": {"c": [1]}, "o": {"p": [{"q": 3}]}, "u": 1}"#,
-        ];
-        let paths: Vec<Vec<String>> = ["a", "b.c", "o.p.0.q", "l", "zz"].iter().map(|p| crate::json::split_path(p)).collect();
-        let refs: Vec<&[String]> = paths.iter().map(Vec::as_slice).collect();
-        // Every shape reached by adding a prefix of the documents, against every document.
-        let mut shapes = vec![Shape::Null];
-        for d in docs {
-            let mut s = shapes.last().unwrap().clone();
-            s.add_raw(d).unwrap();
-            shapes.push(s);
-        }
-        for s in &shapes {
-            for d in docs {
-                let (picked, within) = s.pick_within(d, &refs).unwrap();
-                assert_eq!(picked, crate::json::raw::pick(d, &refs).unwrap(), "{d}");
-                let mut added = s.clone();
-                added.add_raw(d).unwrap();
-                assert_eq!(within, added == *s, "{d} within {s:?}");
-                assert_eq!(within, s.within(&serde_json::from_str(d).unwrap()), "{d} within {s:?}");
-            }
-        }
-        assert!(Shape::Null.pick_within("{\"a\": ", &refs).is_err());
-    }
-}
-
 /// [`Shape::add_raw`]'s walk: scalars go through [`Shape::add`] as allocation-free `Value`s
 /// (a string as an empty one), objects and arrays are entered in place.
 struct Fold<'a>(&'a mut Shape);
@@ -449,5 +367,87 @@ impl<'de> serde::de::Visitor<'de> for Within<'_> {
             }
         }
         Ok(within)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening() {
+        use DataType::*;
+        assert_eq!(widen(&Int64, &Float64), Float64);
+        assert_eq!(widen(&Float64, &Utf8), Utf8);
+        assert_eq!(widen(&Null, &Int64), Int64);
+        let a = Schema::new(vec![Field::new("a", Int64, true)]);
+        let b = Schema::new(vec![Field::new("a", Float64, true), Field::new("b", Utf8, true)]);
+        let u = union(&a, &b);
+        assert_eq!(u.fields().len(), 2);
+        assert_eq!(u.field(0).data_type(), &Float64);
+        assert_eq!(from_json(&to_json(&u)).unwrap(), u);
+    }
+
+    #[test]
+    fn shapes_agree_with_arrow_inference() {
+        let recs = [
+            serde_json::json!({"a": 1, "b": {"c": "x"}, "l": [1, 2]}),
+            serde_json::json!({"a": 1.5, "b": {"d": true}, "l": [], "n": null}),
+        ];
+        let mut s = Shape::Null;
+        recs.iter().for_each(|r| s.add(r));
+        let arrow =
+            deltalake::arrow::json::reader::infer_json_schema_from_iterator(recs.iter().map(Ok)).unwrap();
+        assert_eq!(s.schema(), arrow);
+    }
+
+    #[test]
+    fn shapes_read_from_bytes_equal_shapes_of_values() {
+        let docs = [
+            r#"{"a": 1, "b": {"c": "x"}, "l": [1, 2], "t": true}"#,
+            r#"{"a": 1.5, "b": {"d": true, "c": null}, "l": [], "n": null, "t": 3}"#,
+            r#"{"a": -2, "b": "flat", "l": [[1], {"x": 1}], "o": {"p": [{"q": 1}, {"r": "s"}]}, "t": false}"#,
+            r#"{"b": {"c": 1}, "l": "x", "o": {"p": [{"q": 2.5}]}, "u": 18446744073709551615}"#,
+        ];
+        let (mut from_values, mut from_bytes) = (Shape::Null, Shape::Null);
+        for d in docs {
+            from_values.add(&serde_json::from_str(d).unwrap());
+            from_bytes.add_raw(d).unwrap();
+            assert_eq!(from_bytes, from_values, "after {d}");
+        }
+        assert!(Shape::Null.add_raw("{\"a\": ").is_err());
+    }
+
+    #[test]
+    fn pick_within_picks_as_pick_does_and_knows_when_add_changes_nothing() {
+        let docs = [
+            r#"{"a": 1, "b": {"c": "x"}, "l": [1, 2], "t": true}"#,
+            r#"{"a": 2, "b": {"c": "y"}, "l": [3], "t": false}"#,
+            r#"{"a": 1.5, "b": {"d": true, "c": null}, "l": [], "n": null, "t": 3}"#,
+            r#"{"a": 2, "b": {"c": "z", "d": false}, "l": [4.5], "t": true}"#,
+            r#"{"a": -2, "b": "flat", "l": [[1], {"x": 1}], "o": {"p": [{"q": 1}, {"r": "s"}]}, "t": false}"#,
+            r#"{"b": {"c": 1}, "l": "x", "o": {"p": [{"q": 2.5}]}, "u": 18446744073709551615}"#,
+            r#"{"b": {"c": [1]}, "o": {"p": [{"q": 3}]}, "u": 1}"#,
+        ];
+        let paths: Vec<Vec<String>> = ["a", "b.c", "o.p.0.q", "l", "zz"].iter().map(|p| crate::json::split_path(p)).collect();
+        let refs: Vec<&[String]> = paths.iter().map(Vec::as_slice).collect();
+        // Every shape reached by adding a prefix of the documents, against every document.
+        let mut shapes = vec![Shape::Null];
+        for d in docs {
+            let mut s = shapes.last().unwrap().clone();
+            s.add_raw(d).unwrap();
+            shapes.push(s);
+        }
+        for s in &shapes {
+            for d in docs {
+                let (picked, within) = s.pick_within(d, &refs).unwrap();
+                assert_eq!(picked, crate::json::raw::pick(d, &refs).unwrap(), "{d}");
+                let mut added = s.clone();
+                added.add_raw(d).unwrap();
+                assert_eq!(within, added == *s, "{d} within {s:?}");
+                assert_eq!(within, s.within(&serde_json::from_str(d).unwrap()), "{d} within {s:?}");
+            }
+        }
+        assert!(Shape::Null.pick_within("{\"a\": ", &refs).is_err());
     }
 }
