@@ -596,6 +596,19 @@ fn live_files(table: &Path) -> BTreeSet<String> {
     live
 }
 
+/// `silver.pancake_conversations` holds one row per conversation of the raw files, its latest
+/// version; returns the conversations.
+fn conversations_are_latest(lake: &Path) -> BTreeMap<String, Value> {
+    let want = latest(lake, "/conversations/", "id", &|r: &Value| secs(r["updated_at"].as_str().unwrap()));
+    let rows = query(lake, "SELECT id, to_unixtime(updated_at) AS u FROM silver.pancake_conversations");
+    assert_eq!(rows.len(), want.len(), "no key twice, none lost");
+    for r in &rows {
+        let id = r["id"].as_str().unwrap();
+        assert_eq!(r["u"].as_i64().unwrap(), secs(want[id]["updated_at"].as_str().unwrap()), "{id}");
+    }
+    want
+}
+
 #[test]
 fn a_day_of_only_new_keys_is_appended_without_reading_the_table() {
     let dir = tempfile::tempdir().unwrap();
@@ -625,13 +638,7 @@ fn a_day_of_only_new_keys_is_appended_without_reading_the_table() {
     assert!(out.contains(" 0 updated, 0 copied; files: 0 read"), "{out}");
 
     // Exact: one row per conversation, the latest version of each; DuckDB agrees.
-    let want = latest(&lake, "/conversations/", "id", &|r: &Value| secs(r["updated_at"].as_str().unwrap()));
-    let rows = query(&lake, "SELECT id, to_unixtime(updated_at) AS u FROM silver.pancake_conversations");
-    assert_eq!(rows.len(), want.len(), "no key twice, none lost");
-    for r in &rows {
-        let id = r["id"].as_str().unwrap();
-        assert_eq!(r["u"].as_i64().unwrap(), secs(want[id]["updated_at"].as_str().unwrap()), "{id}");
-    }
+    let want = conversations_are_latest(&lake);
     let n = duckdb(&format!("print(con.execute(\"SELECT count(DISTINCT id), count(*) FROM delta_scan('{}')\").fetchone())", table.display()));
     assert_eq!(n.trim(), format!("({0}, {0})", want.len()));
     // A rerun applies nothing twice.
@@ -737,13 +744,7 @@ fn a_day_merged_into_a_clustered_table_rewrites_only_the_files_holding_its_keys(
     assert!(before.difference(&holding).all(|f| after.contains(f)));
 
     // And the table is exact: one row per conversation, the latest version of each.
-    let want = latest(&lake, "/conversations/", "id", &|r: &Value| secs(r["updated_at"].as_str().unwrap()));
-    let rows = query(&lake, "SELECT id, to_unixtime(updated_at) AS u FROM silver.pancake_conversations");
-    assert_eq!(rows.len(), want.len(), "no key twice, none lost");
-    for r in &rows {
-        let id = r["id"].as_str().unwrap();
-        assert_eq!(r["u"].as_i64().unwrap(), secs(want[id]["updated_at"].as_str().unwrap()), "{id}");
-    }
+    let want = conversations_are_latest(&lake);
     let ids: BTreeSet<String> = keys_by_file().into_values().flatten().collect();
     assert_eq!(ids.len(), want.len());
 
