@@ -258,6 +258,13 @@ pub const STATE_FILE_SIZE: u64 = 256 * 1024;
 pub const STATE_LOG_RETENTION: &str = "interval 10 minutes";
 const LOG_RETENTION: &str = "delta.logRetentionDuration";
 
+/// Commits between a state table's checkpoints. Every load replays the commits after the
+/// latest checkpoint (each pull loads the catalogue and the run log several times), so this
+/// bounds what a load reads whatever the lake's age; a checkpoint of a compacted state table
+/// is a few dozen rows.
+pub const STATE_CHECKPOINT_INTERVAL: &str = "10";
+const CHECKPOINT_INTERVAL: &str = "delta.checkpointInterval";
+
 async fn compact_table(rel: &str, t: DeltaTable, sort_by: Option<&str>) -> Result<(u64, u64)> {
     let mut op = t.optimize().with_max_concurrent_tasks(1);
     if rel.starts_with("_ingest/") {
@@ -286,10 +293,11 @@ pub async fn compact_when_over(lake: &Lake, rel: &str, max: usize) -> Result<()>
 
 /// [`compact_when_over`] for a table already loaded.
 pub async fn compact_table_when_over(rel: &str, t: DeltaTable, max: usize) -> Result<()> {
-    // Tables created before the short log retention get it once.
-    let retention = t.snapshot()?.metadata().configuration().get(LOG_RETENTION).cloned();
-    let t = if retention.as_deref() != Some(STATE_LOG_RETENTION) {
-        let props = HashMap::from([(LOG_RETENTION.to_string(), STATE_LOG_RETENTION.to_string())]);
+    // Tables created before the short log retention (or the checkpoint interval) get it once.
+    let want = [(LOG_RETENTION, STATE_LOG_RETENTION), (CHECKPOINT_INTERVAL, STATE_CHECKPOINT_INTERVAL)];
+    let config = t.snapshot()?.metadata().configuration().clone();
+    let t = if want.iter().any(|(k, v)| config.get(*k).map(String::as_str) != Some(*v)) {
+        let props = want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>();
         t.set_tbl_properties().with_properties(props).await?
     } else {
         t
@@ -301,7 +309,7 @@ pub async fn compact_table_when_over(rel: &str, t: DeltaTable, max: usize) -> Re
     Ok(())
 }
 
-/// Open the state table at `rel`, creating it with `schema` (checkpoints every 50 commits).
+/// Open the state table at `rel`, creating it with `schema` (see [`STATE_CHECKPOINT_INTERVAL`]).
 pub(crate) async fn open_or_create_table(lake: &Lake, rel: &str, name: &str, schema: SchemaRef) -> Result<DeltaTable> {
     if let Some(t) = open_table(lake, rel).await? {
         return Ok(t);
@@ -322,7 +330,7 @@ pub(crate) async fn open_or_create_table(lake: &Lake, rel: &str, name: &str, sch
         .create()
         .with_table_name(name)
         .with_columns(fields)
-        .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some("50"))
+        .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some(STATE_CHECKPOINT_INTERVAL))
         .with_configuration_property(deltalake::TableProperty::LogRetentionDuration, Some(STATE_LOG_RETENTION))
         .await;
     match created {
