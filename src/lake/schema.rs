@@ -299,20 +299,21 @@ impl<'de> serde::de::Visitor<'de> for Within<'_> {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-        Ok(matches!(self.shape, Shape::Bool | Shape::Int | Shape::Str))
+    // Scalars go through `Shape::within` as allocation-free values, as `Fold` does for `add`.
+    fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
+        Ok(self.shape.within(&serde_json::Value::Bool(v)))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-        Ok(matches!(self.shape, Shape::Int | Shape::Float | Shape::Str))
+    fn visit_i64<E>(self, v: i64) -> Result<bool, E> {
+        Ok(self.shape.within(&v.into()))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-        Ok(matches!(self.shape, Shape::Int | Shape::Float | Shape::Str))
+    fn visit_u64<E>(self, v: u64) -> Result<bool, E> {
+        Ok(self.shape.within(&v.into()))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-        Ok(matches!(self.shape, Shape::Float | Shape::Str))
+    fn visit_f64<E>(self, v: f64) -> Result<bool, E> {
+        Ok(self.shape.within(&v.into()))
     }
     fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-        Ok(matches!(self.shape, Shape::Str))
+        Ok(self.shape.within(&serde_json::Value::String(String::new())))
     }
     fn visit_unit<E>(self) -> Result<bool, E> {
         Ok(true)

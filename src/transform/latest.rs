@@ -129,16 +129,14 @@ async fn winners(
             true => None,
             false => Some(order.convert_columns(&spec.order.iter().map(|(i, _)| b.column(*i).clone()).collect::<Vec<_>>())?),
         };
+        let held = b.get_array_memory_size() + k.size() + o.as_ref().map_or(0, |o| o.size());
         let at = seen.len() as u32;
+        seen.push(Seen { batch: b, keys: k, order: o });
         let capacity = best.capacity();
-        let key_of = |bi: u32, ri: u32| if bi == at { k.row(ri as usize) } else { seen[bi as usize].keys.row(ri as usize) };
-        let order_of = |bi: u32, ri: u32| match (bi == at, &o) {
-            (_, None) => &[][..],
-            (true, Some(o)) => o.row(ri as usize).data(),
-            (false, Some(_)) => seen[bi as usize].order.as_ref().map_or(&[][..], |o| o.row(ri as usize).data()),
-        };
-        for r in 0..b.num_rows() as u32 {
-            let kr = k.row(r as usize);
+        let key_of = |bi: u32, ri: u32| seen[bi as usize].keys.row(ri as usize);
+        let order_of = |bi: u32, ri: u32| seen[bi as usize].order.as_ref().map_or(&[][..], |o| o.row(ri as usize).data());
+        for r in 0..seen[at as usize].batch.num_rows() as u32 {
+            let kr = key_of(at, r);
             let h = hasher.hash_one(kr.as_ref());
             match best.find_mut(h, |&(eh, bi, ri)| eh == h && key_of(bi, ri) == kr) {
                 // Ties keep the first row seen.
@@ -153,8 +151,7 @@ async fn winners(
             }
         }
         let table = best.capacity().saturating_sub(capacity) * (std::mem::size_of::<(u64, u32, u32)>() + 1);
-        reservation.try_grow(b.get_array_memory_size() + k.size() + o.as_ref().map_or(0, |o| o.size()) + table)?;
-        seen.push(Seen { batch: b, keys: k, order: o });
+        reservation.try_grow(held + table)?;
         if next.is_none() {
             break;
         }

@@ -61,9 +61,9 @@ pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered)
         if !any_key_in(&t, m, c, source.clone()).await? {
             // Nothing the MERGE could match: the same commit as an append, without the
             // MERGE's scan of the candidate files.
-            let before = t.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0);
+            let before = files_in(&t);
             let mut w = stream_write(lake, m, Some(t), (source, clustered), Mode::Append, props, Vec::new(), false).await?;
-            let after = w.table.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0);
+            let after = files_in(&w.table);
             let merge = MergeStats { inserted: w.rows, files_added: after.saturating_sub(before), files_after: after, ..Default::default() };
             tracing::info!(model = %m.target, ?merge, ms = started.elapsed().as_millis() as u64, "no new row's key is in the table: appended, nothing merged");
             w.merge = Some(merge);
@@ -99,7 +99,7 @@ pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered)
         })?
         .await?;
     tracing::debug!(model = %m.target, ms = started.elapsed().as_millis() as u64, ?metrics, "merged");
-    let files = t.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0);
+    let files = files_in(&t);
     let merge = MergeStats {
         inserted: metrics.num_target_rows_inserted,
         updated: metrics.num_target_rows_updated,
@@ -116,6 +116,11 @@ pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered)
         rows,
         merge: Some(merge),
     })
+}
+
+/// The data files of the table's current snapshot.
+fn files_in(t: &DeltaTable) -> usize {
+    t.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0)
 }
 
 /// Whether a row of `t` could match a row of `source` in the MERGE: one with a key of
