@@ -210,6 +210,10 @@ impl Known {
                 at(sc.landed),
                 whole.concat()
             ));
+            if let Some(parts) = &sc.partitions {
+                let list: Vec<String> = parts.iter().map(|x| state::sql_text(x)).collect();
+                filter.push_str(&format!(" AND partition IN ({})", list.join(", ")));
+            }
         }
         let rows = cat.rows_where(&filter).await?;
         for r in &rows {
@@ -235,6 +239,21 @@ pub struct Scope {
     pub landed: DateTime<Utc>,
     /// Streams read in full (a details run reads which details are landed).
     pub whole: Vec<String>,
+    /// Only these partitions' landings (a `--partitions` run whose paths are
+    /// [`names_per_partition`]: no other partition's landing shares a slot or a name with
+    /// its own). None: every partition's.
+    pub partitions: Option<Vec<String>>,
+}
+
+/// Whether no two partitions' landings can share a path under `template`: its literal start
+/// (nothing but `{source}` before it) is followed by `{partition}` as a whole folder, and no
+/// partition id holds a `/`. So each partition's paths start with a folder of their own.
+pub fn names_per_partition(template: &str, partitions: &[String]) -> bool {
+    let Some(at) = template.find("{partition}/") else { return false };
+    let before = template[..at].replace("{source}", "");
+    (before.is_empty() || before.ends_with('/'))
+        && !before.contains('{')
+        && partitions.iter().all(|x| !x.is_empty() && !x.contains('/'))
 }
 
 /// The previous successful run's last-record fields per (partition, stream), checked to
@@ -397,7 +416,10 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         }
         let whole: Vec<String> = jobs.iter().filter_map(|(_, s)| s.details.as_ref().map(|d| d.stream.clone())).collect();
         let margin = chrono::Duration::days(2);
-        let scope = Scope { windows: since - margin, landed: window::day_start(now.date_naive()) - margin, whole };
+        // A `--partitions` run reads only its partitions' rows where paths keep them apart (on
+        // a catalogue written in commit order, their rows sit in few files).
+        let partitions = parts.filter(|ps| names_per_partition(&p.path_template, ps)).map(<[String]>::to_vec);
+        let scope = Scope { windows: since - margin, landed: window::day_start(now.date_naive()) - margin, whole, partitions };
         known.read_landings(&cat, &p.name, Some(&scope)).await?;
     }
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, scan, "catalogue read");
@@ -533,4 +555,25 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         commits,
         elapsed: started.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_per_partition;
+
+    #[test]
+    fn names_are_per_partition_only_when_the_partition_is_a_folder_of_its_own() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let two = ids(&["1001", "1002"]);
+        assert!(names_per_partition("{source}/{partition}/{stream}/file_{date}.json", &two));
+        assert!(names_per_partition("{partition}/{stream}/file_{date}.json", &two));
+        assert!(names_per_partition("raw/{source}/{partition}/{stream}_{date}.json", &two));
+        // Not a whole folder: "x1" + "1/…" and "x11" + "/…" could meet.
+        assert!(!names_per_partition("{source}/x{partition}/{stream}/{date}.json", &two));
+        assert!(!names_per_partition("{source}/{stream}/{partition}_{date}.json", &two));
+        // Another placeholder before it: its value could end where a partition begins.
+        assert!(!names_per_partition("{stream}/{partition}/{date}.json", &two));
+        assert!(!names_per_partition("{source}/{stream}/{date}.json", &two));
+        assert!(!names_per_partition("{source}/{partition}/{stream}/{date}.json", &ids(&["a/b"])));
+    }
 }

@@ -268,8 +268,15 @@ const CHECKPOINT_INTERVAL: &str = "delta.checkpointInterval";
 async fn compact_table(rel: &str, t: DeltaTable, sort_by: Option<&str>) -> Result<(u64, u64)> {
     let mut op = t.optimize().with_max_concurrent_tasks(1);
     if rel.starts_with("_ingest/") {
-        // deltalake's bin-packing keeps commit order (newest first) within a bin.
-        op = op.with_target_size(std::num::NonZeroU64::new(STATE_FILE_SIZE).expect("non-zero"));
+        // deltalake's bin-packing keeps commit order (newest first) within a bin. Snappy, as
+        // the commits are written: with its default zstd, a bin of 256 KiB came out at about
+        // 120 KiB, still "small", so the next pull compacted the whole table again.
+        let snappy = deltalake::parquet::file::properties::WriterProperties::builder()
+            .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
+            .build();
+        op = op
+            .with_target_size(std::num::NonZeroU64::new(STATE_FILE_SIZE).expect("non-zero"))
+            .with_writer_properties(snappy);
     }
     if let Some(c) = sort_by {
         op = op.with_type(deltalake::operations::optimize::OptimizeType::ZOrder(vec![c.to_string()]));
