@@ -353,9 +353,26 @@ impl<'de> serde::de::Visitor<'de> for Within<'_> {
             }
         };
         let (mut within, mut ends, mut below) = (true, Vec::new(), Vec::new());
+        // Records mostly list their keys in the order the shape first saw them: the field
+        // after the last one found is tried first.
+        let mut next = 0;
         while let Some(k) = map.next_key_seed(Key)? {
-            through(self.wanted, &k, &mut ends, &mut below);
-            let field = fields.iter().find(|(n, _)| n.as_str() == k.as_ref()).map(|(_, s)| s).filter(|_| within);
+            if !self.wanted.is_empty() {
+                through(self.wanted, &k, &mut ends, &mut below);
+            }
+            let field = match within {
+                false => None,
+                true => match fields.get(next) {
+                    Some((n, s)) if n.as_str() == k.as_ref() => {
+                        next += 1;
+                        Some(s)
+                    }
+                    _ => fields.iter().position(|(n, _)| n.as_str() == k.as_ref()).map(|i| {
+                        next = i + 1;
+                        &fields[i].1
+                    }),
+                },
+            };
             if !ends.is_empty() {
                 let v: serde_json::Value = map.next_value()?;
                 read_built(&v, &below, &ends, self.out);
