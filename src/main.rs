@@ -14,10 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let cli = Cli::parse();
     init_logs(&cli);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = runtime(&cli);
     let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -26,6 +23,22 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// A pull of a source that sends one request at a time (`concurrency = 1`) runs on one thread:
+/// its work is a sequence anyway, and a multi-thread runtime only adds wake-ups between
+/// threads. Everything else runs on all cores. (A pipeline that does not load gets the
+/// default here; the command reports why.)
+fn runtime(cli: &Cli) -> tokio::runtime::Runtime {
+    let sequential = match &cli.command {
+        Command::Pull(a) => config::load(&cli.pipelines, &a.source).is_ok_and(|p| p.concurrency == 1),
+        _ => false,
+    };
+    let mut b = match sequential {
+        true => tokio::runtime::Builder::new_current_thread(),
+        false => tokio::runtime::Builder::new_multi_thread(),
+    };
+    b.enable_all().build().expect("tokio runtime")
 }
 
 fn init_logs(cli: &Cli) {
