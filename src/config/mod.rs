@@ -34,7 +34,7 @@ pub struct SourceConfig {
     pub base_url: String,
     /// First day of a full load (`YYYY-MM-DD`) when no watermark and no `--from` are given.
     pub start: Option<String>,
-    /// How many (partition, stream) pairs run at once.
+    /// How many (partition, stream) pairs run at once (1: the pull runs on one thread).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Per-request timeout, seconds.
