@@ -13,8 +13,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = Cli::parse();
-    init_logs(&cli);
+    // Before the logs, so that loading the pipeline here warns nothing (the command's own load
+    // warns once).
     let rt = runtime(&cli);
+    init_logs(&cli);
     let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
