@@ -2,7 +2,7 @@
 # Benchmark (not a test): does a day's work cost the same on a lake whose catalogue lists many
 # files as on a small one? Pulls Pancake conversations for PAGES pages x DAYS days (one file per
 # page and day: PAGES*DAYS catalogued files) and, separately, 1 page x 100 days (100 files), then
-# times on each lake the next three days' incremental pull (one page) + transform; the medians
+# times on each lake the next NEXT (5) days' incremental pull (one page) + transform; the medians
 # give the ratio.
 #   PROFILE=debug PAGES=50 DAYS=200 tests/bench/catalogue.sh      # 10,000 files
 #   PAGES=250 DAYS=400 tests/bench/catalogue.sh                   # 100,000 files (slow to build)
@@ -17,7 +17,8 @@ SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp "${MODEL:-sql/silver/pancake_convers
 trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
 secs() { /usr/bin/time -f "%e" -o "$WORK/t" "$@" > /dev/null 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }; cat "$WORK/t"; }
 
-sim $((DAYS + 2)) 1
+NEXT=${NEXT:-5}
+sim $((DAYS + NEXT)) 1
 echo "== building a lake of $PAGES pages x $((DAYS - 1)) days"
 t=$(secs "$BIN" -q --lake "$WORK/big" --pipelines pipelines pull pancake --streams conversations --from 2023-09-01 --to "$(day $((DAYS - 2)))")
 echo "pull: $t s"
@@ -34,12 +35,13 @@ one_day() { # lake day → "pull transform" seconds for that day's pull (one pag
 }
 "$BIN" -q --lake "$WORK/small" --pipelines pipelines pull pancake --streams conversations --partitions "$PAGE" --from "$(day $((DAYS - 101)))" --to "$(day $((DAYS - 2)))" > /dev/null
 "$BIN" -q --lake "$WORK/small" --sql "$SQL" transform > /dev/null
-# Three next days on each lake (the median counts: one run is noisy at these durations).
+# NEXT days on each lake (the median counts: one run is noisy at these durations; with three
+# days, five runs of nearly the same code gave ratios from 1.35 to 1.67).
 echo "== next days, one page: pull + transform (seconds)"
-median() { sort -n | sed -n 2p; }
+median() { sort -n | sed -n "$(( (NEXT + 1) / 2 ))p"; }
 for lake in big small; do
   : > "$WORK/$lake.times"
-  for i in 1 2 3; do
+  for i in $(seq "$NEXT"); do
     read -r a b < <(one_day "$WORK/$lake" "$(day $((DAYS - 2 + i)))")
     printf '  %-6s %s  pull %s  transform %s\n' "$lake" "$(day $((DAYS - 2 + i)))" "$a" "$b"
     awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a + b }' >> "$WORK/$lake.times"
