@@ -204,6 +204,17 @@ pub fn from_json(s: &str) -> Option<Schema> {
     Some(Schema::new(fields_json(&serde_json::from_str(s).ok()?)?))
 }
 
+/// The index of the field named `k`, trying `*next` first: records mostly list their keys in
+/// the order the shape first saw them. `*next` moves past the field found.
+fn find_field(fields: &[(String, Shape)], k: &str, next: &mut usize) -> Option<usize> {
+    let i = match fields.get(*next) {
+        Some((n, _)) if n == k => *next,
+        _ => fields.iter().position(|(n, _)| n == k)?,
+    };
+    *next = i + 1;
+    Some(i)
+}
+
 /// [`Shape::add_raw`]'s walk: scalars go through [`Shape::add`] as allocation-free `Value`s
 /// (a string as an empty one), objects and arrays are entered in place.
 struct Fold<'a>(&'a mut Shape);
@@ -265,8 +276,9 @@ impl<'de> serde::de::Visitor<'de> for Fold<'_> {
             while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
             return Ok(());
         };
+        let mut next = 0;
         while let Some(k) = map.next_key_seed(crate::json::raw::Key)? {
-            let i = match fields.iter().position(|(n, _)| n.as_str() == k.as_ref()) {
+            let i = match find_field(fields, &k, &mut next) {
                 Some(i) => i,
                 None => {
                     fields.push((k.into_owned(), Shape::Null));
@@ -352,26 +364,14 @@ impl<'de> serde::de::Visitor<'de> for Within<'_> {
                 return Ok(within);
             }
         };
-        let (mut within, mut ends, mut below) = (true, Vec::new(), Vec::new());
-        // Records mostly list their keys in the order the shape first saw them: the field
-        // after the last one found is tried first.
-        let mut next = 0;
+        let (mut within, mut ends, mut below, mut next) = (true, Vec::new(), Vec::new(), 0);
         while let Some(k) = map.next_key_seed(Key)? {
             if !self.wanted.is_empty() {
                 through(self.wanted, &k, &mut ends, &mut below);
             }
             let field = match within {
                 false => None,
-                true => match fields.get(next) {
-                    Some((n, s)) if n.as_str() == k.as_ref() => {
-                        next += 1;
-                        Some(s)
-                    }
-                    _ => fields.iter().position(|(n, _)| n.as_str() == k.as_ref()).map(|i| {
-                        next = i + 1;
-                        &fields[i].1
-                    }),
-                },
+                true => find_field(fields, &k, &mut next).map(|i| &fields[i].1),
             };
             if !ends.is_empty() {
                 let v: serde_json::Value = map.next_value()?;
