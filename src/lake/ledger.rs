@@ -85,7 +85,7 @@ pub async fn append(lake: &Lake, rows: &[Entry]) -> Result<()> {
 
 /// The latest entry of each (source, sink, key), of one source or all, by sink and key.
 pub async fn current(lake: &Lake, source: Option<&str>) -> Result<Vec<Entry>> {
-    let filter = source.map_or(String::new(), |s| format!("WHERE source = '{}' ", s.replace('\'', "''")));
+    let filter = source.map_or(String::new(), |s| format!("WHERE source = {} ", super::state::sql_text(s)));
     let rows: Vec<Entry> = select(lake, SENT, &format!("{filter}ORDER BY at")).await?;
     let mut latest: std::collections::BTreeMap<(String, String, String), Entry> = Default::default();
     for r in rows {

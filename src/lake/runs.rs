@@ -70,7 +70,7 @@ pub async fn append(lake: &Lake, rows: &[RunRow]) -> Result<()> {
 pub async fn read(lake: &Lake, source: Option<&str>, failed: bool) -> Result<Vec<RunRow>> {
     let mut conds = Vec::new();
     if let Some(s) = source {
-        conds.push(format!("source = '{}'", s.replace('\'', "''")));
+        conds.push(format!("source = {}", super::state::sql_text(s)));
     }
     if failed {
         conds.push("NOT success".to_string());

@@ -2,7 +2,7 @@
 //! holding a matched row is rewritten whole), or, when no row of the table can match, a plain
 //! append that reads and rewrites nothing.
 use super::output::writer_properties;
-use super::{file_size_property, stream_write, Written};
+use super::{column, file_size_property, stream_write, Written};
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::transform::model::{Mode, Model};
@@ -34,7 +34,7 @@ pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered)
     for p in &m.partition_by {
         // Literal partition values in the join condition keep untouched files out of the rewrite.
         let lits: BTreeSet<String> = strings(&batches, p)
-            .map(|v| format!("'{}'", v.replace('\'', "''")))
+            .map(|v| crate::lake::state::sql_text(&v))
             .collect();
         if !lits.is_empty() && lits.len() <= 1000 {
             pred.push(format!("target.`{p}` IN ({})", lits.into_iter().collect::<Vec<_>>().join(", ")));
@@ -130,23 +130,22 @@ fn files_in(t: &DeltaTable) -> usize {
 async fn any_key_in(t: &DeltaTable, m: &Model, c: &str, source: DataFrame) -> Result<bool> {
     use deltalake::datafusion::common::{JoinType, ScalarValue};
     use deltalake::datafusion::functions_aggregate::expr_fn::{max, min};
-    use deltalake::datafusion::prelude::{col, lit};
-    let q = |n: &str| col(format!("\"{n}\""));
-    let bounds = source.clone().aggregate(vec![], vec![min(q(c)).alias("lo"), max(q(c)).alias("hi")])?.collect().await?;
+    use deltalake::datafusion::prelude::lit;
+    let bounds = source.clone().aggregate(vec![], vec![min(column(c)).alias("lo"), max(column(c)).alias("hi")])?.collect().await?;
     let Some(b) = bounds.first().filter(|b| b.num_rows() == 1) else { return Ok(false) };
     let (lo, hi) = (ScalarValue::try_from_array(b.column(0), 0)?, ScalarValue::try_from_array(b.column(1), 0)?);
     if lo.is_null() {
         return Ok(false);
     }
     let ours: Vec<String> = m.unique_key.iter().map(|k| format!("__source_{k}")).collect();
-    let keys = source.select(m.unique_key.iter().zip(&ours).map(|(k, o)| q(k).alias(o)).collect::<Vec<_>>())?;
+    let keys = source.select(m.unique_key.iter().zip(&ours).map(|(k, o)| column(k).alias(o)).collect::<Vec<_>>())?;
     let ctx = SessionContext::new();
     let theirs: Vec<&str> = m.unique_key.iter().map(String::as_str).collect();
     let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
     let hits = ctx
         .read_table(t.table_provider().await?)?
-        .filter(q(c).gt_eq(lit(lo)).and(q(c).lt_eq(lit(hi))))?
-        .select(m.unique_key.iter().map(|k| q(k)).collect::<Vec<_>>())?
+        .filter(column(c).gt_eq(lit(lo)).and(column(c).lt_eq(lit(hi))))?
+        .select(m.unique_key.iter().map(|k| column(k)).collect::<Vec<_>>())?
         .join(keys, JoinType::LeftSemi, &theirs, &ours, None)?
         .limit(0, Some(1))?
         .count()

@@ -161,12 +161,17 @@ fn delta_expr(e: Expr, t: &DataType) -> Option<Expr> {
     }
 }
 
+/// The column named `name` as written (quoted: names are case-sensitive and may hold dots).
+fn column(name: &str) -> Expr {
+    col(format!("\"{name}\""))
+}
+
 pub fn normalize(df: DataFrame) -> Result<DataFrame> {
     let exprs: Vec<Expr> = df
         .schema()
         .fields()
         .iter()
-        .filter_map(|f| delta_expr(col(format!("\"{}\"", f.name())), f.data_type()).map(|e| e.alias(f.name())))
+        .filter_map(|f| delta_expr(column(f.name()), f.data_type()).map(|e| e.alias(f.name())))
         .collect();
     Ok(df.select(exprs)?)
 }
@@ -207,7 +212,7 @@ async fn align(m: &Model, t: DeltaTable, df: DataFrame) -> Result<(DeltaTable, D
             .fields()
             .iter()
             .map(|f| {
-                let c = col(format!("\"{}\"", f.name()));
+                let c = column(f.name());
                 match casts.iter().find(|(n, _)| n == f.name()) {
                     Some((_, t)) => cast(c, t.clone()).alias(f.name()),
                     None => c,
@@ -342,7 +347,7 @@ async fn stream_write(
     full_refresh: bool,
 ) -> Result<Written> {
     let df = match &m.cluster_by {
-        Some(c) if !clustered => df.sort(vec![col(format!("\"{c}\"")).sort(true, true)])?,
+        Some(c) if !clustered => df.sort(vec![column(c).sort(true, true)])?,
         _ => df,
     };
     // Streamed into the writer: the output is never held whole (sorts above the raw
