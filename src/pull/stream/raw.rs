@@ -61,7 +61,7 @@ impl StreamRun<'_> {
         } else {
             recs.iter()
                 .map(|r| match inc.is_some() || may_collide(r) {
-                    true => shape.pick_within(r, &paths),
+                    true => shape.pick_within_valid(r, &paths),
                     false => Ok((vec![None; paths.len()], false)),
                 })
                 .collect::<serde_json::Result<Vec<_>>>()
