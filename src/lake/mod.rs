@@ -306,7 +306,10 @@ const PART: usize = 5 * 1024 * 1024;
 /// past that, a multipart upload whose memory is bounded by its buffered parts.
 pub struct RawFile {
     lake: Lake,
-    pending: Vec<u8>,
+    /// What is written before a multipart upload starts: the appended buffers as they came
+    /// (a put takes them as they are, no copy into one buffer), and their length.
+    pending: Vec<bytes::Bytes>,
+    pending_len: usize,
     writer: Option<WriteMultipart>,
     pub rel: String,
     pub records: u64,
@@ -320,6 +323,7 @@ impl RawFile {
         Ok(RawFile {
             lake: lake.clone(),
             pending: Vec::new(),
+            pending_len: 0,
             writer: None,
             rel: rel.to_string(),
             records: 0,
@@ -368,15 +372,12 @@ impl RawFile {
                 w.write(&buf);
             }
             None => {
-                if self.pending.is_empty() {
-                    self.pending = buf;
-                } else {
-                    self.pending.extend_from_slice(&buf);
-                }
-                if self.pending.len() >= PART {
+                self.pending_len += buf.len();
+                self.pending.push(buf.into());
+                if self.pending_len >= PART {
                     let upload = self.lake.store.put_multipart(&self.lake.path(&self.rel)).await?;
                     let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-                    w.write(&std::mem::take(&mut self.pending));
+                    std::mem::take(&mut self.pending).iter().for_each(|b| w.write(b));
                     self.writer = Some(w);
                 }
             }
@@ -391,8 +392,8 @@ impl RawFile {
                 w.finish().await?;
             }
             None => {
-                let body = std::mem::take(&mut self.pending);
-                self.lake.store.put(&self.lake.path(&self.rel), body.into()).await?;
+                let body: object_store::PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
+                self.lake.store.put(&self.lake.path(&self.rel), body).await?;
             }
         }
         Ok((hex::encode(self.hash.clone().finalize()), schema::to_json(&self.shape.schema())))

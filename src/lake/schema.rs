@@ -353,8 +353,11 @@ fn scan_within(
                 // Under a shape that is not an object, `ok` was settled on entry.
                 if !ends.is_empty() {
                     let v: Value = serde_json::from_str(s.skip()?).ok()?;
-                    read_built(&v, &below, &ends, out);
                     ok &= fields.is_none() || field.is_some_and(|f| f.within(&v));
+                    match (ends.as_slice(), below.is_empty()) {
+                        ([slot], true) => out[*slot] = Some(v),
+                        _ => read_built(&v, &below, &ends, out),
+                    }
                 } else if field.is_some() || !below.is_empty() {
                     ok &= scan_within(s, field, &below, out)? || fields.is_none();
                 } else {

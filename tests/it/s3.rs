@@ -157,7 +157,9 @@ fn local_rows(lake: &Path, table: &str) -> Vec<String> {
 /// S3; no credential anywhere.
 #[test]
 fn the_loop_on_s3_with_kills_equals_a_clean_run_on_disk() {
-    let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--slow-every", "7", "--slow-ms", "60"]);
+    // Every request slow: the Pancake pull takes seconds (140 requests, 4 at a time), so the
+    // kill below lands mid-pull however fast the machine is (every 7th at 60 ms did not).
+    let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--slow-every", "1", "--slow-ms", "80"]);
     let s3 = S3::start();
     s3.bucket("lake");
     let dir = tempfile::tempdir().unwrap();

@@ -70,11 +70,12 @@ impl StreamRun<'_> {
                 .unzip()
         };
         let members_within = page.members.is_empty() || shape.pick_within(&format!("{{{}}}", page.members), &[]).is_ok_and(|(_, w)| w);
-        let cursor = |k: usize| {
-            let (inc, p) = (inc?, picked.get(k)?);
-            p[0].as_ref().and_then(|v| cursor_instant(v, &inc.tz))
+        let cursor_at: Vec<Option<DateTime<Utc>>> = match inc {
+            Some(inc) => picked.iter().map(|p| p[0].as_ref().and_then(|v| cursor_instant(v, &inc.tz))).collect(),
+            None => Vec::new(),
         };
-        let cursors: Vec<DateTime<Utc>> = (0..recs.len()).filter_map(cursor).collect();
+        let cursor = |k: usize| cursor_at.get(k).copied().flatten();
+        let cursors: Vec<DateTime<Utc>> = cursor_at.iter().copied().flatten().collect();
         // Only cursor pagination reads the last served record.
         let last = match pager.reads_last() {
             true => recs.last().map(|r| serde_json::from_str::<Value>(r)).transpose().map_err(bad)?,
