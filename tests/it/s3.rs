@@ -176,13 +176,15 @@ fn the_loop_on_s3_with_kills_equals_a_clean_run_on_disk() {
     child.kill().unwrap();
     child.wait().unwrap();
     outputs.push(ok(&s3.run(Some(&sim), lake, &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-07"])));
-    // kill -9 mid-transform, then the rerun.
-    let mut child = s3.cmd(None, lake, &["-q", "transform"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // kill -9 mid-transform, right after its first model's commit (read off its log, so the
+    // kill lands mid-run however fast the machine is), then the rerun.
+    let mut child = s3.cmd(None, lake, &["transform"]).env("INGEST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let first = std::io::BufRead::lines(log).map_while(Result::ok).find(|l| l.contains("model written"));
     let killed = child.try_wait().unwrap().is_none();
     child.kill().unwrap();
     child.wait().unwrap();
-    eprintln!("transform killed while running: {killed}");
+    assert!(first.is_some() && killed, "the transform ended before the kill: {first:?}");
     outputs.push(ok(&s3.run(None, lake, &["transform"])));
     outputs.push(ok(&s3.run(None, lake, &["status"])));
     let mut counts = Vec::new();
