@@ -132,14 +132,8 @@ impl<'a> Scan<'a> {
     /// Inside an object: the next member's key, the cursor at its value; `None` inside the
     /// `Some` at the closing brace (consumed).
     pub fn key(&mut self) -> Option<Option<&'a str>> {
-        self.ws();
-        match *self.b.get(self.i)? {
-            b'}' => {
-                self.i += 1;
-                return Some(None);
-            }
-            b',' => self.i += 1,
-            _ => {}
+        if !self.another(b'}')? {
+            return Some(None);
         }
         let k = self.string()?;
         self.eat(b':')?;
@@ -149,15 +143,22 @@ impl<'a> Scan<'a> {
     /// Inside an array: whether another item follows (the cursor at it); the closing bracket
     /// is consumed.
     pub fn item(&mut self) -> Option<bool> {
+        self.another(b']')
+    }
+
+    /// Past the separator before the next member or item: whether there is one (`false` at
+    /// `close`, consumed).
+    fn another(&mut self, close: u8) -> Option<bool> {
         self.ws();
         match *self.b.get(self.i)? {
-            b']' => {
+            c if c == close => {
                 self.i += 1;
                 return Some(false);
             }
             b',' => self.i += 1,
             _ => {}
         }
+        self.ws();
         Some(true)
     }
 }

@@ -406,6 +406,46 @@ impl RawFile {
     }
 }
 
+
+/// The folder of an output path template that no placeholder touches: `pancake/1001` of
+/// `pancake/1001/{stream}/file_{date}.json` (None when the first placeholder is in the first
+/// segment).
+pub fn fixed_dir(template: &str) -> Option<&str> {
+    let fixed = &template[..template.find('{').unwrap_or(template.len())];
+    fixed.rfind('/').map(|cut| &fixed[..cut])
+}
+
+/// The S3 endpoint in use, for messages.
+fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS S3".into())
+}
+
+/// deltalake's log store for `s3://` tables: its default one, which commits each version with
+/// a put-if-absent (object_store sends `If-None-Match: *`), so two writers can never both
+/// write version N — the loser retries on top of the winner. (deltalake's own `s3` feature
+/// would bring the AWS SDK and a DynamoDB lock for stores without conditional writes; every
+/// store this tool accepts has them, see `Lake::ready_for_writes`.)
+fn register_s3_log_store() {
+    use deltalake::logstore::{default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig};
+    struct S3;
+    impl LogStoreFactory for S3 {
+        fn with_options(
+            &self,
+            prefixed: ObjectStoreRef,
+            root: ObjectStoreRef,
+            location: &Url,
+            options: &StorageConfig,
+        ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
+            Ok(default_logstore(prefixed, root, location, options))
+        }
+    }
+    let key = Url::parse("s3://").expect("scheme url");
+    let registry = logstore_factories();
+    if !registry.contains_key(&key) {
+        registry.insert(key, Arc::new(S3));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,12 +484,9 @@ mod tests {
                 // About 1 kB a line, one line an append (every 300th read for the shape).
                 let line = format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(990));
                 want.push_str(&line);
-                let mut page = line.clone();
-                if i % 300 == 0 {
-                    f.write_lines(std::mem::take(&mut page), 1, &[0..line.len() - 1]).await.unwrap();
-                } else {
-                    f.write_lines(page, 1, &[]).await.unwrap();
-                }
+                let whole = 0..line.len() - 1;
+                let fold = if i % 300 == 0 { std::slice::from_ref(&whole) } else { &[] };
+                f.write_lines(line, 1, fold).await.unwrap();
             }
             assert_eq!(f.records, lines as u64);
             let (sha, _) = f.finish().await.unwrap();
@@ -458,44 +495,5 @@ mod tests {
             assert!(got == want, "{rel}: content differs");
             assert_eq!(sha, hex::encode(sha2::Sha256::digest(want.as_bytes())), "{rel}");
         }
-    }
-}
-
-/// The folder of an output path template that no placeholder touches: `pancake/1001` of
-/// `pancake/1001/{stream}/file_{date}.json` (None when the first placeholder is in the first
-/// segment).
-pub fn fixed_dir(template: &str) -> Option<&str> {
-    let fixed = &template[..template.find('{').unwrap_or(template.len())];
-    fixed.rfind('/').map(|cut| &fixed[..cut])
-}
-
-/// The S3 endpoint in use, for messages.
-fn endpoint() -> String {
-    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS S3".into())
-}
-
-/// deltalake's log store for `s3://` tables: its default one, which commits each version with
-/// a put-if-absent (object_store sends `If-None-Match: *`), so two writers can never both
-/// write version N — the loser retries on top of the winner. (deltalake's own `s3` feature
-/// would bring the AWS SDK and a DynamoDB lock for stores without conditional writes; every
-/// store this tool accepts has them, see `Lake::ready_for_writes`.)
-fn register_s3_log_store() {
-    use deltalake::logstore::{default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig};
-    struct S3;
-    impl LogStoreFactory for S3 {
-        fn with_options(
-            &self,
-            prefixed: ObjectStoreRef,
-            root: ObjectStoreRef,
-            location: &Url,
-            options: &StorageConfig,
-        ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
-            Ok(default_logstore(prefixed, root, location, options))
-        }
-    }
-    let key = Url::parse("s3://").expect("scheme url");
-    let registry = logstore_factories();
-    if !registry.contains_key(&key) {
-        registry.insert(key, Arc::new(S3));
     }
 }

@@ -96,8 +96,9 @@ impl Shape {
     }
 
     /// [`Self::pick_within`] for a document serde_json has already checked (a record
-    /// [`crate::json::raw::split`] cut out of a page): read with [`crate::json::scan`], a few
-    /// times faster than serde_json's walk. A document with a backslash is read by serde_json.
+    /// [`crate::json::raw::split`] cut out of a page): read with [`crate::json::scan`], which
+    /// checks nothing and builds nothing but the picked values. A document with a backslash
+    /// (or, were it not valid after all, one the scan cannot read) is read by serde_json.
     pub fn pick_within_valid(&self, doc: &str, paths: &[&[String]]) -> serde_json::Result<(Vec<Option<serde_json::Value>>, bool)> {
         let mut out = vec![None; paths.len()];
         let wanted = crate::json::raw::wanted(paths);
@@ -309,7 +310,9 @@ impl<'de> serde::de::Visitor<'de> for Fold<'_> {
 
 /// [`Shape::pick_within_valid`]'s walk, the same answers as [`Within`]'s: whether the value
 /// at the cursor is within `shape` (`None` for a shape: only pick), its values at `wanted`
-/// picked into `out`. `None` when the text is not what valid JSON would be.
+/// picked into `out`. `None` when the text is not what valid JSON would be. It recurses only
+/// where `shape` or a wanted path goes on (deeper values are skipped flat), so its depth is
+/// bounded by theirs, and shapes come from serde_json's walks (at most 128 levels).
 fn scan_within(
     s: &mut crate::json::scan::Scan,
     shape: Option<&Shape>,
