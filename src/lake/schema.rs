@@ -547,6 +547,59 @@ mod tests {
         assert!(Shape::Null.add_raw("{\"a\": ").is_err());
     }
 
+    /// Random documents (nested objects and arrays over a few keys, every kind of scalar,
+    /// numbers at the edges of i64/u64, compact and pretty): the scan answers as serde_json's
+    /// walk does, against shapes grown from the documents before it.
+    #[test]
+    fn the_scan_agrees_with_serde_json_on_random_documents() {
+        use serde_json::{json, Value};
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        fn gen(rnd: &mut dyn FnMut(u64) -> u64, depth: u32) -> Value {
+            let scalars = [
+                json!(null), json!(true), json!(false), json!(0), json!(-1), json!(7), json!(1.5), json!(-0.0),
+                json!(i64::MIN), json!(u64::MAX), json!(1e300), json!(""), json!("s p"), json!("é{[,:]}"),
+            ];
+            match (depth, rnd(4)) {
+                (0, _) | (_, 0) => scalars[rnd(scalars.len() as u64) as usize].clone(),
+                (_, 1) => Value::Array((0..rnd(4)).map(|_| gen(rnd, depth - 1)).collect()),
+                _ => Value::Object((0..rnd(5)).map(|_| (["a", "b", "c", "d"][rnd(4) as usize].to_string(), gen(rnd, depth - 1))).collect()),
+            }
+        }
+        let paths: Vec<Vec<String>> = ["a", "b.c", "a.a", "c.0", "d.b.a"].iter().map(|p| crate::json::split_path(p)).collect();
+        let refs: Vec<&[String]> = paths.iter().map(Vec::as_slice).collect();
+        let wanted = crate::json::raw::wanted(&refs);
+        let (mut shape, mut answers) = (Shape::Null, [0; 2]);
+        for i in 0..3000 {
+            // Records are objects; a fresh shape every 50, before it widens to strings.
+            let v = Value::Object((0..1 + rnd(4)).map(|k| (["a", "b", "c", "d"][k as usize].to_string(), gen(&mut rnd, 3))).collect());
+            if i % 50 == 0 {
+                shape = Shape::Null;
+            }
+            let doc = match i % 2 {
+                0 => serde_json::to_string(&v).unwrap(),
+                _ => serde_json::to_string_pretty(&v).unwrap(),
+            };
+            let (picked, within) = shape.pick_within(&doc, &refs).unwrap();
+            let mut out = vec![None; refs.len()];
+            let mut scan = crate::json::scan::Scan::new(&doc).unwrap();
+            assert_eq!(scan_within(&mut scan, Some(&shape), &wanted, &mut out), Some(within), "{doc} within {shape:?}");
+            assert!(scan.at_end(), "{doc}");
+            assert_eq!(out, picked, "{doc}");
+            answers[within as usize] += 1;
+            // Grow the shape from some documents, so later ones meet every kind of shape.
+            if rnd(3) == 0 {
+                shape.add_raw(&doc).unwrap();
+            }
+        }
+        assert!(answers.iter().all(|&n| n > 300), "within no/yes: {answers:?}");
+    }
+
     #[test]
     fn pick_within_picks_as_pick_does_and_knows_when_add_changes_nothing() {
         let docs = [
