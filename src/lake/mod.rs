@@ -306,10 +306,10 @@ const PART: usize = 5 * 1024 * 1024;
 /// past that, a multipart upload whose memory is bounded by its buffered parts.
 pub struct RawFile {
     lake: Lake,
-    /// What is written before a multipart upload starts: the appended buffers as they came
-    /// (a put, and the upload's parts, take them as they are: no copy), and their length.
+    /// What is written before a multipart upload starts (all of `bytes` until then): the
+    /// appended buffers as they came (a put, and the upload's parts, take them as they are:
+    /// no copy).
     pending: Vec<bytes::Bytes>,
-    pending_len: usize,
     writer: Option<WriteMultipart>,
     pub rel: String,
     pub records: u64,
@@ -323,7 +323,6 @@ impl RawFile {
         Ok(RawFile {
             lake: lake.clone(),
             pending: Vec::new(),
-            pending_len: 0,
             writer: None,
             rel: rel.to_string(),
             records: 0,
@@ -372,9 +371,8 @@ impl RawFile {
                 w.put(buf.into());
             }
             None => {
-                self.pending_len += buf.len();
                 self.pending.push(buf.into());
-                if self.pending_len >= PART {
+                if self.bytes >= PART as u64 {
                     let upload = self.lake.store.put_multipart(&self.lake.path(&self.rel)).await?;
                     let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
                     std::mem::take(&mut self.pending).into_iter().for_each(|b| w.put(b));
@@ -405,7 +403,6 @@ impl RawFile {
         }
     }
 }
-
 
 /// The folder of an output path template that no placeholder touches: `pancake/1001` of
 /// `pancake/1001/{stream}/file_{date}.json` (None when the first placeholder is in the first
