@@ -5,17 +5,27 @@
 //! the caller falls back to serde_json (which then says what is wrong).
 use memchr::memchr;
 
-/// What a value is, as serde_json would build it (`Int`: an integer that fits `i64` or `u64`;
-/// other numbers, `-0` included, are `Float`).
+/// What kind of value starts at the cursor (a number's integer-ness: [`is_int`] of its text).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
     Obj,
     Arr,
     Str,
-    Int,
-    Float,
+    Num,
     Bool,
     Null,
+}
+
+/// Whether serde_json builds the number `text` as an integer: one that fits `i64` or `u64`
+/// (`-0`, fractions, exponents and larger integers are floats).
+pub fn is_int(text: &str) -> bool {
+    if text.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+        return false;
+    }
+    match text.starts_with('-') {
+        true => text.parse::<i64>().is_ok_and(|v| v != 0),
+        false => text.parse::<u64>().is_ok(),
+    }
 }
 
 pub struct Scan<'a> {
@@ -59,21 +69,7 @@ impl<'a> Scan<'a> {
             b'"' => Kind::Str,
             b't' | b'f' => Kind::Bool,
             b'n' => Kind::Null,
-            b'-' | b'0'..=b'9' => {
-                let end = self.i + self.b[self.i..].iter().position(|c| !matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')).unwrap_or(self.b.len() - self.i);
-                let n = &self.doc[self.i..end];
-                match n.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
-                    true => Kind::Float,
-                    false if n.starts_with('-') => match n.parse::<i64>() {
-                        Ok(v) if v != 0 => Kind::Int,
-                        _ => Kind::Float,
-                    },
-                    false => match n.parse::<u64>() {
-                        Ok(_) => Kind::Int,
-                        Err(_) => Kind::Float,
-                    },
-                }
-            }
+            b'-' | b'0'..=b'9' => Kind::Num,
             _ => return None,
         })
     }
@@ -190,10 +186,13 @@ mod tests {
             }
             Kind::Str => Value::String(s.string()?.to_string()),
             k => {
-                let v: Value = serde_json::from_str(s.skip()?).ok()?;
+                let text = s.skip()?;
+                let v: Value = serde_json::from_str(text).ok()?;
                 let kind = match &v {
-                    Value::Number(n) if n.is_i64() || n.is_u64() => Kind::Int,
-                    Value::Number(_) => Kind::Float,
+                    Value::Number(n) => {
+                        assert_eq!(is_int(text), n.is_i64() || n.is_u64(), "{text}");
+                        Kind::Num
+                    }
                     Value::Bool(_) => Kind::Bool,
                     _ => Kind::Null,
                 };

@@ -390,14 +390,17 @@ fn scan_within(
             s.string()?;
             within(&Value::String(String::new()))
         }
-        Kind::Int | Kind::Float | Kind::Bool | Kind::Null => {
+        Kind::Num => match crate::json::scan::is_int(s.skip()?) {
+            true => within(&0.into()),
+            false => within(&0.5.into()),
+        },
+        Kind::Bool => {
             s.skip()?;
-            match kind {
-                Kind::Int => within(&0.into()),
-                Kind::Float => within(&0.5.into()),
-                Kind::Bool => within(&Value::Bool(false)),
-                _ => true,
-            }
+            within(&Value::Bool(false))
+        }
+        Kind::Null => {
+            s.skip()?;
+            true
         }
     })
 }
