@@ -1,84 +1,16 @@
-//! The schema of a raw stream, kept at pull time: each landed file's inferred Arrow schema is
-//! stored with its catalogue row (JSON), and a stream's schema is the union of its current
-//! files' schemas, widened where they disagree (null → anything, int → float → string, struct
-//! fields merged, lists by item). So a model plans the same whatever batch of files it reads.
-use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema};
-use std::sync::Arc;
-
-/// The shape of JSON values seen so far, merged record by record while a raw file is written
-/// (cheaper than Arrow's inference: no intermediate schema per batch).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum Shape {
-    #[default]
-    Null,
-    Bool,
-    Int,
-    Float,
-    Str,
-    List(Box<Shape>),
-    Obj(Vec<(String, Shape)>),
-}
+//! The shape of JSON read from its text, without building a `Value`: [`Shape::add_raw`]
+//! folds a document into a shape; [`Shape::pick_within`] (serde_json) and
+//! [`Shape::pick_within_valid`] (a [`crate::json::scan`] of checked text) say whether a
+//! document is within a shape and pick the values at some paths, in one read.
+use super::Shape;
 
 impl Shape {
-    pub fn add(&mut self, v: &serde_json::Value) {
-        use serde_json::Value as V;
-        match (&mut *self, v) {
-            (_, V::Null) => {}
-            (Shape::Obj(fields), V::Object(m)) => {
-                for (k, x) in m {
-                    match fields.iter_mut().find(|(n, _)| n == k) {
-                        Some((_, s)) => s.add(x),
-                        None => {
-                            let mut s = Shape::Null;
-                            s.add(x);
-                            fields.push((k.clone(), s));
-                        }
-                    }
-                }
-            }
-            (Shape::List(item), V::Array(a)) => a.iter().for_each(|x| item.add(x)),
-            (Shape::Null, x) => {
-                *self = match x {
-                    V::Bool(_) => Shape::Bool,
-                    V::Number(n) if n.is_i64() || n.is_u64() => Shape::Int,
-                    V::Number(_) => Shape::Float,
-                    V::String(_) => Shape::Str,
-                    V::Array(_) => Shape::List(Box::new(Shape::Null)),
-                    V::Object(_) => Shape::Obj(Vec::new()),
-                    V::Null => Shape::Null,
-                };
-                if matches!(x, V::Array(_) | V::Object(_)) {
-                    self.add(x);
-                }
-            }
-            (Shape::Int, V::Number(n)) if !(n.is_i64() || n.is_u64()) => *self = Shape::Float,
-            (Shape::Int | Shape::Float, V::Number(_)) | (Shape::Bool, V::Bool(_)) | (Shape::Str, V::String(_)) => {}
-            (Shape::Bool, V::Number(n)) if n.is_i64() => *self = Shape::Int,
-            (Shape::Int, V::Bool(_)) => {}
-            _ => *self = Shape::Str,
-        }
-    }
-
     /// [`Self::add`] for the JSON document `doc`, read without building a `Value`.
     pub fn add_raw(&mut self, doc: &str) -> serde_json::Result<()> {
         use serde::de::DeserializeSeed;
         let mut de = serde_json::Deserializer::from_str(doc);
         Fold(self).deserialize(&mut de)?;
         de.end()
-    }
-
-    /// Whether [`Self::add`] of `v` would leave this shape as it is.
-    pub fn within(&self, v: &serde_json::Value) -> bool {
-        use serde_json::Value as V;
-        match (self, v) {
-            (_, V::Null) | (Shape::Str, _) | (Shape::Bool | Shape::Int, V::Bool(_)) | (Shape::Float, V::Number(_)) => true,
-            (Shape::Int, V::Number(n)) => n.is_i64() || n.is_u64(),
-            (Shape::Obj(fs), V::Object(m)) => {
-                m.iter().all(|(k, x)| fs.iter().find(|(n, _)| n == k).is_some_and(|(_, s)| s.within(x)))
-            }
-            (Shape::List(item), V::Array(a)) => a.iter().all(|x| item.within(x)),
-            _ => false,
-        }
     }
 
     /// One read of the JSON document `doc` for two answers: the values at `paths` (as
@@ -111,114 +43,6 @@ impl Shape {
             None => self.pick_within(doc, paths),
         }
     }
-
-    fn data_type(&self) -> DataType {
-        match self {
-            Shape::Null => DataType::Null,
-            Shape::Bool => DataType::Boolean,
-            Shape::Int => DataType::Int64,
-            Shape::Float => DataType::Float64,
-            Shape::Str => DataType::Utf8,
-            Shape::List(i) => DataType::List(Arc::new(Field::new("item", i.data_type(), true))),
-            Shape::Obj(fs) => DataType::Struct(Fields::from(
-                fs.iter().map(|(n, s)| Field::new(n, s.data_type(), true)).collect::<Vec<_>>(),
-            )),
-        }
-    }
-
-    /// The schema of records of this shape (an object; anything else has no columns).
-    pub fn schema(&self) -> Schema {
-        match self.data_type() {
-            DataType::Struct(fs) => Schema::new(fs),
-            _ => Schema::empty(),
-        }
-    }
-}
-
-/// The narrowest type holding values of both `a` and `b`.
-pub fn widen(a: &DataType, b: &DataType) -> DataType {
-    use DataType::*;
-    match (a, b) {
-        (x, y) if x == y => x.clone(),
-        (Null, x) | (x, Null) => x.clone(),
-        (Int64, Float64) | (Float64, Int64) => Float64,
-        (Boolean, Int64) | (Int64, Boolean) => Int64,
-        (Struct(fa), Struct(fb)) => Struct(merge_fields(fa, fb)),
-        (List(ia), List(ib)) => List(Arc::new(Field::new(
-            ia.name(),
-            widen(ia.data_type(), ib.data_type()),
-            true,
-        ))),
-        _ => Utf8,
-    }
-}
-
-fn merge_fields(a: &Fields, b: &Fields) -> Fields {
-    let mut out: Vec<Field> = a.iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
-    for f in b {
-        match out.iter_mut().find(|o| o.name() == f.name()) {
-            Some(o) => *o = Field::new(o.name(), widen(o.data_type(), f.data_type()), true),
-            None => out.push(f.as_ref().clone().with_nullable(true)),
-        }
-    }
-    Fields::from(out)
-}
-
-/// Union of two schemas, widened.
-pub fn union(a: &Schema, b: &Schema) -> Schema {
-    Schema::new(merge_fields(a.fields(), b.fields()))
-}
-
-/// A compact JSON form of the types JSON inference produces: `"null"`, `"bool"`, `"int"`,
-/// `"float"`, `"string"`, `{"list": T}`, `{"struct": [[name, T], …]}` (others as `"string"`).
-fn type_json(t: &DataType) -> serde_json::Value {
-    use serde_json::json;
-    match t {
-        DataType::Null => json!("null"),
-        DataType::Boolean => json!("bool"),
-        DataType::Int64 => json!("int"),
-        DataType::Float64 => json!("float"),
-        DataType::List(f) => json!({"list": type_json(f.data_type())}),
-        DataType::Struct(fs) => json!({"struct": fs.iter().map(|f| json!([f.name(), type_json(f.data_type())])).collect::<Vec<_>>()}),
-        _ => json!("string"),
-    }
-}
-
-fn json_type(v: &serde_json::Value) -> Option<DataType> {
-    Some(match v {
-        serde_json::Value::String(s) => match s.as_str() {
-            "null" => DataType::Null,
-            "bool" => DataType::Boolean,
-            "int" => DataType::Int64,
-            "float" => DataType::Float64,
-            _ => DataType::Utf8,
-        },
-        serde_json::Value::Object(m) => {
-            if let Some(item) = m.get("list") {
-                DataType::List(Arc::new(Field::new("item", json_type(item)?, true)))
-            } else {
-                DataType::Struct(fields_json(m.get("struct")?)?)
-            }
-        }
-        _ => return None,
-    })
-}
-
-fn fields_json(v: &serde_json::Value) -> Option<Fields> {
-    let mut out = Vec::new();
-    for f in v.as_array()? {
-        let pair = f.as_array()?;
-        out.push(Field::new(pair.first()?.as_str()?, json_type(pair.get(1)?)?, true));
-    }
-    Some(Fields::from(out))
-}
-
-pub fn to_json(s: &Schema) -> String {
-    type_json(&DataType::Struct(s.fields().clone()))["struct"].to_string()
-}
-
-pub fn from_json(s: &str) -> Option<Schema> {
-    Some(Schema::new(fields_json(&serde_json::from_str(s).ok()?)?))
 }
 
 /// The index of the field named `k`, trying `*next` first: records mostly list their keys in
@@ -505,33 +329,6 @@ impl<'de> serde::de::Visitor<'de> for Within<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn widening() {
-        use DataType::*;
-        assert_eq!(widen(&Int64, &Float64), Float64);
-        assert_eq!(widen(&Float64, &Utf8), Utf8);
-        assert_eq!(widen(&Null, &Int64), Int64);
-        let a = Schema::new(vec![Field::new("a", Int64, true)]);
-        let b = Schema::new(vec![Field::new("a", Float64, true), Field::new("b", Utf8, true)]);
-        let u = union(&a, &b);
-        assert_eq!(u.fields().len(), 2);
-        assert_eq!(u.field(0).data_type(), &Float64);
-        assert_eq!(from_json(&to_json(&u)).unwrap(), u);
-    }
-
-    #[test]
-    fn shapes_agree_with_arrow_inference() {
-        let recs = [
-            serde_json::json!({"a": 1, "b": {"c": "x"}, "l": [1, 2]}),
-            serde_json::json!({"a": 1.5, "b": {"d": true}, "l": [], "n": null}),
-        ];
-        let mut s = Shape::Null;
-        recs.iter().for_each(|r| s.add(r));
-        let arrow =
-            deltalake::arrow::json::reader::infer_json_schema_from_iterator(recs.iter().map(Ok)).unwrap();
-        assert_eq!(s.schema(), arrow);
-    }
 
     #[test]
     fn shapes_read_from_bytes_equal_shapes_of_values() {
