@@ -8,6 +8,7 @@
 #   tests/bench/transform.sh                      # release build, ~1 GB (scale 70 gave 939 MiB)
 #   PROFILE=debug SCALE=5 tests/bench/transform.sh
 #   ALL=1 tests/bench/transform.sh                # and the catalogue and pull figures
+#   REPS=5 tests/bench/transform.sh               # each compared pair timed 5 times (default 3)
 #   SCALE=750 LIMIT=2GiB KEEP=1 WORK=/tmp/tb10 tests/bench/transform.sh
 #                     # 10 GB of raw under a 2 GiB limit (~36 min to pull on 2 cores, ~10 min
 #                     # after; PULLED=/tmp/tb10/pulled reuses the pull)
@@ -25,14 +26,21 @@ WORK=${WORK:-$(mktemp -d)}
 SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp "${MODEL:-sql/silver/pancake_conversations.sql}" "$SQL/silver/pancake_conversations.sql"
 trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
 
-timed() { # label, command...
-  local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }
-  read -r secs kb < "$WORK/t"
-  printf '%-44s %8.2f s %8d MiB\n' "$label" "$secs" "$((kb / 1024))"
+timed() { # label, command... (wall time to the millisecond: /usr/bin/time's is to 10 ms)
+  local label=$1 t0 t1 secs kb; shift
+  t0=$(date +%s%N)
+  /usr/bin/time -f "%M" -o "$WORK/t" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }
+  t1=$(date +%s%N)
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'); kb=$(cat "$WORK/t")
+  printf '%-52s %8.3f s %8d MiB\n' "$label" "$secs" "$((kb / 1024))"
   LAST_S=$secs; LAST_MIB=$((kb / 1024))
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# The two sides of a ratio are timed REPS times, alternately (this machine's speed drifts
+# within minutes: one pair of runs of unchanged code gave ratios from 1.08 to 1.45), and
+# each side's median is compared. median: of the numbers on stdin.
+REPS=${REPS:-3}
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo "== generating: $PAGES pages x $DAYS days, scale $SCALE"
 sim $DAYS "$SCALE"
@@ -47,23 +55,7 @@ RAW_BYTES=$(du -cb "$WORK"/lake/pancake/*/conversations/*.json | tail -1 | cut -
 RAW_FILES=$(ls "$WORK"/lake/pancake/*/conversations/*.json | wc -l)
 echo "raw: $RAW_FILES files, $((RAW_BYTES / 1048576)) MiB NDJSON"
 
-echo "== full build"
-timed "ingest transform (full)" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
-FULL_S=$LAST_S; FULL_MIB=$LAST_MIB
-ROWS=$("$BIN" -q --lake "$WORK/lake" query "SELECT count(*) AS n FROM silver.pancake_conversations" --format csv | tail -1)
-cat > "$WORK/layout.py" <<PY
-import duckdb
-files, overlapping = duckdb.sql("""
-  SELECT count(*), count(*) FILTER (WHERE lo < prev) FROM (
-    SELECT min(inserted_at) AS lo, lag(max(inserted_at)) OVER (ORDER BY min(inserted_at)) AS prev
-    FROM read_parquet('$WORK/lake/silver/pancake_conversations/*.parquet', filename=true) GROUP BY filename)
-""").fetchone()
-print(f"table layout: {files} files, {overlapping} overlapping the previous one's inserted_at range")
-PY
-"$VENV/bin/python" "$WORK/layout.py"
-# The same build deduplicating by a sort (what a run does when its input may not fit in memory).
-timed "ingest transform --full-refresh, sort-based dedupe" env INGEST_DEDUPE=sort "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform --full-refresh
-SORT_S=$LAST_S
+echo "== full build: ingest and DuckDB, alternately, $REPS times"
 cat > "$WORK/duck.py" <<PY
 import duckdb
 con = duckdb.connect()
@@ -81,9 +73,31 @@ COPY (
 """)
 print(con.execute("SELECT count(*) FROM '$WORK/duck.parquet'").fetchone()[0])
 PY
-timed "duckdb read_json + dedupe + parquet" "$VENV/bin/python" "$WORK/duck.py"
-DUCK_S=$LAST_S; DUCK_MIB=$LAST_MIB
-DUCK_ROWS=$(cat "$WORK/out.txt")
+: > "$WORK/full.times"; : > "$WORK/duck.times"
+for i in $(seq "$REPS"); do
+  rm -rf "$WORK/lake/silver"   # a first build each time (the table and its watermark gone)
+  timed "ingest transform (full) #$i" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
+  echo "$LAST_S $LAST_MIB" >> "$WORK/full.times"
+  timed "duckdb read_json + dedupe + parquet #$i" "$VENV/bin/python" "$WORK/duck.py"
+  echo "$LAST_S $LAST_MIB" >> "$WORK/duck.times"
+  DUCK_ROWS=$(cat "$WORK/out.txt")
+done
+FULL_S=$(cut -d' ' -f1 "$WORK/full.times" | median); FULL_MIB=$(cut -d' ' -f2 "$WORK/full.times" | median)
+DUCK_S=$(cut -d' ' -f1 "$WORK/duck.times" | median); DUCK_MIB=$(cut -d' ' -f2 "$WORK/duck.times" | median)
+ROWS=$("$BIN" -q --lake "$WORK/lake" query "SELECT count(*) AS n FROM silver.pancake_conversations" --format csv | tail -1)
+cat > "$WORK/layout.py" <<PY
+import duckdb
+files, overlapping = duckdb.sql("""
+  SELECT count(*), count(*) FILTER (WHERE lo < prev) FROM (
+    SELECT min(inserted_at) AS lo, lag(max(inserted_at)) OVER (ORDER BY min(inserted_at)) AS prev
+    FROM read_parquet('$WORK/lake/silver/pancake_conversations/*.parquet', filename=true) GROUP BY filename)
+""").fetchone()
+print(f"table layout: {files} files, {overlapping} overlapping the previous one's inserted_at range")
+PY
+"$VENV/bin/python" "$WORK/layout.py"
+# The same build deduplicating by a sort (what a run does when its input may not fit in memory).
+timed "ingest transform --full-refresh, sort-based dedupe" env INGEST_DEDUPE=sort "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform --full-refresh
+SORT_S=$LAST_S
 echo "rows: ingest $ROWS, duckdb $DUCK_ROWS"
 LIMIT=${LIMIT:-2GiB}
 timed "ingest transform --full-refresh --memory-limit $LIMIT" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform --full-refresh --memory-limit "$LIMIT"
@@ -98,24 +112,41 @@ touch "$WORK/mark"; sleep 1
 # The days that pull landed: the new one, and the last one again when its window was still
 # open at the end of the big pull (that depends on the simulator's clock, so it is looked up).
 FIRST=$(find "$WORK"/lake/pancake/*/conversations -name 'file_*.json' -newer "$WORK/mark" | sed 's/.*file_\([0-9-]*\).*/\1/' | sort | head -1)
-timed "1-day incremental on the $DAYS-day lake" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
-INC_S=$LAST_S
-summary() { grep 'silver.pancake_conversations' "$WORK/out.txt" | awk '{ printf "%s raw files, %s rows", $2, $3 }'; }
-INC_IN=$(summary)
-grep -o 'merge: .*' "$WORK/out.txt" || true
+# Both lakes are kept as they are before their transform and restored before each timed
+# run (the raw files hard-linked: a transform only reads them).
+keep() { rm -rf "$2"; mkdir -p "$2"; for d in "$1"/*; do case ${d##*/} in pancake) cp -al "$d" "$2/" ;; *) cp -r "$d" "$2/" ;; esac; done; }
+keep "$WORK/lake" "$WORK/lake.before"
 # The same raw files on an empty lake: the days the incremental pull landed, so the two
 # transforms read the same records and only the lake under them differs.
 "$BIN" -q --lake "$WORK/empty" --pipelines pipelines pull pancake --streams conversations --from "${FIRST:-$NEXT}" --to "$NEXT" > /dev/null
-timed "the same raw files on an empty lake" "$BIN" -q --lake "$WORK/empty" --sql "$SQL" transform
-ONE_S=$LAST_S
-echo "input: $INC_IN on the $DAYS-day lake, $(summary) on the empty one"
+keep "$WORK/empty" "$WORK/empty.before"
+summary() { grep 'silver.pancake_conversations' "$WORK/out.txt" | awk '{ printf "%s raw files, %s rows", $2, $3 }'; }
+: > "$WORK/inc.times"; : > "$WORK/one.times"
+for i in $(seq "$REPS"); do
+  keep "$WORK/lake.before" "$WORK/lake"; sync
+  timed "1-day incremental on the $DAYS-day lake #$i" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
+  echo "$LAST_S" >> "$WORK/inc.times"
+  INC_IN=$(summary); MERGED=$(grep -o 'merge: .*' "$WORK/out.txt" || true)
+  keep "$WORK/empty.before" "$WORK/empty"; sync
+  timed "the same raw files on an empty lake #$i" "$BIN" -q --lake "$WORK/empty" --sql "$SQL" transform
+  echo "$LAST_S" >> "$WORK/one.times"
+  ONE_IN=$(summary)
+done
+INC_S=$(median < "$WORK/inc.times"); ONE_S=$(median < "$WORK/one.times")
+echo "$MERGED"
+# What the big lake costs before any row is merged: the same transform with nothing new
+# (start-up, catalogue and table state reads). With copy-on-write, the MERGE's time on top
+# of this grows with the rows it copies (the files holding the day's updated keys).
+timed "a transform with nothing new, on the $DAYS-day lake" "$BIN" -q --lake "$WORK/lake" --sql "$SQL" transform
+NOOP_S=$LAST_S
+echo "input: $INC_IN on the $DAYS-day lake, $ONE_IN on the empty one"
 
-echo "== figures (issue 9's goal table; $PROFILE build, one run)"
+echo "== figures (issue 9's goal table; $PROFILE build, one run: medians of $REPS where timed alternately)"
 printf '%-58s %s\n' "raw input" "$((RAW_BYTES / 1048576)) MiB in $RAW_FILES files"
-printf '%-58s %s  (hash dedupe; %s with the sort)\n' "full build time / DuckDB's, goal <= 1.0" "$(ratio "$FULL_S" "$DUCK_S")" "$(ratio "$SORT_S" "$DUCK_S")"
+printf '%-58s %s  (%s s / %s s, hash dedupe; %s with the sort)\n' "full build time / DuckDB's, goal <= 1.0" "$(ratio "$FULL_S" "$DUCK_S")" "$FULL_S" "$DUCK_S" "$(ratio "$SORT_S" "$DUCK_S")"
 printf '%-58s %s  (goal <= 1.0)\n' "full build peak RSS / DuckDB's" "$(ratio "$FULL_MIB" "$DUCK_MIB")"
 printf '%-58s %s MiB, rows %s (unlimited %s)\n' "full build with --memory-limit $LIMIT: peak RSS" "$LIM_MIB" "$LIM_ROWS" "$ROWS"
-printf '%-58s %s  (goal <= 1.5)\n' "1-day incremental on the $DAYS-day lake / on an empty lake" "$(ratio "$INC_S" "$ONE_S")"
+printf '%-58s %s  (goal <= 1.5; %s s / %s s, nothing new: %s s)\n' "1-day incremental on the $DAYS-day lake / on an empty lake" "$(ratio "$INC_S" "$ONE_S")" "$INC_S" "$ONE_S" "$NOOP_S"
 # ALL=1: the goal table's other two figures as well, each from its own script on the same
 # binary (about 6 more minutes): the 100k-catalogue day and the pull's CPU per record. (The
 # clone-to-demo time needs a clean build; the README gives it.)
