@@ -15,7 +15,11 @@ DAYS=${DAYS:-200}
 WORK=${WORK:-$(mktemp -d)}
 SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp "${MODEL:-sql/silver/pancake_conversations.sql}" "$SQL/silver/pancake_conversations.sql"
 trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
-secs() { /usr/bin/time -f "%e" -o "$WORK/t" "$@" > /dev/null 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }; cat "$WORK/t"; }
+secs() { # wall seconds of a command, to the millisecond (/usr/bin/time's are to 10 ms)
+  local t0 t1; t0=$(date +%s%N)
+  "$@" > /dev/null 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }
+  t1=$(date +%s%N); awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'
+}
 
 NEXT=${NEXT:-5}
 sim $((DAYS + NEXT)) 1
@@ -38,13 +42,14 @@ one_day() { # lake day → "pull transform" seconds for that day's pull (one pag
 # NEXT days on each lake (the median counts: one run is noisy at these durations; with three
 # days, five runs of nearly the same code gave ratios from 1.35 to 1.67).
 echo "== next days, one page: pull + transform (seconds)"
-median() { sort -n | sed -n "$(( (NEXT + 1) / 2 ))p"; }
-for lake in big small; do
-  : > "$WORK/$lake.times"
-  for i in $(seq "$NEXT"); do
+median() { sort -g | sed -n "$(( (NEXT + 1) / 2 ))p"; }
+# The lakes take turns, day by day, so a drift in the machine's speed falls on both.
+: > "$WORK/big.times"; : > "$WORK/small.times"
+for i in $(seq "$NEXT"); do
+  for lake in big small; do
     read -r a b < <(one_day "$WORK/$lake" "$(day $((DAYS - 2 + i)))")
     printf '  %-6s %s  pull %s  transform %s\n' "$lake" "$(day $((DAYS - 2 + i)))" "$a" "$b"
-    awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a + b }' >> "$WORK/$lake.times"
+    awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f\n", a + b }' >> "$WORK/$lake.times"
   done
 done
 BIG=$(median < "$WORK/big.times")
