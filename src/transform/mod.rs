@@ -25,7 +25,6 @@ use deltalake::DeltaTable;
 use deltalake::datafusion::catalog::MemorySchemaProvider;
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use model::{Mode, Model};
 use deltalake::arrow::datatypes::Schema;
@@ -507,12 +506,8 @@ async fn run_model(
         let (df, clustered) = write::dedupe(ctx, m, df, fits).await?;
         let df = write::normalize(df)?;
         let meta = serde_json::json!({"run_id": run_id, "model": m.target, "mode": format!("{:?}", m.mode).to_lowercase(), "catalogue_seq": max_seq, "files": files_read});
-        let props = CommitProperties::default()
-            .with_application_transaction(Transaction::new(state::model_txn_app(&m.target), max_seq))
-            .with_metadata(vec![("ingest".to_string(), meta)])
-            // Never rebase onto a concurrent commit: two runs of one model cannot both apply.
-            .with_max_retries(0);
-        let written = match write::write(lake, m, existing, (df, clustered), props, opts.full_refresh).await {
+        let commit = write::Commit { txn: Transaction::new(state::model_txn_app(&m.target), max_seq), meta };
+        let written = match write::write(lake, m, existing, (df, clustered), commit, opts.full_refresh).await {
             Ok(w) => w,
             Err(Error::Delta(e)) if state::is_conflict(&e) => {
                 return Err(Error::Lake(format!(

@@ -1,21 +1,21 @@
-//! MERGE of a model's new rows into its table (delta-rs's copy-on-write MERGE: a file
-//! holding a matched row is rewritten whole), or, when no row of the table can match, a plain
-//! append that reads and rewrites nothing.
+//! MERGE of a model's new rows into its table, copy-on-write (a file holding a matched row is
+//! rewritten whole): ours for the common case ([`super::rewrite`]), delta-rs's otherwise; or,
+//! when no row of the table can match, a plain append that reads and rewrites nothing.
 use super::output::writer_properties;
-use super::{column, file_size_property, stream_write, Written};
+use super::rewrite::{self, Outcome};
+use super::{column, file_size_property, stream_write, Commit, Written};
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::transform::model::{Mode, Model};
 use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::{DataFrame, SessionContext};
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::DeltaTable;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// MERGE `df` (the model's deduplicated new rows) into `t` on the model's key.
-pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered): (DataFrame, bool), props: CommitProperties) -> Result<Written> {
+pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered): (DataFrame, bool), commit: Commit) -> Result<Written> {
     let t = file_size_property(m, t).await?;
     // The deduplicated source is computed once: the merge reads it several times
     // (its early filter's min/max, the join), so does the partition list below.
@@ -55,14 +55,27 @@ pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered)
         }
         pred.push(format!("target.`{c}` = source.`{c}`"));
     }
+    // Ours first (`INGEST_MERGE=delta` forces delta-rs's: the tests compare the two).
+    let mut no_match = None;
+    if std::env::var("INGEST_MERGE").map_or(true, |v| v != "delta") {
+        match rewrite::merge(m, &t, &batches, &commit).await? {
+            Outcome::Done(w) => return Ok(w),
+            Outcome::NoMatch => no_match = Some(true),
+            Outcome::Unsupported(why) => tracing::debug!(model = %m.target, why, "delta-rs's MERGE"),
+        }
+    }
     let sample = batches.first().cloned();
     let source = SessionContext::new_with_state(state).read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?;
     if let Some(c) = &m.cluster_by {
-        if !any_key_in(&t, m, c, source.clone()).await? {
+        let no_match = match no_match {
+            Some(n) => n,
+            None => !any_key_in(&t, m, c, source.clone()).await?,
+        };
+        if no_match {
             // Nothing the MERGE could match: the same commit as an append, without the
             // MERGE's scan of the candidate files.
             let before = files_in(&t);
-            let mut w = stream_write(lake, m, Some(t), (source, clustered), Mode::Append, props, Vec::new(), false).await?;
+            let mut w = stream_write(lake, m, Some(t), (source, clustered), Mode::Append, commit.props([]), Vec::new(), false).await?;
             let after = files_in(&w.table);
             let merge = MergeStats { inserted: w.rows, files_added: after.saturating_sub(before), files_after: after, ..Default::default() };
             tracing::info!(model = %m.target, ?merge, ms = started.elapsed().as_millis() as u64, "no new row's key is in the table: appended, nothing merged");
@@ -81,7 +94,7 @@ pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered)
         .with_target_alias("target")
         .with_merge_schema(true)
         .with_writer_properties(writer_properties(sample.as_ref()))
-        .with_commit_properties(props)
+        .with_commit_properties(commit.props([]))
         .when_matched_update(|mut u| {
             if let Some(n) = &newer {
                 u = u.predicate(n.as_str());

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod merge;
 mod output;
+mod rewrite;
 
 /// Keep one row per unique key: the latest by `order_by`, then by `_ingest_order`. `hash`:
 /// the input fits in memory, so keep the winners in a hash table ([`super::latest::latest`])
@@ -241,6 +242,26 @@ async fn align(m: &Model, t: DeltaTable, df: DataFrame) -> Result<(DeltaTable, D
     Ok((w.await?, df))
 }
 
+/// What a model's commit carries besides its data: the model's txn (its consumed catalogue
+/// position) and the run's metadata; never rebased onto a concurrent commit (two runs of one
+/// model cannot both apply).
+pub struct Commit {
+    pub txn: deltalake::kernel::Transaction,
+    pub meta: serde_json::Value,
+}
+
+impl Commit {
+    /// The commit's properties, with `extra` commit-info entries (a merge's metrics).
+    pub fn props(&self, extra: impl IntoIterator<Item = (String, serde_json::Value)>) -> CommitProperties {
+        let mut info = vec![("ingest".to_string(), self.meta.clone())];
+        info.extend(extra);
+        CommitProperties::default()
+            .with_application_transaction(self.txn.clone())
+            .with_metadata(info)
+            .with_max_retries(0)
+    }
+}
+
 pub struct Written {
     /// The table as of this write's commit (what later models of the run read).
     pub table: DeltaTable,
@@ -299,14 +320,14 @@ async fn file_size_property(m: &Model, t: DeltaTable) -> Result<DeltaTable> {
     Ok(t.set_tbl_properties().with_properties(props).await?)
 }
 
-/// Write `df` into the model's table with `props` (txn + metadata) in the same commit.
+/// Write `df` into the model's table with `commit` (txn + metadata) in the same commit.
 /// `clustered`: `df` is already in `cluster_by` order.
 pub async fn write(
     lake: &Lake,
     m: &Model,
     existing: Option<DeltaTable>,
     (df, clustered): (DataFrame, bool),
-    props: CommitProperties,
+    commit: Commit,
     full_refresh: bool,
 ) -> Result<Written> {
     let mut config = vec![
@@ -328,8 +349,8 @@ pub async fn write(
         other => (other, df),
     };
     match (existing, m.mode) {
-        (Some(t), Mode::Merge) if !full_refresh => merge::merge(lake, m, t, (df, clustered), props).await,
-        (existing, mode) => stream_write(lake, m, existing, (df, clustered), mode, props, config, full_refresh).await,
+        (Some(t), Mode::Merge) if !full_refresh => merge::merge(lake, m, t, (df, clustered), commit).await,
+        (existing, mode) => stream_write(lake, m, existing, (df, clustered), mode, commit.props([]), config, full_refresh).await,
     }
 }
 

@@ -1,0 +1,340 @@
+//! A copy-on-write MERGE of our own for the common case: a `cluster_by` model whose table is
+//! not partitioned and already has the new rows' columns and types.
+//!
+//! It does what delta-rs's MERGE in [`super::merge`] does: a row matches when its key and its
+//! `cluster_by` value equal a new row's (a NULL key never matches); a matched row takes the
+//! new row's values unless its `order_by` is newer (a NULL `order_by` never replaces a set
+//! one); a file holding a matched row is rewritten whole; everything lands in one commit with
+//! the model's txn. What it leaves out is the join delta-rs plans over the table: the files
+//! whose `cluster_by` range overlaps the new rows' are found by their statistics, their key
+//! columns are read to find the ones holding a match, and only those are read whole. On the
+//! 1-day bench (7,585 new rows into a 1.6M-row table) delta-rs's MERGE took 60–90 ms of a
+//! 140 ms run, of which planning alone was about 13 ms.
+//!
+//! Anything else — partitions, a column added or retyped, a file whose schema is not the
+//! table's, a deletion vector — is [`Outcome::Unsupported`], found before anything is
+//! written, and goes to delta-rs's MERGE.
+use super::merge::MergeStats;
+use super::output::writer_properties;
+use super::{Commit, Written};
+use crate::error::{Error, Result};
+use crate::transform::model::Model;
+use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use deltalake::arrow::compute::{concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::row::{RowConverter, Rows, SortField};
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::datafusion::common::{Column, DFSchema, ScalarValue};
+use deltalake::datafusion::logical_expr::{lit, Expr};
+use deltalake::datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::{CommitBuilder, TableReference};
+use deltalake::kernel::Action;
+use deltalake::operations::write::configs::WriterStatsConfig;
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::arrow::ProjectionMask;
+use deltalake::protocol::{DeltaOperation, MergePredicate};
+use deltalake::DeltaTable;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(super) enum Outcome {
+    /// No row of the table matches a new row: nothing was read whole or written.
+    NoMatch,
+    /// Merged and committed.
+    Done(Written),
+    /// Not a case this merge handles (why); nothing was written.
+    Unsupported(&'static str),
+}
+
+/// Merge `source` (the model's deduplicated new rows) into `t`.
+pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], commit: &Commit) -> Result<Outcome> {
+    use Outcome::Unsupported;
+    let Some(c) = m.cluster_by.as_deref() else { return Ok(Unsupported("no cluster_by")) };
+    if !m.partition_by.is_empty() {
+        return Ok(Unsupported("a partitioned table"));
+    }
+    let snap = t.snapshot()?;
+    let schema = snap.snapshot().arrow_schema();
+    let Some(new) = conform(&schema, source) else { return Ok(Unsupported("the new rows' columns are not the table's")) };
+    if new.num_rows() == 0 {
+        return Ok(Outcome::NoMatch);
+    }
+    let at = |n: &str| schema.index_of(n).map_err(|e| Error::Other(e.to_string()));
+    // The match key: the unique key and the cluster value (the join delta-rs's MERGE gets).
+    let mut match_cols: Vec<usize> = m.unique_key.iter().map(|k| at(k)).collect::<Result<_>>()?;
+    let cluster = at(c)?;
+    match_cols.push(cluster);
+    let order = m.order_by.as_deref().map(at).transpose()?;
+    let fields = |cols: &[usize]| cols.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect::<Vec<_>>();
+    let (Ok(keys), Ok(orders)) = (RowConverter::new(fields(&match_cols)), RowConverter::new(fields(&order.into_iter().collect::<Vec<_>>()))) else {
+        return Ok(Unsupported("a key or order column without a row format"));
+    };
+    let new_keys = keys.convert_columns(&pick(&new, &match_cols))?;
+    let new_nulls = any_null(&new, &match_cols);
+    let mut by_key: HashMap<&[u8], usize> = HashMap::with_capacity(new.num_rows());
+    for r in 0..new.num_rows() {
+        if !new_nulls[r] {
+            by_key.insert(new_keys.row(r).data(), r);
+        }
+    }
+
+    // The files whose statistics say they may hold a row in the new rows' cluster range.
+    let (lo, hi) = bounds(&new, cluster)?;
+    let col = || Expr::Column(Column::from_name(c));
+    let range = col().gt_eq(lit(lo)).and(col().lt_eq(lit(hi)));
+    let phys = SessionContext::new().create_physical_expr(range, &DFSchema::try_from(schema.as_ref().clone())?)?;
+    let log = snap.log_data();
+    let maybe = match PruningPredicateBuilder::new().with_file_schema(schema.clone()).build(phys) {
+        Some(p) => p.prune(&log)?,
+        None => vec![true; log.num_files()],
+    };
+    let files: Vec<_> = log.iter().zip(maybe).filter(|(_, m)| *m).map(|(f, _)| f).collect();
+    if files.iter().any(|f| f.deletion_vector_descriptor().is_some()) {
+        return Ok(Unsupported("a file with a deletion vector"));
+    }
+    let total = log.num_files();
+
+    // Of those, the ones holding a match (their match columns read), kept as fetched.
+    let store = t.log_store().object_store(None);
+    let names: Vec<&str> = match_cols.iter().map(|i| schema.field(*i).name().as_str()).collect();
+    let mut touched = Vec::new();
+    for f in &files {
+        let bytes = store.get(&Path::from(f.path().as_ref())).await?.bytes().await?;
+        let Some(batches) = read(&bytes, &schema, Some(&names))? else { return Ok(Unsupported("a file's columns are not the table's")) };
+        let hit = batches.iter().try_fold(false, |hit, b| -> Result<bool> {
+            let all: Vec<usize> = (0..b.num_columns()).collect();
+            let k = keys.convert_columns(&pick(b, &all))?;
+            let nulls = any_null(b, &all);
+            Ok(hit || (0..b.num_rows()).any(|r| !nulls[r] && by_key.contains_key(k.row(r).data())))
+        })?;
+        if hit {
+            touched.push((f.clone(), bytes));
+        }
+    }
+    if touched.is_empty() {
+        return Ok(Outcome::NoMatch);
+    }
+
+    // The touched files whole: each matched row is replaced by its new row unless it is newer.
+    let new_order = order.map(|o| orders.convert_columns(&[new.column(o).clone()])).transpose()?;
+    let mut write_new = vec![true; new.num_rows()];
+    let mut matched = vec![false; new.num_rows()];
+    let (mut kept, mut copied) = (Vec::new(), 0);
+    for (_, bytes) in &touched {
+        let Some(batches) = read(bytes, &schema, None)? else { return Ok(Unsupported("a file's columns are not the table's")) };
+        for b in batches {
+            let k = keys.convert_columns(&pick(&b, &match_cols))?;
+            let nulls = any_null(&b, &match_cols);
+            let old_order = order.map(|o| orders.convert_columns(&[b.column(o).clone()])).transpose()?;
+            let keep: BooleanArray = (0..b.num_rows())
+                .map(|r| {
+                    let Some(&j) = (!nulls[r]).then(|| by_key.get(k.row(r).data())).flatten() else { return Some(true) };
+                    let replace = match (order, &old_order, &new_order) {
+                        (Some(o), Some(old), Some(newer)) => newer_wins(b.column(o), r, old, new.column(o), j, newer),
+                        _ => true,
+                    };
+                    matched[j] = true;
+                    if !replace {
+                        write_new[j] = false;
+                    }
+                    Some(!replace)
+                })
+                .collect();
+            let b = filter_record_batch(&b, &keep)?;
+            copied += b.num_rows();
+            kept.push(b);
+        }
+    }
+    let inserted = matched.iter().filter(|m| !**m).count();
+    let updated = matched.iter().zip(&write_new).filter(|(m, w)| **m && **w).count();
+    kept.push(filter_record_batch(&new, &BooleanArray::from(write_new))?);
+    // One sorted run in `cluster_by` order, as every write of a clustered table.
+    let out = concat_batches(&schema, &kept)?;
+    let sorted = lexsort_to_indices(&[SortColumn { values: out.column(cluster).clone(), options: Some(SortOptions { descending: false, nulls_first: true }) }], None)?;
+    let out = take_record_batch(&out, &sorted)?;
+
+    let stats = WriterStatsConfig::from_config(snap.snapshot().table_configuration());
+    let config = WriterConfig::new(
+        schema.clone(),
+        Vec::new(),
+        Some(writer_properties(source.first())),
+        m.target_file_size.and_then(std::num::NonZeroU64::new),
+        None,
+        stats.num_indexed_cols,
+        stats.stats_columns.clone(),
+    );
+    let mut writer = DeltaWriter::new(store.clone(), config);
+    const CHUNK: usize = 8192;
+    for at in (0..out.num_rows()).step_by(CHUNK) {
+        if let Err(e) = writer.write(&out.slice(at, CHUNK.min(out.num_rows() - at))).await {
+            let _ = writer.abort().await;
+            return Err(e.into());
+        }
+    }
+    let adds = writer.close().await?;
+    let added: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+
+    let merge = MergeStats {
+        inserted,
+        updated,
+        copied,
+        files_scanned: files.len(),
+        files_skipped: total - files.len(),
+        files_removed: touched.len(),
+        files_added: adds.len(),
+        files_after: total - touched.len() + adds.len(),
+    };
+    let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+    actions.extend(touched.iter().map(|(f, _)| Action::Remove(f.remove_action(true))));
+    let newer = m.order_by.as_ref().map(|o| format!("source.`{o}` >= target.`{o}` OR target.`{o}` IS NULL"));
+    let mut on: Vec<String> = match_cols.iter().map(|i| format!("target.`{0}` = source.`{0}`", schema.field(*i).name())).collect();
+    on.dedup();
+    let op = DeltaOperation::Merge {
+        // None: the commit says it read the whole table (any concurrent commit conflicts).
+        predicate: None,
+        merge_predicate: Some(on.join(" AND ")),
+        matched_predicates: vec![MergePredicate { action_type: "update".into(), predicate: newer }],
+        not_matched_predicates: vec![MergePredicate { action_type: "insert".into(), predicate: None }],
+        not_matched_by_source_predicates: Vec::new(),
+    };
+    let metrics = serde_json::json!({
+        "num_source_rows": new.num_rows(),
+        "num_target_rows_inserted": inserted,
+        "num_target_rows_updated": updated,
+        "num_target_rows_copied": copied,
+        "num_output_rows": inserted + updated + copied,
+        "num_target_files_scanned": merge.files_scanned,
+        "num_target_files_skipped_during_scan": merge.files_skipped,
+        "num_target_files_added": merge.files_added,
+        "num_target_files_removed": merge.files_removed,
+    });
+    let props = commit.props([("operationMetrics".to_string(), metrics), ("readVersion".to_string(), snap.version().into())]);
+    let done = match CommitBuilder::from(props).with_actions(actions).build(Some(snap as &dyn TableReference), t.log_store(), op).await {
+        Ok(d) => d,
+        Err(e) => {
+            // No partial garbage: the files this merge wrote are referenced by nothing.
+            for p in added {
+                let _ = store.delete(&Path::from(p.as_str())).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let mut table = t.clone();
+    table.update_incremental(Some(done.version())).await?;
+    tracing::info!(model = %m.target, ?merge, "merge (table files read by their statistics, rewritten where a key matched)");
+    Ok(Outcome::Done(Written { table, rows: new.num_rows(), merge: Some(merge) }))
+}
+
+/// `batches` as one batch with `schema`'s columns (by name, in its order), when each has its
+/// type up to the names of nested fields (a list's item is `item` in DataFusion, `element` in
+/// the table); None otherwise.
+fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Option<RecordBatch> {
+    let first = batches.first()?;
+    let theirs = first.schema();
+    if first.num_columns() != schema.fields().len() {
+        tracing::debug!(table = ?schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>(), new = ?theirs.fields().iter().map(|f| f.name()).collect::<Vec<_>>(), "columns differ");
+        return None;
+    }
+    let mut order = Vec::new();
+    for f in schema.fields() {
+        match theirs.index_of(f.name()) {
+            Ok(i) if theirs.field(i).data_type().equals_datatype(f.data_type()) => order.push(i),
+            Ok(i) => {
+                tracing::debug!(column = %f.name(), table = ?f.data_type(), new = ?theirs.field(i).data_type(), "a column's type differs");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(column = %f.name(), "a column of the table is not among the new rows'");
+                return None;
+            }
+        }
+    }
+    let one = concat_batches(&theirs, batches).ok()?;
+    let cols = schema.fields().iter().zip(order).map(|(f, i)| as_type(one.column(i), f.data_type())).collect::<Option<_>>()?;
+    RecordBatch::try_new(schema.clone(), cols).ok()
+}
+
+/// A data file's rows (only the `columns` named, else all), when the file has each of them
+/// with the table's type; None otherwise.
+fn read(bytes: &bytes::Bytes, schema: &SchemaRef, columns: Option<&[&str]>) -> Result<Option<Vec<RecordBatch>>> {
+    let lake = |e: deltalake::parquet::errors::ParquetError| Error::Lake(e.to_string());
+    let b = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(lake)?;
+    let file = b.schema().clone();
+    let names: Vec<&str> = match columns {
+        Some(c) => c.to_vec(),
+        None => schema.fields().iter().map(|f| f.name().as_str()).collect(),
+    };
+    if columns.is_none() && file.fields().len() != names.len() {
+        return Ok(None);
+    }
+    let mut roots = Vec::new();
+    for n in &names {
+        let (Ok(i), Ok(want)) = (file.index_of(n), schema.field_with_name(n)) else { return Ok(None) };
+        if !file.field(i).data_type().equals_datatype(want.data_type()) {
+            return Ok(None);
+        }
+        roots.push(i);
+    }
+    let mask = ProjectionMask::roots(b.parquet_schema(), roots.clone());
+    let reader = b.with_projection(mask).with_batch_size(8192).build().map_err(lake)?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        // In the order asked for (a projection keeps the file's order), with the table's
+        // field definitions (nullability, metadata) for the whole read.
+        let cols: Vec<ArrayRef> = names
+            .iter()
+            .map(|n| batch.column_by_name(n).zip(schema.field_with_name(n).ok()).and_then(|(c, f)| as_type(c, f.data_type())))
+            .collect::<Option<_>>()
+            .ok_or_else(|| Error::Lake("a column read from a data file cannot take the table's type".into()))?;
+        out.push(match columns {
+            None => RecordBatch::try_new(schema.clone(), cols)?,
+            Some(_) => RecordBatch::try_new(Arc::new(deltalake::arrow::datatypes::Schema::new(names.iter().map(|n| schema.field_with_name(n).cloned()).collect::<std::result::Result<Vec<_>, _>>()?)), cols)?,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// `a` as type `t`, which equals its own up to nested field names.
+fn as_type(a: &ArrayRef, t: &deltalake::arrow::datatypes::DataType) -> Option<ArrayRef> {
+    if a.data_type() == t {
+        return Some(a.clone());
+    }
+    deltalake::arrow::compute::cast(a, t).ok()
+}
+
+fn pick(b: &RecordBatch, cols: &[usize]) -> Vec<ArrayRef> {
+    cols.iter().map(|i| b.column(*i).clone()).collect()
+}
+
+/// Per row: is any of `cols` NULL (SQL equality never matches such a row)?
+fn any_null(b: &RecordBatch, cols: &[usize]) -> Vec<bool> {
+    (0..b.num_rows()).map(|r| cols.iter().any(|i| b.column(*i).is_null(r))).collect()
+}
+
+/// The lowest and highest value of column `i` (no NULLs: the caller checked).
+fn bounds(b: &RecordBatch, i: usize) -> Result<(ScalarValue, ScalarValue)> {
+    let conv = RowConverter::new(vec![SortField::new(b.schema().field(i).data_type().clone())])?;
+    let rows = conv.convert_columns(&[b.column(i).clone()])?;
+    let (mut lo, mut hi) = (0, 0);
+    for r in 1..rows.num_rows() {
+        if rows.row(r) < rows.row(lo) {
+            lo = r;
+        }
+        if rows.row(r) > rows.row(hi) {
+            hi = r;
+        }
+    }
+    Ok((ScalarValue::try_from_array(b.column(i), lo)?, ScalarValue::try_from_array(b.column(i), hi)?))
+}
+
+/// `source.o >= target.o OR target.o IS NULL`: does new row `j` replace old row `r`?
+fn newer_wins(old_col: &ArrayRef, r: usize, old: &Rows, new_col: &ArrayRef, j: usize, new: &Rows) -> bool {
+    if old_col.is_null(r) {
+        return true;
+    }
+    !new_col.is_null(j) && new.row(j) >= old.row(r)
+}
