@@ -14,8 +14,14 @@ use deltalake::DeltaTable;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-/// MERGE `df` (the model's deduplicated new rows) into `t` on the model's key.
-pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered): (DataFrame, bool), commit: Commit) -> Result<Written> {
+/// MERGE `df` (the model's deduplicated new rows) into `t` on the model's key: ours where it
+/// applies (`INGEST_MERGE=delta` forces delta-rs's: the benchmarks compare the two).
+pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, new: (DataFrame, bool), commit: Commit) -> Result<Written> {
+    let ours = std::env::var("INGEST_MERGE").map_or(true, |v| v != "delta");
+    merge_with(lake, m, t, new, commit, ours).await
+}
+
+async fn merge_with(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered): (DataFrame, bool), commit: Commit, ours: bool) -> Result<Written> {
     let t = file_size_property(m, t).await?;
     // The deduplicated source is computed once: the merge reads it several times
     // (its early filter's min/max, the join), so does the partition list below.
@@ -55,9 +61,8 @@ pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered)
         }
         pred.push(format!("target.`{c}` = source.`{c}`"));
     }
-    // Ours first (`INGEST_MERGE=delta` forces delta-rs's: the tests compare the two).
     let mut no_match = None;
-    if std::env::var("INGEST_MERGE").map_or(true, |v| v != "delta") {
+    if ours {
         match rewrite::merge(m, &t, &batches, &commit).await? {
             Outcome::Done(w) => return Ok(w),
             Outcome::NoMatch => no_match = Some(true),
@@ -208,3 +213,100 @@ fn strings<'a>(batches: &'a [RecordBatch], name: &'a str) -> impl Iterator<Item 
     })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{Int64Array, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    use deltalake::kernel::Transaction;
+
+    fn batch(rows: &[(Option<&str>, i64, Option<i64>, &str)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("c", DataType::Int64, true),
+            Field::new("o", DataType::Int64, true),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+                Arc::new(StringArray::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap()
+    }
+
+    async fn rows_of(t: &DeltaTable) -> Vec<String> {
+        let ctx = SessionContext::new();
+        let df = ctx.read_table(t.table_provider().await.unwrap()).unwrap();
+        let text = deltalake::arrow::util::pretty::pretty_format_batches(&df.sort_by(vec![column("id"), column("c"), column("v")]).unwrap().collect().await.unwrap()).unwrap().to_string();
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// Our MERGE and delta-rs's, on copies of one four-file table and the same new rows,
+    /// leave the same rows, count the same, and rewrite the same files.
+    #[tokio::test]
+    async fn our_merge_and_delta_rs_merge_leave_the_same_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        std::fs::create_dir_all(&base).unwrap();
+        let url = url::Url::from_directory_path(&base).unwrap();
+        let mut t = deltalake::DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
+        // Four files, cluster values 0-9, 10-19, 20-29, 30-39 (one commit each).
+        for f in 0..4i64 {
+            let rows: Vec<(String, i64, Option<i64>, String)> = (0..10)
+                .map(|i| (format!("k{}", f * 10 + i), f * 10 + i, if i == 7 { None } else { Some(100) }, format!("old{}", f * 10 + i)))
+                .collect();
+            // Row 25 has no key (the new rows have a keyless row of cluster 25 as well).
+            let refs: Vec<(Option<&str>, i64, Option<i64>, &str)> = rows.iter().map(|r| (Some(r.0.as_str()).filter(|_| r.1 != 25), r.1, r.2, r.3.as_str())).collect();
+            t = t.write(vec![batch(&refs)]).await.unwrap();
+        }
+        // Only the third and fourth files can hold a match (cluster 20..39).
+        let new = batch(&[
+            (Some("k20"), 20, Some(101), "newer"),      // updated
+            (Some("k21"), 21, Some(99), "older"),       // the table's row is newer: kept
+            (Some("k22"), 22, Some(100), "same age"),   // equal order_by: updated
+            (Some("k23"), 23, None, "no order"),        // NULL never replaces a set order_by: kept
+            (Some("k27"), 27, Some(1), "over a null"),  // the table's order_by is NULL: updated
+            (Some("k31"), 20, Some(200), "moved"),      // another cluster value: no match, inserted
+            (None, 25, Some(1), "no key"),              // a NULL key never matches: inserted
+            (Some("n1"), 26, Some(1), "brand new"),     // inserted
+        ]);
+        let m = crate::transform::model::parse("x.sql", "-- target: silver.t\n-- unique_key: id\n-- order_by: o\n-- cluster_by: c\nSELECT 1").unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let mut results = Vec::new();
+        for ours in [true, false] {
+            let copy = dir.path().join(if ours { "ours" } else { "theirs" });
+            std::process::Command::new("cp").arg("-r").arg(&base).arg(&copy).status().unwrap();
+            let url = url::Url::from_directory_path(&copy).unwrap();
+            let mut t = deltalake::DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
+            t.load().await.unwrap();
+            let commit = Commit { txn: Transaction::new("test", 1), meta: serde_json::json!({}) };
+            let w = if ours {
+                match rewrite::merge(&m, &t, &[new.clone()], &commit).await.unwrap() {
+                    Outcome::Done(w) => w,
+                    Outcome::NoMatch => panic!("ours found no match"),
+                    Outcome::Unsupported(why) => panic!("ours did not apply: {why}"),
+                }
+            } else {
+                let df = SessionContext::new().read_batch(new.clone()).unwrap();
+                merge_with(&lake, &m, t, (df, false), commit, false).await.unwrap()
+            };
+            let s = w.merge.unwrap();
+            let txn = w.table.snapshot().unwrap().transaction_version(w.table.log_store().as_ref(), "test").await.unwrap();
+            results.push((rows_of(&w.table).await, (s.inserted, s.updated, s.copied, s.files_removed, s.files_after), txn));
+        }
+        assert_eq!(results[0], results[1], "ours (left) and delta-rs's (right)");
+        let (rows, stats, txn) = &results[0];
+        assert_eq!(*stats, (3, 3, 7, 1, 4), "3 new, 3 updated, 7 copied; only the file of cluster 20..29 rewritten");
+        assert_eq!(*txn, Some(1));
+        for want in ["newer", "old21", "same age", "old23", "over a null", "moved", "no key", "old25", "brand new", "old0"] {
+            assert!(rows.iter().any(|r| r.contains(want)), "{want} in {rows:#?}");
+        }
+        assert!(!rows.iter().any(|r| r.contains("older") || r.contains("no order")), "{rows:#?}");
+    }
+}
