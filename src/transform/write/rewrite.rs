@@ -52,6 +52,9 @@ pub(super) enum Outcome {
 /// Merge `source` (the model's deduplicated new rows) into `t`.
 pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], commit: &Commit) -> Result<Outcome> {
     use Outcome::Unsupported;
+    let started = std::time::Instant::now();
+    let mut took: Vec<(&str, u64)> = Vec::new();
+    let mut lap = |step: &'static str| took.push((step, started.elapsed().as_micros() as u64));
     let Some(c) = m.cluster_by.as_deref() else { return Ok(Unsupported("no cluster_by")) };
     if !m.partition_by.is_empty() {
         return Ok(Unsupported("a partitioned table"));
@@ -74,7 +77,7 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
     };
     let new_keys = keys.convert_columns(&pick(&new, &match_cols))?;
     let new_nulls = any_null(&new, &match_cols);
-    let mut by_key: HashMap<&[u8], usize> = HashMap::with_capacity(new.num_rows());
+    let mut by_key: HashMap<&[u8], usize, foldhash::fast::FixedState> = HashMap::with_capacity_and_hasher(new.num_rows(), Default::default());
     for r in 0..new.num_rows() {
         if !new_nulls[r] {
             by_key.insert(new_keys.row(r).data(), r);
@@ -92,6 +95,7 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
         None => vec![true; log.num_files()],
     };
     let files: Vec<_> = log.iter().zip(maybe).filter(|(_, m)| *m).map(|(f, _)| f).collect();
+    lap("candidates");
     if files.iter().any(|f| f.deletion_vector_descriptor().is_some()) {
         return Ok(Unsupported("a file with a deletion vector"));
     }
@@ -114,6 +118,7 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
             touched.push((f.clone(), bytes));
         }
     }
+    lap("keys read");
     if touched.is_empty() {
         return Ok(Outcome::NoMatch);
     }
@@ -155,6 +160,7 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
     let out = concat_batches(&schema, &kept)?;
     let sorted = lexsort_to_indices(&[SortColumn { values: out.column(cluster).clone(), options: Some(SortOptions { descending: false, nulls_first: true }) }], None)?;
     let out = take_record_batch(&out, &sorted)?;
+    lap("rows merged");
 
     let stats = WriterStatsConfig::from_config(snap.snapshot().table_configuration());
     let config = WriterConfig::new(
@@ -175,6 +181,7 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
         }
     }
     let adds = writer.close().await?;
+    lap("written");
     let added: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
 
     let merge = MergeStats {
@@ -224,6 +231,8 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
     };
     let mut table = t.clone();
     table.update_incremental(Some(done.version())).await?;
+    lap("committed");
+    tracing::debug!(model = %m.target, us = ?took, "merge steps (µs since start)");
     tracing::info!(model = %m.target, ?merge, "merge (table files read by their statistics, rewritten where a key matched)");
     Ok(Outcome::Done(Written { table, rows: new.num_rows(), merge: Some(merge) }))
 }
