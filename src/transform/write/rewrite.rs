@@ -12,8 +12,9 @@
 //! 140 ms run, of which planning alone was about 13 ms.
 //!
 //! Anything else — partitions, a column added or retyped, a file whose schema is not the
-//! table's, a deletion vector — is [`Outcome::Unsupported`], found before anything is
-//! written, and goes to delta-rs's MERGE.
+//! table's, a deletion vector, more candidate files than [`MAX_CANDIDATE_BYTES`] (this merge
+//! holds the files it reads in memory; delta-rs's streams) — is [`Outcome::Unsupported`],
+//! found before anything is written, and goes to delta-rs's MERGE.
 use super::merge::MergeStats;
 use super::output::writer_properties;
 use super::{Commit, Written};
@@ -39,6 +40,10 @@ use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The most Parquet (compressed) this merge reads: a day's merge into a clustered table
+/// reads one to a few files of the model's `target_file_size` (2 MiB by default).
+pub(super) const MAX_CANDIDATE_BYTES: u64 = 64 << 20;
 
 pub(super) enum Outcome {
     /// No row of the table matches a new row: nothing was read whole or written.
@@ -100,6 +105,10 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
         return Ok(Unsupported("a file with a deletion vector"));
     }
     let total = log.num_files();
+    // Held in memory (delta-rs's MERGE streams): a merge touching more goes to it.
+    if files.iter().map(|f| f.size() as u64).sum::<u64>() > MAX_CANDIDATE_BYTES {
+        return Ok(Unsupported("more candidate files than this merge holds in memory"));
+    }
 
     // Of those, the ones holding a match (their match columns read), kept as fetched.
     let store = t.log_store().object_store(None);
