@@ -278,7 +278,7 @@ mod tests {
         ]);
         let m = crate::transform::model::parse("x.sql", "-- target: silver.t\n-- unique_key: id\n-- order_by: o\n-- cluster_by: c\nSELECT 1").unwrap();
         let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
-        let mut results = Vec::new();
+        let (mut results, mut tables) = (Vec::new(), Vec::new());
         for ours in [true, false] {
             let copy = dir.path().join(if ours { "ours" } else { "theirs" });
             std::process::Command::new("cp").arg("-r").arg(&base).arg(&copy).status().unwrap();
@@ -299,6 +299,7 @@ mod tests {
             let s = w.merge.unwrap();
             let txn = w.table.snapshot().unwrap().transaction_version(w.table.log_store().as_ref(), "test").await.unwrap();
             results.push((rows_of(&w.table).await, (s.inserted, s.updated, s.copied, s.files_removed, s.files_after), txn));
+            tables.push(w.table);
         }
         assert_eq!(results[0], results[1], "ours (left) and delta-rs's (right)");
         let (rows, stats, txn) = &results[0];
@@ -308,5 +309,17 @@ mod tests {
             assert!(rows.iter().any(|r| r.contains(want)), "{want} in {rows:#?}");
         }
         assert!(!rows.iter().any(|r| r.contains("older") || r.contains("no order")), "{rows:#?}");
+
+        // A second merge by ours into both results: delta-rs's MERGE wrote its file with
+        // string views, which ours reads as the table's strings.
+        let again = batch(&[(Some("k24"), 24, Some(300), "second"), (Some("n2"), 28, Some(1), "second new")]);
+        let mut after = Vec::new();
+        for t in &tables {
+            let commit = Commit { txn: Transaction::new("test", 2), meta: serde_json::json!({}) };
+            let Outcome::Done(w) = rewrite::merge(&m, t, &[again.clone()], &commit).await.unwrap() else { panic!("ours applies to a table delta-rs's MERGE wrote") };
+            after.push(rows_of(&w.table).await);
+        }
+        assert_eq!(after[0], after[1]);
+        assert!(after[0].iter().any(|r| r.contains("second new")) && !after[0].iter().any(|r| r.contains("old24")));
     }
 }

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::transform::model::Model;
 use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::{concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
-use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::datatypes::{DataType, Field, FieldRef, SchemaRef};
 use deltalake::arrow::row::{RowConverter, Rows, SortField};
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::datafusion::common::{Column, DFSchema, ScalarValue};
@@ -246,9 +246,8 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
     Ok(Outcome::Done(Written { table, rows: new.num_rows(), merge: Some(merge) }))
 }
 
-/// `batches` as one batch with `schema`'s columns (by name, in its order), when each has its
-/// type up to the names of nested fields (a list's item is `item` in DataFusion, `element` in
-/// the table); None otherwise.
+/// `batches` as one batch with `schema`'s columns (by name, in its order), when each holds
+/// the same values as its type ([`same_values`]); None otherwise.
 fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Option<RecordBatch> {
     let first = batches.first()?;
     let theirs = first.schema();
@@ -259,7 +258,7 @@ fn conform(schema: &SchemaRef, batches: &[RecordBatch]) -> Option<RecordBatch> {
     let mut order = Vec::new();
     for f in schema.fields() {
         match theirs.index_of(f.name()) {
-            Ok(i) if theirs.field(i).data_type().equals_datatype(f.data_type()) => order.push(i),
+            Ok(i) if same_values(theirs.field(i).data_type(), f.data_type()) => order.push(i),
             Ok(i) => {
                 tracing::debug!(column = %f.name(), table = ?f.data_type(), new = ?theirs.field(i).data_type(), "a column's type differs");
                 return None;
@@ -286,12 +285,17 @@ fn read(bytes: &bytes::Bytes, schema: &SchemaRef, columns: Option<&[&str]>) -> R
         None => schema.fields().iter().map(|f| f.name().as_str()).collect(),
     };
     if columns.is_none() && file.fields().len() != names.len() {
+        tracing::debug!(table = ?names, file = ?file.fields().iter().map(|f| f.name()).collect::<Vec<_>>(), "a data file's columns differ");
         return Ok(None);
     }
     let mut roots = Vec::new();
     for n in &names {
-        let (Ok(i), Ok(want)) = (file.index_of(n), schema.field_with_name(n)) else { return Ok(None) };
-        if !file.field(i).data_type().equals_datatype(want.data_type()) {
+        let (Ok(i), Ok(want)) = (file.index_of(n), schema.field_with_name(n)) else {
+            tracing::debug!(column = %n, "a column of the table is not in a data file");
+            return Ok(None);
+        };
+        if !same_values(file.field(i).data_type(), want.data_type()) {
+            tracing::debug!(column = %n, table = ?want.data_type(), file = ?file.field(i).data_type(), "a data file's column has another type");
             return Ok(None);
         }
         roots.push(i);
@@ -316,8 +320,25 @@ fn read(bytes: &bytes::Bytes, schema: &SchemaRef, columns: Option<&[&str]>) -> R
     Ok(Some(out))
 }
 
-/// `a` as type `t`, which equals its own up to nested field names.
-fn as_type(a: &ArrayRef, t: &deltalake::arrow::datatypes::DataType) -> Option<ArrayRef> {
+/// Whether `a` and `b` hold the same values in another layout: string and binary views and
+/// large variants, a list's item name (`item` in DataFusion, `element` in the table; delta-rs's
+/// MERGE writes its files with view types), nested nullability. Struct field names count.
+fn same_values(a: &DataType, b: &DataType) -> bool {
+    fn plain(t: &DataType) -> DataType {
+        let item = |f: &FieldRef| Arc::new(Field::new("item", plain(f.data_type()), true));
+        match t {
+            DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+            DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+            DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) | DataType::LargeListView(f) => DataType::List(item(f)),
+            DataType::Struct(fs) => DataType::Struct(fs.iter().map(|f| Field::new(f.name(), plain(f.data_type()), true)).collect()),
+            other => other.clone(),
+        }
+    }
+    plain(a) == plain(b)
+}
+
+/// `a` as type `t`, which holds the same values ([`same_values`]).
+fn as_type(a: &ArrayRef, t: &DataType) -> Option<ArrayRef> {
     if a.data_type() == t {
         return Some(a.clone());
     }
@@ -355,4 +376,24 @@ fn newer_wins(old_col: &ArrayRef, r: usize, old: &Rows, new_col: &ArrayRef, j: u
         return true;
     }
     !new_col.is_null(j) && new.row(j) >= old.row(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_large_types_and_item_names_hold_the_same_values_struct_names_do_not() {
+        let list = |name: &str, t: DataType| DataType::List(Arc::new(Field::new(name, t, true)));
+        let st = |names: &[&str]| DataType::Struct(names.iter().map(|n| Field::new(*n, DataType::Utf8View, false)).collect());
+        assert!(same_values(&DataType::Utf8View, &DataType::Utf8));
+        assert!(same_values(&DataType::LargeUtf8, &DataType::Utf8));
+        assert!(same_values(&list("item", st(&["id", "name"])), &list("element", DataType::Struct(vec![Field::new("id", DataType::Utf8, true), Field::new("name", DataType::Utf8, true)].into()))));
+        assert!(!same_values(&st(&["id", "name"]), &st(&["id", "fb_id"])));
+        assert!(!same_values(&DataType::Int64, &DataType::Utf8));
+        assert!(!same_values(&list("item", DataType::Int64), &list("item", DataType::Float64)));
+        // And a view column is read back as the table's type.
+        let a: ArrayRef = Arc::new(deltalake::arrow::array::StringViewArray::from(vec![Some("a"), None]));
+        assert_eq!(as_type(&a, &DataType::Utf8).unwrap().data_type(), &DataType::Utf8);
+    }
 }
