@@ -95,7 +95,10 @@ pub(super) fn writer_properties(sample: Option<&RecordBatch>) -> WriterPropertie
     use deltalake::parquet::schema::types::ColumnPath;
     let mut b = WriterProperties::builder()
         .set_created_by(format!("ingest {} (delta-rs)", env!("CARGO_PKG_VERSION")))
-        .set_compression(Compression::SNAPPY);
+        .set_compression(Compression::SNAPPY)
+        // Min/max per column chunk (what Delta's file statistics and row-group skipping
+        // use), not per page as well.
+        .set_statistics_enabled(deltalake::parquet::file::properties::EnabledStatistics::Chunk);
     let Some(sample) = sample.filter(|s| s.num_rows() >= 64) else { return b.build() };
     for (f, a) in sample.schema().fields().iter().zip(sample.columns()) {
         if f.data_type().is_nested() {

@@ -136,10 +136,11 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
     let new_order = order.map(|o| orders.convert_columns(&[new.column(o).clone()])).transpose()?;
     let mut write_new = vec![true; new.num_rows()];
     let mut matched = vec![false; new.num_rows()];
-    let (mut kept, mut copied) = (Vec::new(), 0);
+    let (mut kept, mut copied, mut read_rows) = (Vec::new(), 0, 0);
     for (_, bytes) in &touched {
         let Some(batches) = read(bytes, &schema, None)? else { return Ok(Unsupported("a file's columns are not the table's")) };
         for b in batches {
+            read_rows += b.num_rows();
             let k = keys.convert_columns(&pick(&b, &match_cols))?;
             let nulls = any_null(&b, &match_cols);
             let old_order = order.map(|o| orders.convert_columns(&[b.column(o).clone()])).transpose()?;
@@ -165,10 +166,20 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
     let inserted = matched.iter().filter(|m| !**m).count();
     let updated = matched.iter().zip(&write_new).filter(|(m, w)| **m && **w).count();
     kept.push(filter_record_batch(&new, &BooleanArray::from(write_new))?);
-    // One sorted run in `cluster_by` order, as every write of a clustered table.
-    let out = concat_batches(&schema, &kept)?;
-    let sorted = lexsort_to_indices(&[SortColumn { values: out.column(cluster).clone(), options: Some(SortOptions { descending: false, nulls_first: true }) }], None)?;
-    let out = take_record_batch(&out, &sorted)?;
+    // Rows for more than one file are written as one run in `cluster_by` order (as every
+    // write of a clustered table), so the files get disjoint ranges. Rows for one file (by
+    // the touched files' bytes per row, with a margin) are written as they are: their order
+    // within a file changes none of the file statistics readers and the next merge prune by.
+    let out_rows: usize = kept.iter().map(|b| b.num_rows()).sum();
+    let touched_bytes: u64 = touched.iter().map(|(f, _)| f.size() as u64).sum();
+    let one_file = m.target_file_size.is_some_and(|t| read_rows > 0 && touched_bytes * out_rows as u64 / read_rows as u64 * 5 / 4 < t);
+    let out = if one_file {
+        kept
+    } else {
+        let all = concat_batches(&schema, &kept)?;
+        let sorted = lexsort_to_indices(&[SortColumn { values: all.column(cluster).clone(), options: Some(SortOptions { descending: false, nulls_first: true }) }], None)?;
+        vec![take_record_batch(&all, &sorted)?]
+    };
     lap("rows merged");
 
     let stats = WriterStatsConfig::from_config(snap.snapshot().table_configuration());
@@ -183,10 +194,12 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
     );
     let mut writer = DeltaWriter::new(store.clone(), config);
     const CHUNK: usize = 8192;
-    for at in (0..out.num_rows()).step_by(CHUNK) {
-        if let Err(e) = writer.write(&out.slice(at, CHUNK.min(out.num_rows() - at))).await {
-            let _ = writer.abort().await;
-            return Err(e.into());
+    for b in &out {
+        for at in (0..b.num_rows()).step_by(CHUNK) {
+            if let Err(e) = writer.write(&b.slice(at, CHUNK.min(b.num_rows() - at))).await {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
         }
     }
     let adds = writer.close().await?;
