@@ -287,7 +287,7 @@ mod tests {
             t.load().await.unwrap();
             let commit = Commit { txn: Transaction::new("test", 1), meta: serde_json::json!({}) };
             let w = if ours {
-                match rewrite::merge(&m, &t, &[new.clone()], &commit).await.unwrap() {
+                match rewrite::merge(&m, &t, std::slice::from_ref(&new), &commit).await.unwrap() {
                     Outcome::Done(w) => w,
                     Outcome::NoMatch => panic!("ours found no match"),
                     Outcome::Unsupported(why) => panic!("ours did not apply: {why}"),
@@ -316,7 +316,7 @@ mod tests {
         let mut after = Vec::new();
         for t in &tables {
             let commit = Commit { txn: Transaction::new("test", 2), meta: serde_json::json!({}) };
-            let Outcome::Done(w) = rewrite::merge(&m, t, &[again.clone()], &commit).await.unwrap() else { panic!("ours applies to a table delta-rs's MERGE wrote") };
+            let Outcome::Done(w) = rewrite::merge(&m, t, std::slice::from_ref(&again), &commit).await.unwrap() else { panic!("ours applies to a table delta-rs's MERGE wrote") };
             after.push(rows_of(&w.table).await);
         }
         assert_eq!(after[0], after[1]);

@@ -85,10 +85,8 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
     let new_keys = keys.convert_columns(&pick(&new, &match_cols))?;
     let new_nulls = any_null(&new, &match_cols);
     let mut by_key: HashMap<&[u8], usize, foldhash::fast::FixedState> = HashMap::with_capacity_and_hasher(new.num_rows(), Default::default());
-    for r in 0..new.num_rows() {
-        if !new_nulls[r] {
-            by_key.insert(new_keys.row(r).data(), r);
-        }
+    for (r, _) in new_nulls.iter().enumerate().filter(|(_, null)| !**null) {
+        by_key.insert(new_keys.row(r).data(), r);
     }
 
     // The files whose statistics say they may hold a row in the new rows' cluster range.
