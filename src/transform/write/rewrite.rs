@@ -32,6 +32,7 @@ use deltalake::datafusion::logical_expr::{lit, Expr};
 use deltalake::datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::{CommitBuilder, TableReference};
+use deltalake::table::config::TablePropertiesExt;
 use deltalake::kernel::Action;
 use deltalake::operations::write::configs::WriterStatsConfig;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -240,7 +241,14 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
         "num_target_files_added": merge.files_added,
         "num_target_files_removed": merge.files_removed,
     });
-    let props = commit.props([("operationMetrics".to_string(), metrics), ("readVersion".to_string(), snap.version().into())]);
+    // The expired log is cleaned up by the commits that write a checkpoint (delta-rs writes
+    // one when version + 1 is a multiple of the interval; cleanup removes only what a
+    // checkpoint covers), not by listing the log folder after every commit.
+    let version = snap.version() as u64 + 1;
+    let checkpoints = (version + 1).is_multiple_of(snap.table_config().checkpoint_interval().get());
+    let props = commit
+        .props([("operationMetrics".to_string(), metrics), ("readVersion".to_string(), snap.version().into())])
+        .with_cleanup_expired_logs(Some(checkpoints));
     let done = match CommitBuilder::from(props).with_actions(actions).build(Some(snap as &dyn TableReference), t.log_store(), op).await {
         Ok(d) => d,
         Err(e) => {
