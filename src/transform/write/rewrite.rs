@@ -309,7 +309,7 @@ fn read(bytes: &bytes::Bytes, schema: &SchemaRef, columns: Option<&[&str]>) -> R
         tracing::debug!(table = ?names, file = ?file.fields().iter().map(|f| f.name()).collect::<Vec<_>>(), "a data file's columns differ");
         return Ok(None);
     }
-    let mut roots = Vec::new();
+    let (mut roots, mut fields) = (Vec::new(), Vec::new());
     for n in &names {
         let (Ok(i), Ok(want)) = (file.index_of(n), schema.field_with_name(n)) else {
             tracing::debug!(column = %n, "a column of the table is not in a data file");
@@ -320,23 +320,26 @@ fn read(bytes: &bytes::Bytes, schema: &SchemaRef, columns: Option<&[&str]>) -> R
             return Ok(None);
         }
         roots.push(i);
+        fields.push(want.clone());
     }
-    let mask = ProjectionMask::roots(b.parquet_schema(), roots.clone());
+    // The batches get the table's field definitions (nullability, metadata), in the order
+    // asked for (a projection keeps the file's order).
+    let out_schema = match columns {
+        None => schema.clone(),
+        Some(_) => Arc::new(deltalake::arrow::datatypes::Schema::new(fields.clone())),
+    };
+    let mask = ProjectionMask::roots(b.parquet_schema(), roots);
     let reader = b.with_projection(mask).with_batch_size(8192).build().map_err(lake)?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;
-        // In the order asked for (a projection keeps the file's order), with the table's
-        // field definitions (nullability, metadata) for the whole read.
         let cols: Vec<ArrayRef> = names
             .iter()
-            .map(|n| batch.column_by_name(n).zip(schema.field_with_name(n).ok()).and_then(|(c, f)| as_type(c, f.data_type())))
+            .zip(&fields)
+            .map(|(n, f)| batch.column_by_name(n).and_then(|c| as_type(c, f.data_type())))
             .collect::<Option<_>>()
             .ok_or_else(|| Error::Lake("a column read from a data file cannot take the table's type".into()))?;
-        out.push(match columns {
-            None => RecordBatch::try_new(schema.clone(), cols)?,
-            Some(_) => RecordBatch::try_new(Arc::new(deltalake::arrow::datatypes::Schema::new(names.iter().map(|n| schema.field_with_name(n).cloned()).collect::<std::result::Result<Vec<_>, _>>()?)), cols)?,
-        });
+        out.push(RecordBatch::try_new(out_schema.clone(), cols)?);
     }
     Ok(Some(out))
 }
