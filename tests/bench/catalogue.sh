@@ -15,10 +15,10 @@ DAYS=${DAYS:-200}
 WORK=${WORK:-$(mktemp -d)}
 SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp "${MODEL:-sql/silver/pancake_conversations.sql}" "$SQL/silver/pancake_conversations.sql"
 trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
-secs() { # wall seconds of a command, to the millisecond (/usr/bin/time's are to 10 ms)
-  local t0 t1; t0=$(date +%s%N)
+secs() { # wall seconds of a command
+  local t0; t0=$(clock)
   "$@" > /dev/null 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }
-  t1=$(date +%s%N); awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'
+  since "$t0"
 }
 
 NEXT=${NEXT:-5}
@@ -42,7 +42,6 @@ one_day() { # lake day → "pull transform" seconds for that day's pull (one pag
 # NEXT days on each lake (the median counts: one run is noisy at these durations; with three
 # days, five runs of nearly the same code gave ratios from 1.35 to 1.67).
 echo "== next days, one page: pull + transform (seconds)"
-median() { sort -g | sed -n "$(( (NEXT + 1) / 2 ))p"; }
 # The lakes take turns, day by day, so a drift in the machine's speed falls on both.
 : > "$WORK/big.times"; : > "$WORK/small.times"
 for i in $(seq "$NEXT"); do

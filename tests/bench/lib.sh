@@ -18,3 +18,10 @@ sim() {
   eval "$(grep '^export' "$WORK/sim.out")"
 }
 day() { date -u -d "2023-09-01 + $1 days" +%F; }
+
+# Timing shared by the scripts (wall times to the millisecond: /usr/bin/time's are to 10 ms,
+# a fifth of a 50 ms run). t0=$(clock); ...; secs=$(since "$t0") prints seconds.
+clock() { date +%s%N; }
+since() { awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+# median: the middle of the numbers on stdin (the lower one of an even count).
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

@@ -26,21 +26,19 @@ WORK=${WORK:-$(mktemp -d)}
 SQL="$WORK/sql"; mkdir -p "$SQL/silver"; cp "${MODEL:-sql/silver/pancake_conversations.sql}" "$SQL/silver/pancake_conversations.sql"
 trap '[ -n "$SIMPID" ] && kill $SIMPID 2>/dev/null; [ -z "${KEEP:-}" ] && rm -rf "$WORK"' EXIT
 
-timed() { # label, command... (wall time to the millisecond: /usr/bin/time's is to 10 ms)
-  local label=$1 t0 t1 secs kb; shift
-  t0=$(date +%s%N)
+timed() { # label, command... (peak RSS from /usr/bin/time, wall time from lib.sh's clock)
+  local label=$1 t0 secs kb; shift
+  t0=$(clock)
   /usr/bin/time -f "%M" -o "$WORK/t" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || { cat "$WORK/err.txt"; exit 1; }
-  t1=$(date +%s%N)
-  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'); kb=$(cat "$WORK/t")
+  secs=$(since "$t0"); kb=$(cat "$WORK/t")
   printf '%-52s %8.3f s %8d MiB\n' "$label" "$secs" "$((kb / 1024))"
   LAST_S=$secs; LAST_MIB=$((kb / 1024))
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # The two sides of a ratio are timed REPS times, alternately (this machine's speed drifts
 # within minutes: one pair of runs of unchanged code gave ratios from 1.08 to 1.45), and
-# each side's median is compared. median: of the numbers on stdin.
+# each side's median is compared.
 REPS=${REPS:-3}
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo "== generating: $PAGES pages x $DAYS days, scale $SCALE"
 sim $DAYS "$SCALE"
