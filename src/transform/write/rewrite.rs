@@ -244,8 +244,8 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
     // The expired log is cleaned up by the commits that write a checkpoint (delta-rs writes
     // one when version + 1 is a multiple of the interval; cleanup removes only what a
     // checkpoint covers), not by listing the log folder after every commit.
-    let version = snap.version() as u64 + 1;
-    let checkpoints = (version + 1).is_multiple_of(snap.table_config().checkpoint_interval().get());
+    let version = snap.version() + 1;
+    let checkpoints = (version + 1) % snap.table_config().checkpoint_interval().get() == 0;
     let props = commit
         .props([("operationMetrics".to_string(), metrics), ("readVersion".to_string(), snap.version().into())])
         .with_cleanup_expired_logs(Some(checkpoints));
