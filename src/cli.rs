@@ -60,6 +60,11 @@ pub enum Command {
         /// default: the system's temp folder
         #[arg(long, value_name = "DIR", env = "INGEST_TEMP_DIR")]
         temp_dir: Option<std::path::PathBuf>,
+        /// Plan every model against the pipelines' declared stream schemas, reading no data and
+        /// writing nothing (CI for SQL models): exit 0 when every model plans, 2 naming each
+        /// model that does not (file, line, field)
+        #[arg(long)]
+        check: bool,
     },
     /// SQL over the lake: every Delta table (schema.table) and raw stream (raw.<source>_<stream>).
     Query {
@@ -101,6 +106,11 @@ pub enum Command {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+    /// Pipeline file helpers.
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
     },
     /// Write a table or a query result as a file (streamed; visible only when complete):
     /// `<schema>_<table>_<date>.<ext>` in --to (a folder or s3://bucket/folder/), or exactly
@@ -191,6 +201,17 @@ pub enum ModelCommand {
     /// schema: nested fields flattened to parent_child columns, time-like text cast.
     New {
         /// <source>.<stream>, e.g. zoho_crm.leads
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PipelineCommand {
+    /// Print a starting schema declaration (`[schemas.<stream>]`, field = type) from what landed
+    /// for a raw stream, to paste into pipelines/<source>.toml: a declared field is a typed
+    /// column even when no record has it, so models build on empty or sparse data.
+    Schema {
+        /// <source>.<stream>, e.g. pancake.conversations
         name: String,
     },
 }
@@ -296,6 +317,24 @@ pub struct ServeArgs {
     /// Clients Milvus holds before any push (half share a Ploomes contact's document)
     #[arg(long, default_value_t = 0)]
     pub milvus_clients: u64,
+    /// Drop each field the docs do not mark required with probability P, at every depth, list
+    /// items included, per record (as real APIs omit optional fields)
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub sparse: f64,
+    /// Serve these sources as fresh accounts with no records (c2s, pancake, zoho_crm,
+    /// zoho_desk, ploomes, milvus, retail_portal; comma-separated)
+    #[arg(long, value_name = "SOURCES", value_delimiter = ',', value_parser = parse_empty_source)]
+    pub empty: Vec<String>,
+    /// Every other response serves integer ids as strings (type drift between pages)
+    #[arg(long)]
+    pub drift: bool,
+}
+
+fn parse_empty_source(s: &str) -> Result<String, String> {
+    match crate::sim::empty_kinds(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(format!("unknown source `{s}` (c2s, pancake, zoho_crm, zoho_desk, ploomes, milvus, retail_portal)")),
+    }
 }
 
 impl ServeArgs {
@@ -323,6 +362,9 @@ impl ServeArgs {
             job_items_per_sec: self.job_items_per_sec,
             reply_delay_ms: self.reply_delay_ms,
             milvus_clients: self.milvus_clients,
+            sparse: self.sparse,
+            empty: self.empty.clone(),
+            drift: self.drift,
         }
     }
 }

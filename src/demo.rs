@@ -117,7 +117,8 @@ pub async fn run(lake_spec: &str) -> Result<i32> {
             return Err(Error::Other(format!("pulling {name} failed")));
         }
     }
-    let reports = crate::transform::transform(&lake, &sql, &Default::default()).await?;
+    let opts = crate::transform::TransformOptions { pipelines: Some(dir.path().to_path_buf()), ..Default::default() };
+    let reports = crate::transform::transform(&lake, &sql, &opts).await?;
     println!("== transform\n{}", crate::transform::render(&reports));
     if let Some(f) = reports.iter().find_map(|r| r.failed.clone()) {
         return Err(Error::Other(format!("a model failed: {f}")));

@@ -113,7 +113,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
-        Command::Transform { models, full_refresh, memory_limit, temp_dir } => {
+        Command::Transform { models, full_refresh, memory_limit, temp_dir, check } => {
             let memory_limit = match memory_limit {
                 Some(ingest::cli::Limit::Bytes(n)) => Some(n),
                 Some(ingest::cli::Limit::None) => None,
@@ -122,11 +122,23 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             if let Some(d) = &temp_dir {
                 transform::session::check_temp_dir(d)?;
             }
-            let lake = Lake::open(&cli.lake)?;
-            lake.ready_for_writes().await?;
-            let opts = transform::TransformOptions { models, full_refresh, memory_limit, temp_dir };
+            // `--check` writes nothing, not even the folder of a lake that does not exist yet.
+            let missing = !cli.lake.contains("://") && !std::path::Path::new(&cli.lake).exists();
+            let lake = Lake::open(if check && missing { "memory://" } else { &cli.lake })?;
+            if !check {
+                lake.ready_for_writes().await?;
+            }
+            let pipelines = Some(cli.pipelines.clone());
+            let opts = transform::TransformOptions { models, full_refresh, memory_limit, temp_dir, pipelines, check };
             let reports = transform::transform(&lake, &cli.sql, &opts).await?;
             print!("{}", transform::render(&reports));
+            if check && transform::any_failed(&reports) {
+                for r in reports.iter().filter(|r| r.failed.is_some()) {
+                    eprintln!("error: {}", r.failed.as_deref().unwrap_or_default());
+                }
+                eprintln!("error: some models do not plan against the declared schemas (above)");
+                return Ok(2);
+            }
             if transform::any_failed(&reports) {
                 for r in reports.iter().filter(|r| r.failed.is_some()) {
                     eprintln!("error: {}", r.failed.as_deref().unwrap_or_default());
@@ -188,6 +200,20 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             let lake = Lake::open(&cli.lake)?;
             let path = transform::scaffold::new_model(&lake, &cli.sql, source, stream).await?;
             println!("{}", path.display());
+            eprintln!(
+                "declare the stream's fields in pipelines/{source}.toml so the model builds on any data:\n{}",
+                transform::scaffold::declaration(&lake, source, stream).await?
+            );
+            Ok(0)
+        }
+        Command::Pipeline {
+            command: ingest::cli::PipelineCommand::Schema { name },
+        } => {
+            let Some((source, stream)) = name.split_once('.') else {
+                return Err(Error::Usage(format!("pipeline schema {name}: expected <source>.<stream>")));
+            };
+            let lake = Lake::open(&cli.lake)?;
+            print!("{}", transform::scaffold::declaration(&lake, source, stream).await?);
             Ok(0)
         }
         Command::Export { target, format, sep, to } => {

@@ -40,6 +40,15 @@ fn replace_lines(
     Ok(out)
 }
 
+/// [`substitute_env`], an unset variable without a default reading as `unset` (for reads of a
+/// file that need none of those values, e.g. its schema declarations).
+pub fn substitute_env_or(file: &str, text: &str, unset: &str) -> Result<String> {
+    replace_lines(file, text, "env", |body| {
+        let (name, default) = body.split_once(":-").map_or((body, None), |(n, d)| (n, Some(d)));
+        Ok(std::env::var(name).ok().filter(|v| !v.is_empty()).or(default.map(str::to_string)).unwrap_or_else(|| unset.to_string()))
+    })
+}
+
 /// Substitute `${env:…}` references; leave `${secret:…}` untouched.
 pub fn substitute_env(file: &str, text: &str) -> Result<String> {
     replace_lines(file, text, "env", |body| {

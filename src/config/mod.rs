@@ -1,6 +1,7 @@
 //! Pipeline files (`pipelines/<source>.toml`): the serde types a user writes. The doc comment
 //! on each field is the user reference. Validation into a runnable [`Pipeline`] lives in
 //! `validate.rs`; nothing here does I/O beyond reading the file.
+pub mod declare;
 pub mod interp;
 mod sink;
 mod validate;
@@ -23,6 +24,10 @@ pub struct PipelineFile {
     /// Where `ingest push` sends rows of a table (see `SinkConfig`).
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// Declared schemas of raw streams this file lands, outputs and detail streams included:
+    /// `[schemas.<raw stream>]` tables of field = type (see `declare.rs`).
+    #[serde(default)]
+    pub schemas: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +230,14 @@ pub struct StreamConfig {
     /// The API silently stops at this many records a response (Milvus `cliente/busca`: 1000):
     /// a response that size is logged as a warning (records beyond it were not returned).
     pub cap: Option<usize>,
+    /// The fields the API documents for this stream's records (`[streams.<name>.schema]`,
+    /// field = `"string"` | `"int"` | `"float"` | `"bool"` | `{ … }` | `[T]`): the raw table
+    /// always has them (NULL where a record lacks one), whatever landed. See `declare.rs`.
+    pub schema: Option<toml::Value>,
+    /// What a pull does with a field or a type the declaration lacks: `evolve` (default: land
+    /// it, the raw table widens), `freeze` (fail the stream naming record and field, nothing
+    /// of that page committed), `discard_value` (land the record without the value, counted).
+    pub contract: Option<String>,
 }
 
 /// Detail fetches: for each landed record, `GET path` (templates `{record.<json path>}`, e.g.

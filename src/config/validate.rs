@@ -26,6 +26,8 @@ pub struct Pipeline {
     pub headers: BTreeMap<String, String>,
     pub path_template: String,
     pub sinks: Vec<(String, SinkConfig)>,
+    /// Declared schemas and contracts per raw stream name (see `declare.rs`).
+    pub declared: BTreeMap<String, super::declare::Declared>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,11 +158,15 @@ pub fn load(dir: &Path, source: &str) -> Result<Pipeline> {
             .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         Error::config(&file, line, None, e.message().to_string())
     })?;
-    Checker {
+    let doc: toml::Value = toml::from_str(&text).map_err(|e| Error::config(&file, None, None, e.message().to_string()))?;
+    let declared = super::declare::of_file(&file, &text, &doc)?;
+    let mut p = Checker {
         file: &file,
         text: &text,
     }
-    .pipeline(parsed, source)
+    .pipeline(parsed, source)?;
+    p.declared = declared;
+    Ok(p)
 }
 
 pub fn list_sources(dir: &Path) -> Vec<String> {
@@ -312,6 +318,7 @@ impl Checker<'_> {
             headers: s.headers,
             path_template: s.path_template,
             sinks,
+            declared: BTreeMap::new(),
         })
     }
 

@@ -105,6 +105,8 @@ pub struct StreamReport {
     pub last: Option<String>,
     /// A response reached the stream's declared `cap` (records may be missing).
     pub capped: bool,
+    /// Values dropped by a `discard_value` contract (outside the declared schema).
+    pub discarded: u64,
 }
 
 impl StreamReport {
@@ -155,7 +157,16 @@ impl PullReport {
                 s.error
                     .as_ref()
                     .map(|e| format!("  FAILED: {e}"))
-                    .unwrap_or_else(|| if s.capped { "  CAPPED: the API's row cap was hit".into() } else { String::new() })
+                    .unwrap_or_else(|| {
+                        let mut note = String::new();
+                        if s.capped {
+                            note.push_str("  CAPPED: the API's row cap was hit");
+                        }
+                        if s.discarded > 0 {
+                            note.push_str(&format!("  DISCARDED: {} values outside the declared schema", s.discarded));
+                        }
+                        note
+                    })
             ));
         }
         out.push_str(&format!(

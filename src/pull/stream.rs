@@ -11,6 +11,7 @@ use crate::time::{cursor_instant, parse_instant};
 use super::window::{self, Span};
 use super::{Known, PullOptions, StreamReport};
 use super::paginate::{Bound, Page, Paginator};
+use crate::config::declare::Contract;
 use crate::config::{Partition, Pipeline, Stream};
 use crate::error::{Error, Result};
 use crate::http::{Client, Request};
@@ -333,10 +334,13 @@ impl StreamRun<'_> {
         let mut kept = Kept::default();
         // Records kept as the bytes the API sent (json::raw) where nothing needs them as
         // values: one output, a plain array, no keyed map, no details, no condition on the body.
+        // (A contract other than `evolve` reads each record as a value: see `conform`.)
+        let contracts = self.s.outputs.iter().any(|o| self.p.declared.get(&o.stream).is_some_and(|d| d.contract != Contract::Evolve));
         let raw_path = match self.s.outputs.as_slice() {
             [o] if o.map_key.is_none()
                 && !o.records.is_empty()
                 && det.is_none()
+                && !contracts
                 && self.s.pagination.continue_if().is_none() =>
             {
                 Some(o.records.as_slice())
@@ -446,6 +450,7 @@ impl StreamRun<'_> {
                     if recs.is_empty() {
                         continue;
                     }
+                    self.conform(&out.stream, &mut recs, rep, &what)?;
                     for r in &mut recs {
                         records::inject(r, &ctx);
                     }
@@ -543,6 +548,42 @@ impl StreamRun<'_> {
             rows.extend(marker);
         }
         Ok((rows, remove))
+    }
+
+    /// A stream's contract on one page of `stream`'s records (before context fields are
+    /// added): `freeze` fails the pass on the first record holding a field or a type its
+    /// declaration lacks, naming record and fields (the pass's files are aborted: nothing of
+    /// the window is committed); `discard_value` removes those values, counted in the report.
+    fn conform(&self, stream: &str, recs: &mut [Value], rep: &mut StreamReport, what: &str) -> Result<()> {
+        let Some(d) = self.p.declared.get(stream).filter(|d| d.contract != Contract::Evolve) else {
+            return Ok(());
+        };
+        let drop = d.contract == Contract::DiscardValue;
+        let mut dropped: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for (n, r) in recs.iter_mut().enumerate() {
+            let bad = crate::lake::schema::outside(d.schema.fields(), r, drop);
+            if bad.is_empty() {
+                continue;
+            }
+            if !drop {
+                let key = self.s.primary_key.as_ref().and_then(|pk| json::at(r, pk)).map(json::text);
+                let which = key.map_or_else(|| format!("record {} of the page", n + 1), |k| format!("record {k}"));
+                return Err(Error::Other(format!(
+                    "{what}: contract `freeze`: {which} has `{}`, which the declared schema of `{stream}` lacks (or not of that type); nothing of this window was committed",
+                    bad.join("`, `")
+                )));
+            }
+            for b in bad {
+                *dropped.entry(b).or_default() += 1;
+            }
+        }
+        if !dropped.is_empty() {
+            let n: u64 = dropped.values().sum();
+            rep.discarded += n;
+            let fields: Vec<String> = dropped.iter().map(|(k, c)| format!("{k} ×{c}")).collect();
+            tracing::warn!(stream = %what, values = n, fields = %fields.join(", "), "contract `discard_value`: values outside the declared schema were dropped");
+        }
+        Ok(())
     }
 
     /// After a page: progress, and whether to ask for the next one (an error past MAX_PAGES).

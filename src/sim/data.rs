@@ -13,6 +13,17 @@ pub fn set_fractional(on: bool) {
     FRACTIONAL.store(on, Ordering::SeqCst);
 }
 
+/// `--empty SOURCE,…`: the entity kinds those sources generate none of (a fresh account).
+static EMPTY: std::sync::RwLock<Vec<u64>> = std::sync::RwLock::new(Vec::new());
+
+pub fn set_empty(kinds: Vec<u64>) {
+    *EMPTY.write().unwrap() = kinds;
+}
+
+fn is_empty(kind: u64) -> bool {
+    EMPTY.read().unwrap().contains(&kind)
+}
+
 pub fn fractional() -> bool {
     FRACTIONAL.load(Ordering::SeqCst)
 }
@@ -92,7 +103,7 @@ pub fn entities(
     sim_days: u32,
 ) -> impl Iterator<Item = Entity> {
     let lo = (*days.start()).max(0);
-    let hi = (*days.end()).min(sim_days as i64 - 1);
+    let hi = if is_empty(kind) { -1 } else { (*days.end()).min(sim_days as i64 - 1) };
     (lo..=hi).flat_map(move |d| (0..per_day).map(move |i| entity(seed, kind, scope, d as u32, i)))
 }
 

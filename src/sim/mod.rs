@@ -71,6 +71,97 @@ pub struct SimConfig {
     /// Clients Milvus holds before any push: every other one shares a Ploomes contact's
     /// document, the rest are Milvus-only (seed 001's reverse direction).
     pub milvus_clients: u64,
+    /// Each field a record's docs do not mark required (see [`REQUIRED`]) is dropped with this
+    /// probability, at every depth, list items included, per record (0 = never).
+    pub sparse: f64,
+    /// Sources served as fresh accounts: no records (see [`empty_kinds`]).
+    pub empty: Vec<String>,
+    /// About every other response (decided by a hash of its request) serves integer ids (`id`,
+    /// `Id`, `…_id`, `…Id`) as strings.
+    pub drift: bool,
+}
+
+/// Record fields the APIs always send (keys and the cursors paging relies on), as paths inside
+/// a record; `--sparse` never drops them. Everything else may be absent (APIS.md: "any field
+/// the docs do not mark required may be absent in a record, at any depth").
+pub const REQUIRED: &[&str] = &[
+    "id", "Id", "type", "attributes", "attributes.created_at", "attributes.updated_at", "inserted_at", "updated_at",
+    "Created_Time", "Modified_Time", "createdTime", "modifiedTime", "CreateDate", "LastUpdateDate", "erpId",
+    "updatedAt", "hour", "user_id", "name", "page_id", "ad_id", "cnpj_cpf", "token",
+];
+
+/// The entity kinds of each source `--empty` can name.
+pub fn empty_kinds(source: &str) -> Option<Vec<u64>> {
+    Some(match source {
+        "c2s" => vec![10],
+        "pancake" => vec![20, 21, 22],
+        "zoho_crm" => vec![40, 41, 42],
+        "zoho_desk" => vec![43],
+        "ploomes" => vec![90, 91, 92],
+        // No generated records: no clients before a push (`--milvus-clients` ignored), no products.
+        "milvus" | "retail_portal" => vec![],
+        _ => return None,
+    })
+}
+
+/// `--sparse`: drop each optional field of each record with probability `p` (decided by a hash
+/// of the record and the field's path, so a record re-served is sparse the same way).
+fn sparsify(v: &mut Value, p: f64, seed: u64) {
+    fn in_record(v: &mut Value, path: &str, p: f64, h: u64) {
+        match v {
+            Value::Object(m) => {
+                m.retain(|k, _| {
+                    let full = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    if REQUIRED.contains(&full.as_str()) {
+                        return true;
+                    }
+                    let x = data::mix(h, &[full.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64))]);
+                    (x % 1_000_000) as f64 >= p * 1_000_000.0
+                });
+                for (k, x) in m.iter_mut() {
+                    let full = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    in_record(x, &full, p, h);
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter_mut().enumerate() {
+                    in_record(x, path, p, data::mix(h, &[i as u64]));
+                }
+            }
+            _ => {}
+        }
+    }
+    match v {
+        Value::Array(a) => {
+            for x in a.iter_mut() {
+                if x.is_object() {
+                    let h = data::mix(seed, &[x.to_string().bytes().fold(7u64, |a, b| a.wrapping_mul(131).wrapping_add(b as u64))]);
+                    in_record(x, "", p, h);
+                } else {
+                    sparsify(x, p, seed);
+                }
+            }
+        }
+        Value::Object(m) => m.values_mut().for_each(|x| sparsify(x, p, seed)),
+        _ => {}
+    }
+}
+
+/// `--drift`: integer ids as strings, at any depth.
+fn drift_ids(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                let idish = k == "id" || k == "Id" || k.ends_with("_id") || k.ends_with("Id");
+                match x {
+                    Value::Number(n) if idish && (n.is_i64() || n.is_u64()) => *x = Value::String(n.to_string()),
+                    _ => drift_ids(x),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(drift_ids),
+        _ => {}
+    }
 }
 
 /// Fields the real APIs may leave out of a record (everything but keys, names, times and the
@@ -122,6 +213,9 @@ impl Default for SimConfig {
             job_items_per_sec: 4.0,
             reply_delay_ms: 0,
             milvus_clients: 0,
+            sparse: 0.0,
+            empty: Vec::new(),
+            drift: false,
         }
     }
 }
@@ -182,8 +276,15 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new(cfg: SimConfig) -> Self {
+    pub fn new(mut cfg: SimConfig) -> Self {
         data::set_fractional(cfg.fractional);
+        data::set_empty(cfg.empty.iter().filter_map(|s| empty_kinds(s)).flatten().collect());
+        if cfg.empty.iter().any(|s| s == "milvus") {
+            cfg.milvus_clients = 0;
+        }
+        if cfg.empty.iter().any(|s| s == "retail_portal") {
+            cfg.products = 0;
+        }
         Sim {
             cfg,
             stats: Mutex::default(),
@@ -447,6 +548,13 @@ async fn handle(
             let mut r = r;
             if sim.cfg.omit_optional {
                 strip_optional(&mut r.body, false);
+            }
+            if sim.cfg.sparse > 0.0 {
+                sparsify(&mut r.body, sim.cfg.sparse, sim.cfg.seed);
+            }
+            // Which pages drift is a function of the request (a retried page drifts alike).
+            if sim.cfg.drift && data::mix(sim.cfg.seed, &[uri.to_string().bytes().fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(b as u64))]) % 2 == 0 {
+                drift_ids(&mut r.body);
             }
             let truncate = every(sim.cfg.truncate_every);
             sim.count(&route, false, if truncate { 0 } else { r.records });

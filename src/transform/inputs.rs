@@ -3,6 +3,7 @@
 //! consumed, and only the catalogue rows after the lowest of those positions.
 use super::model::{Mode, Model};
 use super::{raw, TransformOptions};
+use crate::config::declare::Declared;
 use crate::error::Result;
 use crate::lake::state::{self, LandedFile};
 use crate::lake::Lake;
@@ -26,7 +27,13 @@ pub(super) struct Inputs {
     pub bases: BTreeMap<String, Schema>,
 }
 
-pub(super) async fn read(lake: &Lake, models: &[Model], refs: &BTreeMap<String, Vec<String>>, opts: &TransformOptions) -> Result<Inputs> {
+pub(super) async fn read(
+    lake: &Lake,
+    models: &[Model],
+    refs: &BTreeMap<String, Vec<String>>,
+    declared: &BTreeMap<String, Declared>,
+    opts: &TransformOptions,
+) -> Result<Inputs> {
     // The catalogue as one aggregate (streams, their recorded schemas, the last position)...
     let t0 = std::time::Instant::now();
     let cat = state::Catalogue::open(lake).await?;
@@ -36,6 +43,14 @@ pub(super) async fn read(lake: &Lake, models: &[Model], refs: &BTreeMap<String, 
     // (A stream pulled but empty so far — only path-less rows — is an empty table, not "not yet".)
     for c in &summary {
         streams.entry(raw::table_name(&c.source, &c.stream)).or_default();
+    }
+    // A declared stream of a source that has been pulled, which has landed nothing at all yet
+    // (e.g. detail records of a parent stream still empty), is an empty table of its
+    // declared columns too.
+    for (name, d) in declared {
+        if summary.iter().any(|c| c.source == d.source) {
+            streams.entry(name.clone()).or_default();
+        }
     }
     // ...then each model's target and the position it consumed...
     let mut existing: BTreeMap<String, Option<DeltaTable>> = BTreeMap::new();
@@ -67,8 +82,20 @@ pub(super) async fn read(lake: &Lake, models: &[Model], refs: &BTreeMap<String, 
             continue;
         }
         let of_r: Vec<&state::StreamSchema> = summary.iter().filter(|c| raw::table_name(&c.source, &c.stream) == *r).collect();
+        if of_r.is_empty() {
+            // Declared, never landed (see above).
+            bases.insert(r.clone(), declared.get(r).map(|d| d.schema.clone()).unwrap_or_else(Schema::empty));
+            continue;
+        }
         let recorded: Vec<Option<&str>> = of_r.iter().filter(|c| !c.empty).map(|c| c.schema.as_deref()).collect();
-        bases.insert(r.clone(), raw::recorded_schema(lake, &cat, &of_r[0].source, &of_r[0].stream, &recorded).await?);
+        let landed = raw::recorded_schema(lake, &cat, &of_r[0].source, &of_r[0].stream, &recorded).await?;
+        // The declared fields first (in the file's order, typed even when no record has them),
+        // widened by what landed.
+        let base = match declared.get(r) {
+            Some(d) => crate::lake::schema::union(&d.schema, &landed),
+            None => landed,
+        };
+        bases.insert(r.clone(), base);
     }
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "catalogue and targets read");
     Ok(Inputs { summary, max_seq, streams, existing, consumed: consumed_at, bases })
@@ -79,4 +106,17 @@ pub(super) async fn read(lake: &Lake, models: &[Model], refs: &BTreeMap<String, 
 async fn consumed(lake: &Lake, m: &Model, t: Option<&DeltaTable>, opts: &TransformOptions) -> Result<i64> {
     let (Some(t), false, Mode::Merge | Mode::Append) = (t, opts.full_refresh, m.mode) else { return Ok(-1) };
     Ok(state::Txns::of(lake, &m.table_rel(), t).await?.get(&state::model_txn_app(&m.target)).await?.unwrap_or(-1))
+}
+
+/// `ingest transform --check`: nothing of the lake is read. Every declared raw stream is an
+/// empty table of its declared schema, every model's table is "not built yet".
+pub(super) fn declared_only(models: &[Model], declared: &BTreeMap<String, Declared>) -> Inputs {
+    Inputs {
+        summary: Vec::new(),
+        max_seq: -1,
+        streams: declared.keys().map(|k| (k.clone(), Vec::new())).collect(),
+        existing: models.iter().map(|m| (m.target.clone(), None)).collect(),
+        consumed: models.iter().map(|m| (m.target.clone(), -1)).collect(),
+        bases: declared.iter().map(|(k, d)| (k.clone(), d.schema.clone())).collect(),
+    }
 }

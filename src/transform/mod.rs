@@ -41,6 +41,11 @@ pub struct TransformOptions {
     pub memory_limit: Option<usize>,
     /// Where spill files go (None: the system's temp folder).
     pub temp_dir: Option<std::path::PathBuf>,
+    /// The pipeline files whose declared stream schemas the raw tables get (None: none).
+    pub pipelines: Option<std::path::PathBuf>,
+    /// Plan every model against the declared schemas only: nothing read from the lake, nothing
+    /// written (`ingest transform --check`).
+    pub check: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +58,20 @@ pub struct ModelReport {
     pub elapsed: Duration,
     /// Why the model failed on its data (its table is untouched; dependents are skipped).
     pub failed: Option<String>,
+}
+
+impl ModelReport {
+    /// A model that did not run (nothing landed, an input failed, `--check`).
+    fn skipped(m: &Model, note: String) -> Self {
+        ModelReport { target: m.target.clone(), files: 0, rows: 0, table_version: None, note, elapsed: Duration::ZERO, failed: None }
+    }
+
+    /// A model that could not plan: it fails alone, naming file, line and field.
+    fn failed_to_plan(m: &Model, e: &Error) -> Self {
+        let msg = crate::secret::redact(&format!("{}: {e}", m.target));
+        tracing::error!(model = %m.target, "model cannot plan: {msg}");
+        ModelReport { failed: Some(msg), ..Self::skipped(m, "FAILED (plan)".into()) }
+    }
 }
 
 /// Whether any model failed (the command then exits 1).
@@ -84,6 +103,15 @@ fn sql_error(m: &Model, msg: &str) -> Error {
         .or_else(|| {
             msg.contains("found: EOF")
                 .then(|| m.sql_line + m.sql.lines().count() - 1)
+        })
+        .or_else(|| {
+            // "No field named y", "Field y not found in struct"
+            let named = regex::Regex::new(r"(?:No field named|Field) ([A-Za-z0-9_.]+)").expect("valid regex");
+            let line = named
+                .captures_iter(msg)
+                .filter_map(|c| m.line_of(c[1].trim_end_matches('.').rsplit('.').next().unwrap_or(&c[1])))
+                .next();
+            line
         })
         .or_else(|| {
             // "table 'x' not found", "No field named y"
@@ -293,17 +321,34 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         refs.insert(m.target.clone(), references(&ctx, m)?);
     }
     let models = order(&all, &refs, &opts.models)?;
-    let inputs::Inputs { summary, max_seq, streams, mut existing, consumed, bases } = inputs::read(lake, &models, &refs, opts).await?;
+    let declared = match &opts.pipelines {
+        Some(dir) => crate::config::declare::declarations(dir)?,
+        None => BTreeMap::new(),
+    };
+    let inputs::Inputs { summary, max_seq, streams, mut existing, consumed, bases } = if opts.check {
+        inputs::declared_only(&models, &declared)
+    } else {
+        inputs::read(lake, &models, &refs, &declared, opts).await?
+    };
     let targets: BTreeSet<&str> = all.iter().map(|m| m.target.as_str()).collect();
 
     // Plan every model before writing anything: inputs get their real schemas, model
-    // outputs an empty table of the planned schema.
+    // outputs an empty table of the planned schema. A model that cannot plan (a field neither
+    // the data nor the declaration has, an unknown table) fails alone: its dependents are
+    // skipped, every other model runs.
     let mut runnable = Vec::new();
     let mut reports = Vec::new();
-    // Fields models name that no landed record has: per raw table, read as NULL.
+    let mut broken: BTreeSet<String> = BTreeSet::new();
+    // Fields models name that no landed record of an undeclared stream has: per raw table,
+    // read as NULL.
     let mut extras: BTreeMap<String, Schema> = BTreeMap::new();
     let empty = Schema::empty();
-    for m in &models {
+    'models: for m in &models {
+        if let Some(up) = refs[&m.target].iter().find(|r| broken.contains(*r)) {
+            broken.insert(m.target.clone());
+            reports.push(ModelReport::skipped(m, format!("skipped: {up} failed")));
+            continue;
+        }
         let mut missing = Vec::new();
         for r in &refs[&m.target] {
             if streams.contains_key(r) {
@@ -318,36 +363,30 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                 // A source that has landed streams but not this one: a typo, not "not yet".
                 // (A stream the catalogue knows — e.g. only empty windows so far — is "not yet".)
                 let sources: BTreeSet<&str> = summary.iter().map(|c| c.source.as_str()).collect();
-                let known_stream = summary.iter().any(|c| raw::table_name(&c.source, &c.stream) == *r);
+                let known_stream = declared.contains_key(r) || summary.iter().any(|c| raw::table_name(&c.source, &c.stream) == *r);
                 if !known_stream && sources.iter().any(|s| r.starts_with(&format!("raw.{s}_"))) {
                     let known: Vec<&str> = streams.keys().map(String::as_str).collect();
-                    return Err(sql_error(
-                        m,
-                        &format!("unknown table '{r}' (raw streams: {})", known.join(", ")),
-                    ));
+                    let e = sql_error(m, &format!("unknown table '{r}' (raw streams: {})", known.join(", ")));
+                    reports.push(ModelReport::failed_to_plan(m, &e));
+                    broken.insert(m.target.clone());
+                    continue 'models;
                 }
                 missing.push(r.clone());
             } else if let Some(t) = state::open_table(lake, &r.replace('.', "/")).await? {
                 register_delta(&ctx, r, &t).await?;
             } else {
-                return Err(sql_error(
+                let e = sql_error(
                     m,
-                    &format!(
-                        "unknown table '{r}': neither a raw stream that has landed, a model, nor a table in the lake"
-                    ),
-                ));
+                    &format!("unknown table '{r}': neither a raw stream that has landed, a model, nor a table in the lake"),
+                );
+                reports.push(ModelReport::failed_to_plan(m, &e));
+                broken.insert(m.target.clone());
+                continue 'models;
             }
         }
         if !missing.is_empty() {
-            reports.push(ModelReport {
-                target: m.target.clone(),
-                files: 0,
-                rows: 0,
-                table_version: None,
-                note: format!("skipped: nothing landed yet for {}", missing.join(", ")),
-                elapsed: Duration::ZERO,
-                failed: None,
-            });
+            let why = if opts.check { "not checked: no declared schema for" } else { "skipped: nothing landed yet for" };
+            reports.push(ModelReport::skipped(m, format!("{why} {}", missing.join(", "))));
             continue;
         }
         let raw_refs: Vec<&String> = refs[&m.target].iter().filter(|r| streams.contains_key(*r)).collect();
@@ -362,9 +401,17 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                             schemas.push(((*r).clone(), t.schema()));
                         }
                     }
-                    let found = missing_field(&e, &raw_refs, &m.sql, &schemas).or_else(|| missing_nested(&e, &m.sql, &schemas));
+                    // Only a stream without a declaration reads an absent field as NULL: a
+                    // declared stream's schema is what its API documents, so a field outside it
+                    // is a mistake in the model.
+                    let found = missing_field(&e, &raw_refs, &m.sql, &schemas)
+                        .or_else(|| missing_nested(&e, &m.sql, &schemas))
+                        .filter(|(t, _)| !declared.contains_key(t));
                     let Some((table, path)) = found.filter(|_| tries < 100) else {
-                        return Err(sql_error(m, &e.to_string()));
+                        let e = sql_error(m, &e.to_string());
+                        reports.push(ModelReport::failed_to_plan(m, &e));
+                        broken.insert(m.target.clone());
+                        continue 'models;
                     };
                     tries += 1;
                     tracing::warn!(model = %m.target, file = %m.file, table = %table, field = %path.join("."), "no landed record has this field; it reads as NULL");
@@ -379,10 +426,15 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         register(&ctx, &m.target, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
         runnable.push(m.clone());
     }
+    if opts.check {
+        for m in &runnable {
+            reports.push(ModelReport::skipped(m, "plans".into()));
+        }
+        return Ok(reports);
+    }
 
     let run_id = uuid::Uuid::new_v4().to_string();
     let mut changed: BTreeSet<String> = BTreeSet::new();
-    let mut broken: BTreeSet<String> = BTreeSet::new();
     for m in &runnable {
         let started = Instant::now();
         if let Some(up) = refs[&m.target].iter().find(|r| broken.contains(*r)) {
@@ -477,7 +529,9 @@ async fn run_model(
         let idle = if m.mode == Mode::Replace {
             !has_raw && !upstream_changed && existing.is_some() && !opts.full_refresh
         } else {
-            has_raw && files_read.is_empty()
+            // A model not built yet is built even from no new file: an empty table of its
+            // columns (a fresh account), so readers and dependents find it.
+            has_raw && files_read.is_empty() && existing.is_some()
         };
         if idle {
             if let Some(t) = &existing {

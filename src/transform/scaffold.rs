@@ -57,15 +57,28 @@ fn leaves(f: &Field, expr: String, name: String, out: &mut Vec<(String, String)>
     }
 }
 
-pub async fn new_model(lake: &Lake, sql_dir: &Path, source: &str, stream: &str) -> Result<PathBuf> {
+/// The union of what landed for `source.stream` (`what` names the command in its error).
+async fn landed_schema(lake: &Lake, source: &str, stream: &str, what: &str) -> Result<deltalake::arrow::datatypes::Schema> {
     let rows = state::read_catalogue(lake, Some(source)).await?;
     let files: Vec<_> = state::current_files(&rows).into_iter().filter(|r| r.stream == stream).collect();
     if files.is_empty() {
-        return Err(Error::Usage(format!(
-            "model new: nothing has landed for raw.{source}_{stream} yet; pull it first"
-        )));
+        return Err(Error::Usage(format!("{what}: nothing has landed for raw.{source}_{stream} yet; pull it first")));
     }
-    let schema = raw::stream_schema(lake, &files, &deltalake::arrow::datatypes::Schema::empty()).await?;
+    raw::stream_schema(lake, &files, &deltalake::arrow::datatypes::Schema::empty()).await
+}
+
+/// `ingest pipeline schema <source>.<stream>`: a starting declaration (`[schemas.<stream>]`)
+/// from what landed, to paste into the pipeline file and trim to what the API documents.
+pub async fn declaration(lake: &Lake, source: &str, stream: &str) -> Result<String> {
+    let schema = landed_schema(lake, source, stream, "pipeline schema").await?;
+    Ok(format!(
+        "# from what landed for raw.{source}_{stream}; keep the fields the API documents\n[schemas.{stream}]\n{}",
+        crate::config::declare::to_toml(&schema)
+    ))
+}
+
+pub async fn new_model(lake: &Lake, sql_dir: &Path, source: &str, stream: &str) -> Result<PathBuf> {
+    let schema = landed_schema(lake, source, stream, "model new").await?;
     let mut cols = Vec::new();
     for f in schema.fields() {
         leaves(f, quote(f.name()), snake(f.name()), &mut cols);

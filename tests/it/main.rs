@@ -1,6 +1,7 @@
 //! The one integration-test binary: runs the real `ingest` binary against the real simulator
 //! over loopback, into real lakes in temp dirs, and asserts on the data landed.
 mod common;
+mod declared;
 mod exactly_once;
 mod faults;
 mod input;

@@ -335,13 +335,14 @@ fn snapshot(lake: &Path) -> BTreeMap<String, Vec<Value>> {
 }
 
 #[test]
-fn bad_models_exit_2_and_a_killed_transform_recovers_exactly() {
+fn bad_models_fail_before_writing_and_a_killed_transform_recovers_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let lake = pulled(dir.path(), &["--rate-window", "1", "--days", "7", "--scale", "4"]);
     let pristine = dir.path().join("pristine");
     copy_dir(&lake, &pristine);
 
-    // Bad SQL, an unknown table, a bad header: exit 2, file and line, nothing written.
+    // SQL that does not parse, a bad header: exit 2, file and line, nothing written. (A model
+    // that parses but does not plan fails alone: see below.)
     let cases = [
         (
             "silver/c2s_leads.sql",
@@ -350,28 +351,10 @@ fn bad_models_exit_2_and_a_killed_transform_recovers_exactly() {
             "WHERE",
         ),
         (
-            "silver/c2s_leads.sql",
-            "FROM raw.c2s_leads",
-            "FROM raw.c2s_lead",
-            "raw.c2s_lead",
-        ),
-        (
-            "gold/c2s_leads_per_day.sql",
-            "FROM silver.c2s_leads",
-            "FROM silver.c2s_leeds",
-            "silver.c2s_leeds",
-        ),
-        (
             "silver/pancake_posts.sql",
             "-- mode: merge",
             "-- mode: upsert",
             "upsert",
-        ),
-        (
-            "silver/pancake_posts.sql",
-            "try_cast(comment_count AS BIGINT)",
-            "no_such_fn(comment_count)",
-            "no_such_fn",
         ),
     ];
     for (file, from, to, needle) in cases {
@@ -388,6 +371,27 @@ fn bad_models_exit_2_and_a_killed_transform_recovers_exactly() {
             !lake.join("silver").exists() && !lake.join("gold").exists(),
             "a bad model wrote a table"
         );
+    }
+
+    // An unknown table, an unknown function: that model fails alone (exit 1, file and line),
+    // its dependents are skipped, every other model commits.
+    let plan_cases = [
+        ("silver/c2s_leads.sql", "FROM raw.c2s_leads", "FROM raw.c2s_lead", "raw.c2s_lead", "silver/pancake_conversations"),
+        ("gold/c2s_leads_per_day.sql", "FROM silver.c2s_leads", "FROM silver.c2s_leeds", "silver.c2s_leeds", "silver/c2s_leads"),
+        ("silver/pancake_posts.sql", "try_cast(comment_count AS BIGINT)", "no_such_fn(comment_count)", "no_such_fn", "silver/c2s_leads"),
+    ];
+    for (file, from, to, needle, other) in plan_cases {
+        let sql = broken_sql(dir.path(), file, from, to);
+        let scratch = dir.path().join("scratch");
+        let _ = std::fs::remove_dir_all(&scratch);
+        copy_dir(&pristine, &scratch);
+        let o = ingest_sql(&scratch, &sql, &["transform"]);
+        let msg = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{file} {to}: {msg}");
+        let line = line_of(&sql.join(file), needle);
+        assert!(msg.contains(&format!("{file}:{line}")), "{file} {to}: want line {line}: {msg}");
+        assert!(!scratch.join(file.trim_end_matches(".sql")).exists(), "{file}: the failed model wrote its table");
+        assert!(scratch.join(other).join("_delta_log").exists(), "{file}: {other} was not built: {msg}");
     }
 
     // A clean transform, and a transform killed mid-run then rerun: same tables.
@@ -434,6 +438,9 @@ fn schema_drift_adds_columns_instead_of_failing() {
     let lake = dir.path().join("lake");
     let sql = dir.path().join("sql");
     std::fs::create_dir_all(sql.join("bronze")).unwrap();
+    // No declared schema: the table's columns are only what landed, so a new field is new.
+    let nodecl = dir.path().join("no_declarations");
+    std::fs::create_dir_all(&nodecl).unwrap();
     std::fs::write(
         sql.join("bronze/c2s_leads.sql"),
         "-- target: bronze.c2s_leads\n-- unique_key: id\n-- order_by: updated_at\n-- mode: merge\n\
@@ -444,7 +451,7 @@ fn schema_drift_adds_columns_instead_of_failing() {
         let sim = Sim::start(&["--rate-window", "1", "--days", "7", "--seed", "3"]);
         ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
     }
-    ok(&ingest_sql(&lake, &sql, &["transform"]));
+    ok(&ingest_sql(&lake, &sql, &["--pipelines", nodecl.to_str().unwrap(), "transform"]));
     let cols = |lake: &Path| -> BTreeSet<String> {
         let o = ingest_sql(
             lake,
@@ -465,7 +472,7 @@ fn schema_drift_adds_columns_instead_of_failing() {
         let sim = Sim::start(&["--rate-window", "1", "--days", "10", "--seed", "3"]);
         ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
     }
-    ok(&ingest_sql(&lake, &sql, &["transform"]));
+    ok(&ingest_sql(&lake, &sql, &["--pipelines", nodecl.to_str().unwrap(), "transform"]));
     let after = cols(&lake);
     assert!(has_company(&lake) && after.is_superset(&before), "{after:?}");
     let raw = latest(&lake, "c2s/_/leads/", "id", &lead_updated);

@@ -67,11 +67,9 @@ fn every_shipped_model_builds_when_the_api_omits_optional_fields() {
     for l in out.lines().filter(|l| l.contains("skipped")) {
         assert!(!l.contains("c2s_") && !l.contains("pancake_"), "{l}");
     }
+    // `company` is declared (pipelines/c2s.toml): a typed NULL column, no guess from the SQL.
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("no landed record has this field") && err.contains("silver.c2s_leads") && err.contains("attributes.company.name"),
-        "{err}"
-    );
+    assert!(!err.contains("no landed record has this field"), "{err}");
     let leads = query(&lake, "SELECT count(*) AS n, count(company) AS c, count(seller_id) AS s, count(DISTINCT id) AS d FROM silver.c2s_leads");
     assert_eq!(leads[0]["n"], 60);
     assert_eq!(leads[0]["d"], 60);

@@ -132,6 +132,82 @@ pub fn union(a: &Schema, b: &Schema) -> Schema {
     Schema::new(merge_fields(a.fields(), b.fields()))
 }
 
+/// Whether a JSON scalar/array/object fits a declared type without widening it: a string
+/// column takes any scalar, a float any number, an int integers (and booleans), a struct an
+/// object whose members fit, a list an array whose items fit. NULL fits anything.
+fn fits(t: &DataType, v: &serde_json::Value) -> bool {
+    use serde_json::Value as V;
+    match (t, v) {
+        (_, V::Null) => true,
+        (DataType::Utf8, V::String(_) | V::Number(_) | V::Bool(_)) => true,
+        (DataType::Float64, V::Number(_)) => true,
+        (DataType::Int64, V::Number(n)) => n.is_i64() || n.is_u64(),
+        (DataType::Int64 | DataType::Boolean, V::Bool(_)) => true,
+        (DataType::Struct(_), V::Object(_)) | (DataType::List(_), V::Array(_)) => true,
+        _ => false,
+    }
+}
+
+/// The non-NULL members of `record` its declaration (`fields`) lacks, or whose value does not fit the
+/// declared type, as dotted paths (`customers[].id`), at any depth; with `drop`, each such
+/// value is removed from the record (a list item that is not an object nor fits is removed
+/// from its list). Used by a stream's `contract` (`freeze` reports, `discard_value` drops).
+pub fn outside(fields: &Fields, record: &mut serde_json::Value, drop: bool) -> Vec<String> {
+    fn members(fields: &Fields, m: &mut serde_json::Map<String, serde_json::Value>, path: &str, drop: bool, out: &mut Vec<String>) {
+        let mut bad: Vec<String> = Vec::new();
+        for (k, v) in m.iter_mut() {
+            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            match fields.iter().find(|f| f.name() == k) {
+                // A NULL adds neither a value nor a type: not outside the declaration.
+                None if v.is_null() => {}
+                None => bad.push(k.clone()),
+                Some(f) if !fits(f.data_type(), v) => bad.push(k.clone()),
+                Some(f) => value(f.data_type(), v, &p, drop, out),
+            }
+        }
+        for k in bad {
+            out.push(if path.is_empty() { k.clone() } else { format!("{path}.{k}") });
+            if drop {
+                m.remove(&k);
+            }
+        }
+    }
+    fn value(t: &DataType, v: &mut serde_json::Value, path: &str, drop: bool, out: &mut Vec<String>) {
+        match (t, v) {
+            (DataType::Struct(fs), serde_json::Value::Object(m)) => members(fs, m, path, drop, out),
+            (DataType::List(item), serde_json::Value::Array(a)) => {
+                let p = format!("{path}[]");
+                let before = out.len();
+                a.retain_mut(|x| {
+                    if fits(item.data_type(), x) {
+                        value(item.data_type(), x, &p, drop, out);
+                        true
+                    } else {
+                        out.push(p.clone());
+                        !drop
+                    }
+                });
+                // One report per list, not per item.
+                let mut seen = std::collections::BTreeSet::new();
+                let mut i = before;
+                while i < out.len() {
+                    if seen.insert(out[i].clone()) {
+                        i += 1;
+                    } else {
+                        out.remove(i);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let serde_json::Value::Object(m) = record {
+        members(fields, m, "", drop, &mut out);
+    }
+    out
+}
+
 /// A compact JSON form of the types JSON inference produces: `"null"`, `"bool"`, `"int"`,
 /// `"float"`, `"string"`, `{"list": T}`, `{"struct": [[name, T], …]}` (others as `"string"`).
 fn type_json(t: &DataType) -> serde_json::Value {
@@ -200,6 +276,27 @@ mod tests {
         assert_eq!(u.fields().len(), 2);
         assert_eq!(u.field(0).data_type(), &Float64);
         assert_eq!(from_json(&to_json(&u)).unwrap(), u);
+    }
+
+    #[test]
+    fn outside_the_declaration_at_any_depth() {
+        use DataType::*;
+        let item = Fields::from(vec![Field::new("id", Utf8, true), Field::new("name", Utf8, true)]);
+        let fields = Fields::from(vec![
+            Field::new("id", Int64, true),
+            Field::new("customers", List(Arc::new(Field::new("item", Struct(item), true))), true),
+        ]);
+        let mut r = serde_json::json!({"id": 1, "customers": [{"id": "a", "fb": 1}, {"name": "b", "fb": 2}], "extra": true});
+        let mut kept = r.clone();
+        assert_eq!(outside(&fields, &mut kept, false), vec!["customers[].fb", "extra"]);
+        assert_eq!(kept, r);
+        assert_eq!(outside(&fields, &mut r, true).len(), 2);
+        assert_eq!(r, serde_json::json!({"id": 1, "customers": [{"id": "a"}, {"name": "b"}]}));
+        let mut drift = serde_json::json!({"id": "12"});
+        assert_eq!(outside(&fields, &mut drift, true), vec!["id"]);
+        assert_eq!(drift, serde_json::json!({}));
+        let mut fine = serde_json::json!({"id": null, "customers": null});
+        assert!(outside(&fields, &mut fine, false).is_empty());
     }
 
     #[test]
