@@ -77,6 +77,11 @@ fn parse_day(flag: &str, v: &Option<String>) -> Result<Option<chrono::NaiveDate>
         .transpose()
 }
 
+/// `<source>.<stream>` of a command's argument (`what` names the command in the error).
+fn source_stream<'a>(name: &'a str, what: &str) -> Result<(&'a str, &'a str), Error> {
+    name.split_once('.').ok_or_else(|| Error::Usage(format!("{what} {name}: expected <source>.<stream>")))
+}
+
 async fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Pull(a) => {
@@ -194,9 +199,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Model {
             command: ingest::cli::ModelCommand::New { name },
         } => {
-            let Some((source, stream)) = name.split_once('.') else {
-                return Err(Error::Usage(format!("model new {name}: expected <source>.<stream>")));
-            };
+            let (source, stream) = source_stream(&name, "model new")?;
             let lake = Lake::open(&cli.lake)?;
             let path = transform::scaffold::new_model(&lake, &cli.sql, source, stream).await?;
             println!("{}", path.display());
@@ -209,9 +212,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Pipeline {
             command: ingest::cli::PipelineCommand::Schema { name },
         } => {
-            let Some((source, stream)) = name.split_once('.') else {
-                return Err(Error::Usage(format!("pipeline schema {name}: expected <source>.<stream>")));
-            };
+            let (source, stream) = source_stream(&name, "pipeline schema")?;
             let lake = Lake::open(&cli.lake)?;
             print!("{}", transform::scaffold::declaration(&lake, source, stream).await?);
             Ok(0)

@@ -273,3 +273,14 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(&f, &dst).unwrap();
     }
 }
+
+/// Model files `(relative path, text)` written under `<dir>/sql` (added to what is there).
+pub fn write_models(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let sql = dir.join("sql");
+    for (name, text) in files {
+        let p = sql.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    sql
+}

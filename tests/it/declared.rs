@@ -275,16 +275,10 @@ fn sparse_records_and_drifting_ids_build_every_shipped_model_with_the_raw_files_
     );
 }
 
-/// A pipelines folder and an SQL folder in `dir`: the shipped ones plus `extra` models.
+/// An SQL folder in `dir`: the shipped models plus `extra` ones.
 fn sql_with(dir: &Path, extra: &[(&str, &str)]) -> std::path::PathBuf {
-    let sql = dir.join("sql");
-    copy_dir(&shipped_sql(), &sql);
-    for (name, text) in extra {
-        let p = sql.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    sql
+    copy_dir(&shipped_sql(), &dir.join("sql"));
+    write_models(dir, extra)
 }
 
 #[test]

@@ -5,7 +5,7 @@ use crate::common::*;
 use ingest::lake::state::{commit_rows, LandedFile};
 use ingest::lake::{Lake, RawFile};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Land `recs` as one file of raw stream `t_<stream>` through the engine's own writer and
 /// catalogue (slot `slot`: a later landing of the same slot supersedes the earlier one).
@@ -43,15 +43,6 @@ fn land(lake: &Path, stream: &str, slot: &str, recs: &[Value]) {
     });
 }
 
-fn models(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
-    let sql = dir.join("sql");
-    for (name, text) in files {
-        let p = sql.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    sql
-}
 
 #[test]
 fn every_shipped_model_builds_when_the_api_omits_optional_fields() {
@@ -89,7 +80,7 @@ fn a_model_failing_on_its_data_does_not_stop_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]));
-    let sql = models(
+    let sql = write_models(
         dir.path(),
         &[
             (
@@ -127,7 +118,7 @@ fn a_model_failing_on_its_data_does_not_stop_the_others() {
 fn raw_schemas_widen_nulls_never_win_and_joins_read_whole_streams() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let sql = models(
+    let sql = write_models(
         dir.path(),
         &[
             (
@@ -167,7 +158,7 @@ fn append_takes_each_landed_file_once_even_when_a_window_is_pulled_again() {
     let sim = Sim::start(&["--rate-window", "1", "--days", "3"]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let sql = models(
+    let sql = write_models(
         dir.path(),
         &[(
             "silver/posts_log.sql",
