@@ -86,6 +86,10 @@ pub enum Command {
     },
     /// Send the rows of each sink's table to its API, each record once (ledger
     /// <lake>/_ingest/sent): changed rows only, in batches, jobs polled to the end.
+    ///
+    /// A create that may have taken effect (a lost reply) is looked up before it is sent
+    /// again; a record whose fate is unknown is left `uncertain` (see `ingest status`). Exit 1
+    /// when any record failed or is uncertain; one push of a sink runs at a time.
     Push {
         /// <source> or <source>.<sink>
         target: String,
@@ -101,6 +105,9 @@ pub enum Command {
         /// Send again create_once records a crash left uncertain (may create duplicates)
         #[arg(long)]
         resend_uncertain: bool,
+        /// Wait for a running push of the same sink instead of exiting 1
+        #[arg(long)]
+        wait: bool,
     },
     /// SQL model helpers.
     Model {

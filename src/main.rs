@@ -177,7 +177,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             print!("{}", status::render(&lake, source.as_deref(), &template).await?);
             Ok(0)
         }
-        Command::Push { target, dry_run, limit, retry_failed, resend_uncertain } => {
+        Command::Push { target, dry_run, limit, retry_failed, resend_uncertain, wait } => {
             let (source, sink) = match target.split_once('.') {
                 Some((s, k)) => (s.to_string(), Some(k.to_string())),
                 None => (target.clone(), None),
@@ -187,11 +187,11 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             if !dry_run {
                 lake.ready_for_writes().await?;
             }
-            let opts = ingest::push::PushOptions { sink, dry_run, limit, retry_failed, resend_uncertain };
+            let opts = ingest::push::PushOptions { sink, dry_run, limit, retry_failed, resend_uncertain, wait };
             let reports = ingest::push::push(&p, &lake, &opts).await?;
             print!("{}", ingest::push::render(&reports, dry_run));
-            if reports.iter().any(|r| r.failed > 0) {
-                eprintln!("error: some records failed (see `ingest query \"SELECT * FROM _ingest.sent WHERE state = 'failed'\"`)");
+            if reports.iter().any(|r| !r.ok()) {
+                eprintln!("error: some records failed or are uncertain (see `ingest query \"SELECT * FROM _ingest.sent WHERE state IN ('failed', 'uncertain')\"`)");
                 return Ok(1);
             }
             Ok(0)

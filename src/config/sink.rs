@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 pub struct SinkConfig {
     pub table: String,
     pub key: String,
+    /// `POST` (default), `PUT`, `PATCH` or `DELETE`, any case (sent upper-cased).
     #[serde(default = "default_post")]
     pub method: String,
     pub path: String,
@@ -135,19 +136,65 @@ pub struct SinkJob {
     pub id: String,
     /// Status path, `{job_id}` filled in.
     pub status_path: String,
-    /// JSON path of the state, and the states that end the job.
+    /// JSON path of the state, and the states that end the job (compared case-insensitively:
+    /// such APIs spell them `Completed`, `COMPLETED`, `Succeeded`…). A state never seen before
+    /// is logged; a job not final by `timeout_secs` leaves its items `uncertain`.
     pub state: String,
     pub final_states: Vec<String>,
+    /// Final states meaning the job failed as a whole (case-insensitive; default `failed`,
+    /// `deleted`, `error`, `cancelled`, `canceled`, `aborted`): its items without an error of
+    /// their own are not `sent` (`failed` for an upsert sink, `uncertain` for a create).
+    #[serde(default = "default_failed_states")]
+    pub failed_states: Vec<String>,
+    /// JSON paths of the job's item counts as the API reports them (shown in the summary and
+    /// the run log); more failures than per-item errors listed leaves the unexplained items
+    /// not `sent`.
+    #[serde(default = "default_success_count")]
+    pub success_count: String,
+    #[serde(default = "default_failure_count")]
+    pub failure_count: String,
     /// JSON path of the per-item errors (a list of objects), with the key and message fields.
     pub errors: Option<String>,
     #[serde(default = "default_error_key")]
     pub error_key: String,
     #[serde(default = "default_error_message")]
     pub error_message: String,
+    /// The first poll's wait; each next one doubles, up to `max_poll_ms`.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    #[serde(default = "default_max_poll_ms")]
+    pub max_poll_ms: u64,
     #[serde(default = "default_job_timeout")]
     pub timeout_secs: u64,
+}
+
+impl SinkJob {
+    fn is(list: &[String], state: &str) -> bool {
+        list.iter().any(|s| s.eq_ignore_ascii_case(state))
+    }
+
+    /// Whether `state` ends the job.
+    pub fn is_final(&self, state: &str) -> bool {
+        Self::is(&self.final_states, state) || Self::is(&self.failed_states, state)
+    }
+
+    /// Whether `state` ends the job as a failure.
+    pub fn is_failed(&self, state: &str) -> bool {
+        Self::is(&self.failed_states, state)
+    }
+}
+
+fn default_failed_states() -> Vec<String> {
+    ["failed", "deleted", "error", "cancelled", "canceled", "aborted"].iter().map(|s| s.to_string()).collect()
+}
+fn default_success_count() -> String {
+    "successCount".into()
+}
+fn default_failure_count() -> String {
+    "failureCount".into()
+}
+fn default_max_poll_ms() -> u64 {
+    30_000
 }
 
 fn default_upsert() -> String {

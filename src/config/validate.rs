@@ -281,7 +281,7 @@ impl Checker<'_> {
             return Err(self.err(&["streams"], "no stream declared"));
         }
         let mut sinks = Vec::new();
-        for (name, k) in p.sinks {
+        for (name, mut k) in p.sinks {
             let at = |f: &'static str| -> Vec<String> { vec!["sinks".into(), name.clone(), f.into()] };
             let err = |f: &'static str, m: String| {
                 let path = at(f);
@@ -299,6 +299,21 @@ impl Checker<'_> {
             }
             if !k.path.starts_with('/') {
                 return Err(err("path", "must start with `/`".into()));
+            }
+            k.method = k.method.to_uppercase();
+            if !["POST", "PUT", "PATCH", "DELETE"].contains(&k.method.as_str()) {
+                return Err(err("method", format!("`{}`: expected POST, PUT, PATCH or DELETE", k.method)));
+            }
+            if let Some(l) = &mut k.lookup {
+                l.method = l.method.to_uppercase();
+                if l.method != "GET" && l.method != "POST" {
+                    return Err(err("lookup", format!("method `{}`: expected GET or POST", l.method)));
+                }
+            }
+            if let Some(j) = &k.job {
+                if j.poll_ms == 0 || j.max_poll_ms < j.poll_ms {
+                    return Err(err("job", "poll_ms must be at least 1 and at most max_poll_ms".into()));
+                }
             }
             sinks.push((name, k));
         }

@@ -1,6 +1,14 @@
 //! The HTTP engine: one pooled client per source, a shared request budget, retries with
 //! jittered exponential backoff that honour `Retry-After`, and auth placement. It never logs
 //! or returns a URL that carries a secret.
+//!
+//! Retries and side effects: every request says what repeating it does ([`Effect`]). A
+//! `Safe` or `IdempotentByKey` request is retried after any transient failure. An `Unsafe`
+//! one (a create: Milvus `cliente/criar`, Ploomes `POST /Contacts`) is retried only when the
+//! server provably did not act on it — the connection was never made, or it answered 429
+//! (not processed). Once it may have reached the server (a timeout, a 5xx or 408, a reset or
+//! a body cut short) the client returns [`HttpError::Uncertain`] instead of sending it again:
+//! the caller reconciles (asks the destination) before anything is resent.
 mod budget;
 mod oauth;
 pub use budget::RateBudget;
@@ -29,6 +37,22 @@ pub enum HttpError {
     /// The token endpoint would not give an access token (exit 1; names the endpoint only).
     #[error("{0}")]
     Auth(String),
+    /// An `Unsafe` request may have been acted on (no answer, or one that does not say it
+    /// was not): not sent again. The caller must find out whether it took effect.
+    #[error("{what}: no reliable answer ({why}); it may have taken effect, so it was not sent again")]
+    Uncertain { what: String, why: String },
+}
+
+/// What sending a request again does at the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Effect {
+    /// Nothing (reads, lookups, job polls; a POST that lists).
+    #[default]
+    Safe,
+    /// The same change again (an upsert keyed by an immutable id: the portal's `erpId`).
+    IdempotentByKey,
+    /// A second record (a create with no idempotency key).
+    Unsafe,
 }
 
 /// One request: method, URL, query, extra headers and an optional JSON body.
@@ -40,6 +64,8 @@ pub struct Request<'a> {
     pub body: Option<&'a Value>,
     /// Keep the records at this path of the response as bytes ([`crate::json::raw::split`]).
     pub split: Option<&'a [String]>,
+    /// What sending it twice does (decides which failures are retried).
+    pub effect: Effect,
 }
 
 /// One successful response, and what it cost to get it.
@@ -71,6 +97,8 @@ enum Attempt {
         why: String,
         after: Option<Duration>,
         throttled: bool,
+        /// The server may have acted on the request (it reached it and did not say no).
+        reached: bool,
     },
     Fail(HttpError),
 }
@@ -113,6 +141,7 @@ impl Client {
             headers: &[],
             body: None,
             split: None,
+            effect: Effect::Safe,
         };
         self.send(&req, auth, what).await
     }
@@ -154,10 +183,15 @@ impl Client {
                     tracing::info!(request = what, "401 with an OAuth2 token: refreshing it and retrying once");
                 }
                 Attempt::Fail(e) => return Err(e),
+                Attempt::Retry { why, reached: true, .. } if req.effect == Effect::Unsafe => {
+                    tracing::warn!(request = what, attempt, "not retrying a write the server may have acted on: {why}");
+                    return Err(HttpError::Uncertain { what: describe(url, what), why });
+                }
                 Attempt::Retry {
                     why,
                     after,
                     throttled: t,
+                    ..
                 } => {
                     if t {
                         throttled += 1;
@@ -184,7 +218,10 @@ impl Client {
     }
 
     async fn once(&self, r: &Request<'_>, auth: &Auth, token: Option<&oauth::Token>, what: &str) -> Attempt {
-        let method = if r.method == "POST" { reqwest::Method::POST } else { reqwest::Method::GET };
+        let method = match reqwest::Method::from_bytes(r.method.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => m,
+            Err(_) => return Attempt::Fail(HttpError::Build(format!("`{}` is not an HTTP method", r.method))),
+        };
         let mut req = self.http.request(method, r.url).query(r.query);
         for (k, v) in self.headers.iter().chain(r.headers.iter()) {
             req = req.header(k.as_str(), v.as_str());
@@ -235,12 +272,15 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 let transient = e.is_timeout() || e.is_connect() || e.is_request() || e.is_body();
+                let connect = e.is_connect();
                 let msg = crate::secret::redact(&e.without_url().to_string());
                 return if transient {
                     Attempt::Retry {
                         why: msg,
                         after: None,
                         throttled: false,
+                        // Only a connection never made is proof the request was not sent.
+                        reached: !connect,
                     }
                 } else {
                     Attempt::Fail(HttpError::GaveUp {
@@ -268,6 +308,7 @@ impl Client {
                     ),
                     after: None,
                     throttled: false,
+                    reached: true,
                 }
             }
         };
@@ -276,6 +317,8 @@ impl Client {
                 why: "429 Too Many Requests".into(),
                 after: retry_after.or(Some(Duration::from_millis(self.retry.throttle_wait_ms))),
                 throttled: true,
+                // A 429 is the server saying it did not process the request.
+                reached: false,
             };
         }
         if status.is_server_error() || status.as_u16() == 408 {
@@ -283,6 +326,7 @@ impl Client {
                 why: format!("server answered {status}"),
                 after: retry_after,
                 throttled: false,
+                reached: true,
             };
         }
         if status.as_u16() == 304 {
@@ -338,6 +382,7 @@ impl Client {
                 why: format!("invalid or truncated JSON body ({len} bytes): {e}"),
                 after: None,
                 throttled: false,
+                reached: true,
             },
         }
     }

@@ -71,6 +71,10 @@ pub struct Lease {
     beat: tokio::task::JoinHandle<()>,
 }
 
+/// The folder of push leases: `push/<source>.<sink>` (source names hold no dot, so no pull
+/// lease is ever named so).
+pub const PUSH: &str = "push";
+
 fn rel(name: &str) -> String {
     format!("_ingest/leases/{name}.json")
 }
@@ -118,9 +122,14 @@ pub enum Scope<'a> {
 }
 
 fn busy(source: &str, part: Option<&str>, h: &Holder) -> Error {
+    let what = match (source, part) {
+        // `push/<source>.<sink>`: a push's lease (see `push`).
+        (PUSH, Some(sink)) => format!("a push of {sink}"),
+        (s, Some(p)) => format!("a pull of {s} (partition {p})"),
+        (s, None) => format!("a pull of {s}"),
+    };
     Error::Busy(format!(
-        "a pull of {source}{} is running since {} ({}, pid {}); try again later or pass --wait",
-        part.map(|p| format!(" (partition {p})")).unwrap_or_default(),
+        "{what} is running since {} ({}, pid {}); try again later or pass --wait",
         h.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         h.host,
         h.pid

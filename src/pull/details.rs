@@ -4,7 +4,7 @@
 //! detail is already landed, and fetches the rest.
 use crate::config::Details;
 use crate::error::{Error, Result};
-use crate::http::{Client, HttpError, Request};
+use crate::http::{Client, Effect, HttpError, Request};
 use crate::json;
 use crate::lake::state::{LandedFile, Landing, StateWriter};
 use crate::lake::{Lake, RawFile};
@@ -80,7 +80,7 @@ impl DetailRun<'_> {
         let (client, auth, what) = (self.client, self.auth, self.what.as_str());
         let results: Vec<(String, String, std::result::Result<Value, HttpError>)> = futures::stream::iter(todo)
             .map(|(k, c, url)| async move {
-                let req = Request { method: "GET", url: &url, query: &[], headers: &[], body: None, split: None };
+                let req = Request { method: "GET", url: &url, query: &[], headers: &[], body: None, split: None, effect: Effect::Safe };
                 let r = client.send(&req, auth, what).await.map(|f| f.body);
                 (k, c, r)
             })

@@ -14,7 +14,7 @@ use super::paginate::{Bound, Page, Paginator};
 use crate::config::declare::Contract;
 use crate::config::{Partition, Pipeline, Stream};
 use crate::error::{Error, Result};
-use crate::http::{Client, Request};
+use crate::http::{Client, Effect, Request};
 use crate::lake::state::{txn_app, watermark_app, LandedFile, Landing, StateWriter};
 use crate::lake::{Lake, RawFile};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -381,6 +381,8 @@ impl StreamRun<'_> {
                     headers: &headers,
                     body: body.as_ref(),
                     split: raw_path,
+                    // A pull only reads (a POST here lists: Milvus `chamado/listagem`).
+                    effect: Effect::Safe,
                 };
                 let mut got = self
                     .client

@@ -1,19 +1,39 @@
-//! `ingest push`: the rows of a sink's table sent to its API, each record once. For every row:
-//! payload (columns → JSON fields) and its hash; rows whose key the ledger already holds as
-//! `sent` with that hash are skipped. The intent is committed to the ledger as `pending`
-//! before a batch is sent and its outcome after (see `lake::ledger`), so a crash in between
-//! is resent by the next run (upsert sinks: the API is idempotent by key).
+//! `ingest push`: the rows of a sink's table sent to its API, each record once.
+//!
+//! The protocol, per sink: one push of a sink at a time (a lease `push/<source>.<sink>`, as
+//! pulls hold theirs). Every row becomes a payload (columns → JSON fields) and its hash; a key
+//! the ledger holds `sent` with that hash (a `create_once` key: `sent` at all) is skipped.
+//! Before a batch is sent its items are committed to the ledger as `pending`; after it, each
+//! item's outcome (`send.rs`): `sent`, `failed` (the destination refused it) or `uncertain`
+//! (it may have taken effect). So:
+//!
+//! - **Upsert sinks** (the API is idempotent by key) are retried and resent freely: a
+//!   `pending` or `uncertain` key is simply sent again, after polling the job an `uncertain`
+//!   entry names (`job.rs`).
+//! - **Create sinks** (`create_once`: a second call makes a second record) are sent as
+//!   `Unsafe` requests, which the HTTP client never repeats once the destination may have acted
+//!   (`http::Effect`). A lost reply is reconciled through the sink's `lookup` in the same run
+//!   before anything is sent again; a key left `pending` by a crash is looked up first by the
+//!   next run. Without a lookup such a key becomes `uncertain`: listed by `ingest status`,
+//!   sent again only with `--resend-uncertain`.
+//! - A push with `failed` or `uncertain` items exits 1, and its run-log row says so.
+mod job;
+mod send;
+
 use crate::config::{Auth, Pipeline, RowCheck, SinkConfig, SinkLookup};
 use crate::error::{Error, Result};
-use crate::http::{Client, HttpError, Request};
+use crate::http::{Client, Effect, Request};
 use crate::json;
 use crate::lake::ledger::{self, Entry};
-use crate::lake::{runs, state, Lake};
+use crate::lake::{lease, runs, state, Lake};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use sha2::Digest;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
+
+/// (key, payload hash, payload) of one row to send.
+type Item = (String, String, Value);
 
 #[derive(Debug, Clone, Default)]
 pub struct PushOptions {
@@ -22,6 +42,8 @@ pub struct PushOptions {
     pub limit: Option<usize>,
     pub retry_failed: bool,
     pub resend_uncertain: bool,
+    /// Wait for a running push of the same sink instead of failing.
+    pub wait: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -41,7 +63,17 @@ pub struct SinkReport {
     pub sample: Option<String>,
     /// The sink's `latest` answer (JSON), read after the push.
     pub latest: Option<String>,
+    /// The jobs' own counts (`successCount`, `failureCount`), summed, as the API reported them.
+    pub job_success: Option<u64>,
+    pub job_failure: Option<u64>,
     pub elapsed: Duration,
+}
+
+impl SinkReport {
+    /// Whether every record of the sink reached a known good end.
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.uncertain == 0
+    }
 }
 
 pub fn render(reports: &[SinkReport], dry_run: bool) -> String {
@@ -56,6 +88,10 @@ pub fn render(reports: &[SinkReport], dry_run: bool) -> String {
         ));
         if let Some(s) = &r.sample {
             out.push_str(&format!("  sample payload: {s}\n"));
+        }
+        if r.job_success.is_some() || r.job_failure.is_some() {
+            let n = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            out.push_str(&format!("  jobs reported: successCount {}, failureCount {}\n", n(r.job_success), n(r.job_failure)));
         }
         if let Some(l) = &r.latest {
             out.push_str(&format!("  destination's latest integration: {l}\n"));
@@ -132,7 +168,7 @@ async fn exists(client: &Client, p: &Pipeline, auth: &Auth, what: &str, l: &Sink
                 q.push((sp.clone(), n.to_string()));
             }
         }
-        let req = Request { method: &l.method, url: &url, query: &q, headers: &[], body: body.as_ref(), split: None };
+        let req = Request { method: &l.method, url: &url, query: &q, headers: &[], body: body.as_ref(), split: None, effect: Effect::Safe };
         let f = client.send(&req, auth, what).await.map_err(|e| Error::Http(e.to_string()))?;
         let found = json::at_str(&f.body, &l.records)
             .and_then(Value::as_array)
@@ -176,283 +212,267 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
         )));
     }
     let client = Client::new(p).map_err(|e| Error::Other(e.to_string()))?;
-    let auth = &p.partitions[0].auth;
     let run_id = uuid::Uuid::new_v4().to_string();
     let mut reports = Vec::new();
     for (name, k) in sinks {
-        let (started, started_at) = (Instant::now(), chrono::Utc::now());
-        let rows = match rows_of(lake, &k.table).await? {
-            Some(rows) => rows,
-            // Pushing every sink of a source: one whose table is not built yet waits (named).
-            None if opts.sink.is_none() => {
-                tracing::warn!(sink = %name, table = %k.table, "skipped: its table is not built yet (ingest transform)");
-                reports.push(SinkReport { sink: format!("{name} (no table yet)"), ..Default::default() });
-                continue;
-            }
-            None => {
-                return Err(Error::Usage(format!(
-                    "push: table `{}` does not exist in {} (run `ingest transform` first)",
-                    k.table, lake.url
-                )))
-            }
+        // One push of a sink at a time (a dry run sends nothing and takes no lease).
+        let held = match opts.dry_run {
+            true => None,
+            false => Some(lease::acquire(lake, &format!("{}/{}.{name}", lease::PUSH, p.name), opts.wait).await?),
         };
-        // Validate everything before anything is sent.
-        let mut keys = BTreeSet::new();
-        let mut bad = Vec::new();
-        let mut items: Vec<(String, String, Value)> = Vec::new();
-        // The whole rows by key, `omit`ted and `_` columns included: what a lookup may name.
-        let mut full: HashMap<String, &Map<String, Value>> = HashMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            let key = r.get(&k.key).and_then(key_text);
-            for (col, kind) in &k.checks {
-                if let Err(why) = check(*kind, r.get(col)) {
-                    let who = key.as_ref().map(|v| format!(" (`{}` = {v})", k.key)).unwrap_or_default();
-                    bad.push(format!("row {}{who}: `{col}` {why}", i + 1));
-                }
-            }
-            match key {
-                None => bad.push(format!("row {}: no `{}`", i + 1, k.key)),
-                Some(key) if !keys.insert(key.clone()) => bad.push(format!("`{}` = {key} appears twice", k.key)),
-                Some(key) => {
-                    // Bookkeeping columns (`_…`) and `omit` stay out of what is sent and hashed.
-                    let payload = Value::Object(
-                        r.iter()
-                            .filter(|(c, _)| !c.starts_with('_') && !k.omit.contains(c))
-                            .map(|(c, v)| (c.clone(), v.clone()))
-                            .collect(),
-                    );
-                    let hash = hex::encode(sha2::Sha256::digest(payload.to_string().as_bytes()));
-                    full.insert(key.clone(), r);
-                    items.push((key, hash, payload));
-                }
-            }
+        let rep = push_sink(p, lake, opts, &client, &run_id, name, k).await;
+        if let Some(l) = held {
+            l.release().await;
         }
-        if let Some(first) = rows.first() {
-            if !first.contains_key(&k.key) && bad.is_empty() {
-                bad.push(format!("the table has no column `{}`", k.key));
-            }
-        }
-        if !bad.is_empty() {
-            let n = bad.len();
-            bad.truncate(10);
-            let more = if n > 10 { format!("; … {} more", n - 10) } else { String::new() };
-            return Err(Error::Usage(format!(
-                "{}: sink `{name}` (table {}): nothing sent, {n} problem(s): {}{more}",
-                p.file,
-                k.table,
-                bad.join("; ")
-            )));
-        }
-        let known = ledger::latest(lake, &p.name, name).await?;
-        let mut rep = SinkReport { sink: name.clone(), rows: items.len(), ..Default::default() };
-        let create_once = k.mode == "create_once";
-        let mut todo: Vec<(String, String, Value)> = items
-            .into_iter()
-            .filter(|(key, hash, _)| match known.get(key) {
-                Some(e) if e.state == "sent" && (create_once || e.hash == *hash) => false,
-                Some(e) if e.hash == *hash && e.state == "failed" && !opts.retry_failed => false,
-                Some(e) if e.state == "uncertain" && !opts.resend_uncertain => false,
-                _ => true,
-            })
-            .take(opts.limit.unwrap_or(usize::MAX))
-            .collect();
-        // create_once: a key left `pending` by a crash may or may not exist at the destination.
-        // Ask it (lookup); without a lookup it becomes `uncertain` and waits for
-        // --resend-uncertain.
-        if create_once && !opts.dry_run {
-            let mut settled = Vec::new();
-            let mut keep = Vec::new();
-            for (key, hash, v) in todo {
-                let was_pending = known.get(&key).is_some_and(|e| e.state == "pending");
-                let forced = known.get(&key).is_some_and(|e| e.state == "uncertain") && opts.resend_uncertain;
-                if !was_pending || forced {
-                    keep.push((key, hash, v));
-                    continue;
-                }
-                let state = match &k.lookup {
-                    Some(l) => {
-                        if exists(&client, p, auth, &format!("{}.{name} lookup", p.name), l, full[&key]).await? {
-                            rep.reconciled += 1;
-                            Some("sent")
-                        } else {
-                            None
-                        }
-                    }
-                    None => Some("uncertain"),
-                };
-                match state {
-                    Some(st) => settled.push(Entry {
-                        error: (st == "uncertain").then(|| "a crash left it pending and the sink has no lookup: resend with --resend-uncertain".to_string()),
-                        ..Entry::new(&p.name, name, &key, &hash, st, known.get(&key).map_or(0, |e| e.attempts), &run_id)
-                    }),
-                    None => keep.push((key, hash, v)),
-                }
-            }
-            rep.uncertain = settled.iter().filter(|e| e.state == "uncertain").count();
-            ledger::append(lake, &settled).await?;
-            todo = keep;
-        }
-        rep.skipped = rep.rows - todo.len() - rep.uncertain - rep.reconciled;
-        rep.changed = todo.iter().filter(|(key, h, _)| known.get(key).is_some_and(|e| e.state == "sent" && e.hash != *h)).count();
-        if opts.dry_run {
-            rep.sent = todo.len();
-            rep.sample = todo.first().map(|t| t.2.to_string());
-            rep.elapsed = started.elapsed();
+        if let Some(rep) = rep? {
             reports.push(rep);
-            continue;
         }
-        ledger::ensure(lake).await?;
-        let attempts: HashMap<String, i64> = known.iter().map(|(k, e)| (k.clone(), e.attempts)).collect();
-        let batches: Vec<Vec<(String, String, Value)>> = todo.chunks(k.batch.size).map(|c| c.to_vec()).collect();
-        let url = format!("{}{}", p.base_url, k.path);
-        let outcomes: Vec<Result<(Vec<Entry>, u64, u64)>> = futures::stream::iter(batches)
-            .map(|batch| {
-                let (client, url, run_id, attempts) = (&client, &url, &run_id, &attempts);
-                async move {
-                    let entry = |key: &str, hash: &str, state: &str| {
-                        Entry::new(&p.name, name, key, hash, state, attempts.get(key).copied().unwrap_or(0) + 1, run_id)
-                    };
-                    // Intent first: a crash from here on leaves `pending`, resent next run.
-                    let pending: Vec<Entry> = batch.iter().map(|(key, h, _)| entry(key, h, "pending")).collect();
-                    ledger::append(lake, &pending).await?;
-                    let list = Value::Array(batch.iter().map(|(_, _, v)| v.clone()).collect());
-                    let body = match (&k.batch.wrapper, k.batch.max) {
-                        (Some(w), _) => serde_json::json!({ w: list }),
-                        // One record a request: the record itself.
-                        (None, 1) => batch[0].2.clone(),
-                        (None, _) => list,
-                    };
-                    let what = format!("{}.{name}", p.name);
-                    let req = Request { method: &k.method, url, query: &[], headers: &[], body: Some(&body), split: None };
-                    let (mut requests, mut throttled) = (1u64, 0u64);
-                    let sent = client.send(&req, auth, &what).await;
-                    let mut job_id = None;
-                    let mut response: Option<String> = None;
-                    let mut item_errors: HashMap<String, String> = HashMap::new();
-                    let outcome: std::result::Result<(), String> = match sent {
-                        Ok(f) => {
-                            requests += f.retries;
-                            throttled += f.throttled;
-                            if k.job.is_none() && !f.body.is_null() {
-                                let mut r = f.body.to_string();
-                                r.truncate(500);
-                                response = Some(crate::secret::redact(&r));
-                            }
-                            match &k.job {
-                                Some(j) => {
-                                    let id = json::at_str(&f.body, &j.id).and_then(key_text);
-                                    match id {
-                                        None => Err(format!("answered {} without a job id at `{}`", f.status, j.id)),
-                                        Some(id) => {
-                                            job_id = Some(id.clone());
-                                            let status_url = format!("{}{}", p.base_url, j.status_path.replace("{job_id}", &id));
-                                            let deadline = Instant::now() + Duration::from_secs(j.timeout_secs);
-                                            loop {
-                                                tokio::time::sleep(Duration::from_millis(j.poll_ms)).await;
-                                                let s = client.get(&status_url, &[], auth, &what).await.map_err(|e| e.to_string());
-                                                requests += 1;
-                                                let s = match s {
-                                                    Ok(s) => s,
-                                                    Err(e) => break Err(e),
-                                                };
-                                                throttled += s.throttled;
-                                                let st = json::at_str(&s.body, &j.state).and_then(key_text).unwrap_or_default();
-                                                if j.final_states.contains(&st) {
-                                                    if let Some(ep) = &j.errors {
-                                                        for e in json::at_str(&s.body, ep).and_then(Value::as_array).into_iter().flatten() {
-                                                            if let Some(key) = e.get(&j.error_key).and_then(key_text) {
-                                                                let msg = e.get(&j.error_message).and_then(key_text).unwrap_or_default();
-                                                                item_errors.insert(key, crate::secret::redact(&msg));
-                                                            }
-                                                        }
-                                                    }
-                                                    break Ok(());
-                                                }
-                                                if Instant::now() > deadline {
-                                                    break Err(format!("job {id} still `{st}` after {} s", j.timeout_secs));
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                                None => Ok(()),
-                            }
-                        }
-                        Err(HttpError::Rejected { status, body, .. }) if (400..500).contains(&status) => {
-                            Err(format!("rejected ({status}): {body}"))
-                        }
-                        Err(e) => return Err(Error::Http(e.to_string())),
-                    };
-                    let done: Vec<Entry> = batch
-                        .iter()
-                        .map(|(key, h, _)| {
-                            let mut e = entry(key, h, "sent");
-                            e.job_id = job_id.clone();
-                            e.response = response.clone();
-                            if let Err(msg) = &outcome {
-                                e.state = "failed".into();
-                                e.error = Some(crate::secret::redact(msg));
-                            } else if let Some(msg) = item_errors.get(key) {
-                                e.state = "failed".into();
-                                e.error = Some(msg.clone());
-                            }
-                            e
-                        })
-                        .collect();
-                    ledger::append(lake, &done).await?;
-                    Ok((done, requests, throttled))
-                }
-            })
-            .buffer_unordered(k.batch.parallel)
-            .collect()
-            .await;
-        for o in outcomes {
-            let (done, requests, throttled) = o?;
-            rep.requests += requests;
-            rep.throttled += throttled;
-            rep.jobs += done.first().is_some_and(|e| e.job_id.is_some()) as usize;
-            for e in done {
-                if e.state == "sent" {
-                    rep.sent += 1;
-                } else {
-                    rep.failed += 1;
-                }
-            }
-        }
-        // The destination's own view of the last integration (seed 002), kept in the run log.
-        if let Some(l) = &k.latest {
-            let url = format!("{}{}", p.base_url, l.path);
-            match client.get(&url, &[], auth, &format!("{}.{name} latest", p.name)).await {
-                Ok(f) => {
-                    rep.requests += 1;
-                    let m: Map<String, Value> =
-                        l.fields.iter().filter_map(|f2| json::at_str(&f.body, f2).map(|v| (f2.clone(), v.clone()))).collect();
-                    rep.latest = Some(Value::Object(m).to_string());
-                }
-                Err(e) => tracing::warn!(sink = %name, "cannot read {}: {}", l.path, crate::secret::redact(&e.to_string())),
-            }
-        }
-        rep.elapsed = started.elapsed();
-        let run = runs::RunRow {
-            run_id: run_id.clone(),
-            source: p.name.clone(),
-            partition: runs::PUSH.into(),
-            stream: name.clone(),
-            started: crate::time::rfc3339(started_at),
-            ended: crate::time::rfc3339(chrono::Utc::now()),
-            success: true,
-            error: None,
-            pages: rep.requests as i64,
-            records: rep.sent as i64,
-            files: rep.jobs as i64,
-            bytes: 0,
-            last: rep.latest.clone(),
-        };
-        if let Err(e) = runs::append(lake, &[run]).await {
-            tracing::warn!("cannot append to the run log: {e}");
-        }
-        tracing::info!(sink = %name, sent = rep.sent, failed = rep.failed, skipped = rep.skipped, "push done");
-        reports.push(rep);
     }
     Ok(reports)
+}
+
+/// The rows of a sink's table checked and turned into items; Err (exit 2) names every problem.
+fn items_of<'r>(p: &Pipeline, name: &str, k: &SinkConfig, rows: &'r [Map<String, Value>]) -> Result<(Vec<Item>, HashMap<String, &'r Map<String, Value>>)> {
+    let mut keys = BTreeSet::new();
+    let mut bad = Vec::new();
+    let mut items: Vec<Item> = Vec::new();
+    let mut full: HashMap<String, &Map<String, Value>> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        let key = r.get(&k.key).and_then(key_text);
+        for (col, kind) in &k.checks {
+            if let Err(why) = check(*kind, r.get(col)) {
+                let who = key.as_ref().map(|v| format!(" (`{}` = {v})", k.key)).unwrap_or_default();
+                bad.push(format!("row {}{who}: `{col}` {why}", i + 1));
+            }
+        }
+        match key {
+            None => bad.push(format!("row {}: no `{}`", i + 1, k.key)),
+            Some(key) if !keys.insert(key.clone()) => bad.push(format!("`{}` = {key} appears twice", k.key)),
+            Some(key) => {
+                // Bookkeeping columns (`_…`) and `omit` stay out of what is sent and hashed.
+                let payload = Value::Object(
+                    r.iter()
+                        .filter(|(c, _)| !c.starts_with('_') && !k.omit.contains(c))
+                        .map(|(c, v)| (c.clone(), v.clone()))
+                        .collect(),
+                );
+                let hash = hex::encode(sha2::Sha256::digest(payload.to_string().as_bytes()));
+                full.insert(key.clone(), r);
+                items.push((key, hash, payload));
+            }
+        }
+    }
+    if let Some(first) = rows.first() {
+        if !first.contains_key(&k.key) && bad.is_empty() {
+            bad.push(format!("the table has no column `{}`", k.key));
+        }
+    }
+    if !bad.is_empty() {
+        let n = bad.len();
+        bad.truncate(10);
+        let more = if n > 10 { format!("; … {} more", n - 10) } else { String::new() };
+        return Err(Error::Usage(format!(
+            "{}: sink `{name}` (table {}): nothing sent, {n} problem(s): {}{more}",
+            p.file,
+            k.table,
+            bad.join("; ")
+        )));
+    }
+    Ok((items, full))
+}
+
+/// Items left `uncertain` by a job poll that timed out or failed: their jobs are polled again
+/// first (the ledger keeps the job id), so nothing of such a batch is resent before its job
+/// is known. Returns the entries it settled.
+#[allow(clippy::too_many_arguments)]
+async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known: &HashMap<String, Entry>, run_id: &str, rep: &mut SinkReport) -> Vec<Entry> {
+    let Some(j) = &k.job else { return Vec::new() };
+    let mut by_job: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
+    for e in known.values().filter(|e| e.state == "uncertain") {
+        if let Some(id) = e.job_id.as_deref() {
+            by_job.entry(id).or_default().push(e);
+        }
+    }
+    let mut out = Vec::new();
+    for (id, entries) in by_job {
+        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        tracing::info!(sink = %name, job = id, items = keys.len(), "polling a job left uncertain by an earlier run");
+        let what = format!("{}.{name}", p.name);
+        let polled = job::poll(client, p, &p.partitions[0].auth, &what, j, id, &keys, k.mode == "create_once").await;
+        rep.requests += polled.requests;
+        rep.throttled += polled.throttled;
+        for e in entries {
+            let o = polled.outcomes.get(&e.key).cloned().unwrap_or(job::Outcome::Sent);
+            let mut n = Entry::new(&p.name, name, &e.key, &e.hash, o.state(), e.attempts, run_id);
+            n.error = o.error();
+            n.job_id = e.job_id.clone();
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Push one sink (its lease held). None: its table is not built yet (pushing every sink).
+async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Client, run_id: &str, name: &str, k: &SinkConfig) -> Result<Option<SinkReport>> {
+    let auth = &p.partitions[0].auth;
+    let (started, started_at) = (Instant::now(), chrono::Utc::now());
+    let rows = match rows_of(lake, &k.table).await? {
+        Some(rows) => rows,
+        // Pushing every sink of a source: one whose table is not built yet waits (named).
+        None if opts.sink.is_none() => {
+            tracing::warn!(sink = %name, table = %k.table, "skipped: its table is not built yet (ingest transform)");
+            return Ok(Some(SinkReport { sink: format!("{name} (no table yet)"), ..Default::default() }));
+        }
+        None => {
+            return Err(Error::Usage(format!(
+                "push: table `{}` does not exist in {} (run `ingest transform` first)",
+                k.table, lake.url
+            )))
+        }
+    };
+    // Validate everything before anything is sent.
+    let (items, full) = items_of(p, name, k, &rows)?;
+    let mut known = ledger::latest(lake, &p.name, name).await?;
+    let mut rep = SinkReport { sink: name.to_string(), rows: items.len(), ..Default::default() };
+    let create_once = k.mode == "create_once";
+    if !opts.dry_run {
+        let settled = repoll(client, p, name, k, &known, run_id, &mut rep).await;
+        ledger::append(lake, &settled).await?;
+        for e in settled {
+            known.insert(e.key.clone(), e);
+        }
+    }
+    let before = items.iter().filter(|(key, _, _)| known.get(key).is_some_and(|e| e.state == "uncertain")).count();
+    let mut todo: Vec<Item> = items
+        .into_iter()
+        .filter(|(key, hash, _)| match known.get(key) {
+            Some(e) if e.state == "sent" && (create_once || e.hash == *hash) => false,
+            Some(e) if e.hash == *hash && e.state == "failed" && !opts.retry_failed => false,
+            // An upsert is safe to send again; a create may exist already.
+            Some(e) if e.state == "uncertain" && create_once && !opts.resend_uncertain => false,
+            _ => true,
+        })
+        .take(opts.limit.unwrap_or(usize::MAX))
+        .collect();
+    // create_once: a key left `pending` by a crash may or may not exist at the destination.
+    // Ask it (lookup); without a lookup it becomes `uncertain` and waits for
+    // --resend-uncertain.
+    let mut settled = Vec::new();
+    if create_once && !opts.dry_run {
+        let mut keep = Vec::new();
+        for (key, hash, v) in todo {
+            let was_pending = known.get(&key).is_some_and(|e| e.state == "pending");
+            let forced = known.get(&key).is_some_and(|e| e.state == "uncertain") && opts.resend_uncertain;
+            if !was_pending || forced {
+                keep.push((key, hash, v));
+                continue;
+            }
+            let state = match &k.lookup {
+                Some(l) => {
+                    if exists(client, p, auth, &format!("{}.{name} lookup", p.name), l, full[&key]).await? {
+                        rep.reconciled += 1;
+                        Some("sent")
+                    } else {
+                        None
+                    }
+                }
+                None => Some("uncertain"),
+            };
+            match state {
+                Some(st) => settled.push(Entry {
+                    error: (st == "uncertain").then(|| "a crash left it pending and the sink has no lookup: resend with --resend-uncertain".to_string()),
+                    ..Entry::new(&p.name, name, &key, &hash, st, known.get(&key).map_or(0, |e| e.attempts), run_id)
+                }),
+                None => keep.push((key, hash, v)),
+            }
+        }
+        ledger::append(lake, &settled).await?;
+        todo = keep;
+    }
+    // Uncertain now: settled here, or left so by an earlier run and not sent again.
+    rep.uncertain = settled.iter().filter(|e| e.state == "uncertain").count()
+        + if create_once && !opts.resend_uncertain { before } else { 0 };
+    rep.skipped = rep.rows.saturating_sub(todo.len() + rep.uncertain + rep.reconciled);
+    rep.changed = todo.iter().filter(|(key, h, _)| known.get(key).is_some_and(|e| e.state == "sent" && e.hash != *h)).count();
+    if opts.dry_run {
+        rep.sent = todo.len();
+        rep.sample = todo.first().map(|t| t.2.to_string());
+        rep.elapsed = started.elapsed();
+        return Ok(Some(rep));
+    }
+    ledger::ensure(lake).await?;
+    let attempts: HashMap<String, i64> = known.iter().map(|(k, e)| (k.clone(), e.attempts)).collect();
+    let url = format!("{}{}", p.base_url, k.path);
+    let ctx = send::Ctx { lake, client, p, auth, name, k, url: &url, run_id, attempts: &attempts, rows: &full };
+    let outcomes: Vec<Result<send::Batch>> =
+        futures::stream::iter(todo.chunks(k.batch.size)).map(|batch| ctx.send(batch)).buffer_unordered(k.batch.parallel).collect().await;
+    let mut first_error = None;
+    for o in outcomes {
+        let b = match o {
+            Ok(b) => b,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        rep.requests += b.requests;
+        rep.throttled += b.throttled;
+        rep.reconciled += b.reconciled;
+        rep.jobs += b.job as usize;
+        if b.success.is_some() {
+            rep.job_success = Some(rep.job_success.unwrap_or(0) + b.success.unwrap_or(0));
+        }
+        if b.failure.is_some() {
+            rep.job_failure = Some(rep.job_failure.unwrap_or(0) + b.failure.unwrap_or(0));
+        }
+        for e in b.done {
+            match e.state.as_str() {
+                "sent" => rep.sent += 1,
+                "uncertain" => rep.uncertain += 1,
+                _ => rep.failed += 1,
+            }
+        }
+    }
+    // The destination's own view of the last integration (seed 002), kept in the run log.
+    if let Some(l) = &k.latest {
+        let url = format!("{}{}", p.base_url, l.path);
+        match client.get(&url, &[], auth, &format!("{}.{name} latest", p.name)).await {
+            Ok(f) => {
+                rep.requests += 1;
+                let m: Map<String, Value> =
+                    l.fields.iter().filter_map(|f2| json::at_str(&f.body, f2).map(|v| (f2.clone(), v.clone()))).collect();
+                rep.latest = Some(Value::Object(m).to_string());
+            }
+            Err(e) => tracing::warn!(sink = %name, "cannot read {}: {}", l.path, crate::secret::redact(&e.to_string())),
+        }
+    }
+    rep.elapsed = started.elapsed();
+    let error = match (&first_error, rep.ok()) {
+        (Some(e), _) => Some(crate::secret::redact(&e.to_string())),
+        (None, false) => Some(format!("{} failed, {} uncertain", rep.failed, rep.uncertain)),
+        (None, true) => None,
+    };
+    let run = runs::RunRow {
+        run_id: run_id.to_string(),
+        source: p.name.clone(),
+        partition: runs::PUSH.into(),
+        stream: name.to_string(),
+        started: crate::time::rfc3339(started_at),
+        ended: crate::time::rfc3339(chrono::Utc::now()),
+        success: error.is_none(),
+        error,
+        pages: rep.requests as i64,
+        records: rep.sent as i64,
+        files: rep.jobs as i64,
+        bytes: 0,
+        last: rep.latest.clone(),
+    };
+    if let Err(e) = runs::append(lake, &[run]).await {
+        tracing::warn!("cannot append to the run log: {e}");
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    tracing::info!(sink = %name, sent = rep.sent, failed = rep.failed, uncertain = rep.uncertain, skipped = rep.skipped, "push done");
+    Ok(Some(rep))
 }

@@ -247,8 +247,8 @@ fn without_a_lookup_a_crash_leaves_uncertain_records_that_status_lists() {
     let sim = Sim::start(&["--rate-window", "1", "--days", "1", "--reply-delay-ms", "150"]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let text = std::fs::read_to_string(pipelines().join("milvus.toml")).unwrap();
-    let lookup = text.lines().find(|l| l.starts_with("lookup = ")).unwrap().to_string();
+    let toml = std::fs::read_to_string(pipelines().join("milvus.toml")).unwrap();
+    let lookup = toml.lines().find(|l| l.starts_with("lookup = ")).unwrap().to_string();
     let p = edited_pipelines(dir.path(), "milvus.toml", &lookup, "");
     let sql = shipped_sql();
     ok(&run(&sim, &p, &sql, &lake, &["pull", "ploomes"]));
@@ -257,12 +257,17 @@ fn without_a_lookup_a_crash_leaves_uncertain_records_that_status_lists() {
     let clients = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base))["clients"].as_u64().unwrap();
     let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &p, &["-q", "push", "milvus"]));
     kill_when(&mut child, "the push", Duration::from_millis(10), Duration::from_secs(30), || clients() >= 3);
-    let out = ok(&run(&sim, &p, &sql, &lake, &["push", "milvus"]));
+    // Uncertain records: the push says so (exit 1) and its run-log row is not a success.
+    let o = run(&sim, &p, &sql, &lake, &["push", "milvus"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
     let status = ok(&run(&sim, &p, &sql, &lake, &["status"]));
     assert!(status.contains("uncertain (check the destination"), "{out}\n{status}");
+    let failed_runs = ok(&run(&sim, &p, &sql, &lake, &["runs", "milvus", "--failed"]));
+    assert!(failed_runs.contains("uncertain"), "{failed_runs}");
     let created = clients();
     // Not resent by a plain push; resent (here: a duplicate, the documented risk) on request.
-    ok(&run(&sim, &p, &sql, &lake, &["push", "milvus"]));
+    assert_eq!(run(&sim, &p, &sql, &lake, &["push", "milvus"]).status.code(), Some(1));
     assert_eq!(clients(), created);
     ok(&run(&sim, &p, &sql, &lake, &["push", "milvus", "--resend-uncertain"]));
     assert_eq!(clients(), created + 1);
