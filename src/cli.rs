@@ -335,6 +335,12 @@ pub struct ServeArgs {
     /// Every other response serves integer ids as strings (type drift between pages)
     #[arg(long)]
     pub drift: bool,
+    /// The first N retail portal jobs end FAILED as a whole, with no per-item error
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub job_fail_first: u64,
+    /// Retail portal job states: `upper` (COMPLETED) or `title` (Completed, as Hangfire-like APIs)
+    #[arg(long, value_name = "STYLE", value_parser = ["upper", "title"], default_value = "upper")]
+    pub job_states: String,
 }
 
 fn parse_empty_source(s: &str) -> Result<String, String> {
@@ -372,6 +378,8 @@ impl ServeArgs {
             sparse: self.sparse,
             empty: self.empty.clone(),
             drift: self.drift,
+            job_fail_first: self.job_fail_first,
+            job_states_title: self.job_states == "title",
         }
     }
 }

@@ -8,6 +8,10 @@ use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+/// How the error of an item that failed with its whole job starts (not the item's own fault:
+/// an upsert sink sends it again on the next run, without `--retry-failed`).
+pub const WHOLE: &str = "not applied: ";
+
 /// What became of one item of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -103,7 +107,7 @@ pub async fn poll(client: &Client, p: &Pipeline, auth: &Auth, what: &str, j: &Si
         out.success = count(&s.body, &j.success_count);
         out.failure = count(&s.body, &j.failure_count);
         let listed = keys.iter().filter(|k| errors.contains_key(**k)).count() as u64;
-        let not_sent = |why: String| if create_once { Outcome::Uncertain(why) } else { Outcome::Failed(why) };
+        let not_sent = |why: String| if create_once { Outcome::Uncertain(why) } else { Outcome::Failed(format!("{WHOLE}{why}")) };
         let whole = if j.is_failed(&st) {
             Some(not_sent(format!("job {id} ended `{st}` with no error for this item")))
         } else {

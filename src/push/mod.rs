@@ -335,10 +335,18 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
     let mut known = ledger::latest(lake, &p.name, name).await?;
     let mut rep = SinkReport { sink: name.to_string(), rows: items.len(), ..Default::default() };
     let create_once = k.mode == "create_once";
+    // Jobs an earlier run left uncertain, polled again: what they settle counts in this run.
+    let mut repolled = 0;
     if !opts.dry_run {
         let settled = repoll(client, p, name, k, &known, run_id, &mut rep).await;
         ledger::append(lake, &settled).await?;
         for e in settled {
+            match e.state.as_str() {
+                "sent" => rep.sent += 1,
+                "failed" => rep.failed += 1,
+                _ => continue,
+            }
+            repolled += 1;
             known.insert(e.key.clone(), e);
         }
     }
@@ -347,7 +355,11 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
         .into_iter()
         .filter(|(key, hash, _)| match known.get(key) {
             Some(e) if e.state == "sent" && (create_once || e.hash == *hash) => false,
-            Some(e) if e.hash == *hash && e.state == "failed" && !opts.retry_failed => false,
+            // Refused for itself: again only when the payload changes (or --retry-failed); a
+            // job that failed as a whole is sent again.
+            Some(e) if e.hash == *hash && e.state == "failed" && !opts.retry_failed => {
+                e.error.as_deref().is_some_and(|m| m.starts_with(job::WHOLE))
+            }
             // An upsert is safe to send again; a create may exist already.
             Some(e) if e.state == "uncertain" && create_once && !opts.resend_uncertain => false,
             _ => true,
@@ -392,7 +404,7 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
     // Uncertain now: settled here, or left so by an earlier run and not sent again.
     rep.uncertain = settled.iter().filter(|e| e.state == "uncertain").count()
         + if create_once && !opts.resend_uncertain { before } else { 0 };
-    rep.skipped = rep.rows.saturating_sub(todo.len() + rep.uncertain + rep.reconciled);
+    rep.skipped = rep.rows.saturating_sub(todo.len() + rep.uncertain + rep.reconciled + repolled);
     rep.changed = todo.iter().filter(|(key, h, _)| known.get(key).is_some_and(|e| e.state == "sent" && e.hash != *h)).count();
     if opts.dry_run {
         rep.sent = todo.len();

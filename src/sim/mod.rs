@@ -79,6 +79,10 @@ pub struct SimConfig {
     /// About every other response (decided by a hash of its request) serves integer ids (`id`,
     /// `Id`, `…_id`, `…Id`) as strings.
     pub drift: bool,
+    /// The first N retail portal jobs end `FAILED` as a whole, with no per-item error.
+    pub job_fail_first: u64,
+    /// Retail portal job states in title case (`Completed`, `Processing`, `Failed`).
+    pub job_states_title: bool,
 }
 
 /// Record fields the APIs always send (keys and the cursors paging relies on), as paths inside
@@ -216,6 +220,8 @@ impl Default for SimConfig {
             sparse: 0.0,
             empty: Vec::new(),
             drift: false,
+            job_fail_first: 0,
+            job_states_title: false,
         }
     }
 }
@@ -506,7 +512,7 @@ async fn handle(
         Some("c2s") if method == Method::GET => c2s::handle(&sim, &segs[1..], &query, &headers),
         Some("pancake") if method == Method::GET => pancake::handle(&sim, &segs[1..], &query),
         Some("zoho") if method == Method::GET || method == Method::POST => zoho::handle(&sim, &segs[1..], &query, &headers),
-        Some("retail") => retail::handle(&sim, &segs[1..], &query, &headers, &body),
+        Some("retail") => retail::handle(&sim, method.as_str(), &segs[1..], &query, &headers, &body),
         Some("milvus") => milvus::handle(&sim, &segs[1..], &query, &headers, &body),
         Some("ploomes") => {
             let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");

@@ -17,6 +17,8 @@ struct Job {
     items: Vec<Value>,
     started: Instant,
     applied: Option<Value>,
+    /// Ends `FAILED` as a whole (`--job-fail-first`).
+    fails: bool,
 }
 
 #[derive(Default)]
@@ -36,6 +38,7 @@ pub fn api_key(sim: &Sim) -> String {
 
 pub fn handle(
     sim: &Sim,
+    method: &str,
     segs: &[&str],
     q: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -54,13 +57,18 @@ pub fn handle(
     if let Err(r) = sim.limit("retail", 100, "rate limit exceeded") {
         return (route.into(), Err(r));
     }
+    // The batch endpoint takes POST only, the others GET only.
+    let wants = if route == "retail/batch" { "POST" } else { "GET" };
+    if method != wants {
+        return (route.into(), Err(Reply::err(405, &format!("method {method} not allowed; use {wants}"))));
+    }
     let res = match segs {
         ["erp", "products"] => products(sim, q),
         ["erp-data", "product", "batch"] => batch(sim, body),
         ["erp-data", "batch-job", id] => job(sim, id),
         ["erp-data", "get-latest-integration"] => {
             let mut st = sim.retail.lock().unwrap();
-            settle(&mut st, sim.cfg.job_items_per_sec.max(1.0));
+            settle(&mut st, sim.cfg.job_items_per_sec.max(1.0), sim.cfg.job_states_title);
             Ok(Reply::ok(json!({"lastDateTime": st.last}), 0))
         }
         _ => unreachable!(),
@@ -101,7 +109,8 @@ fn batch(sim: &Sim, body: &[u8]) -> Result<Reply, Reply> {
     let mut st = sim.retail.lock().unwrap();
     st.count += 1;
     let id = format!("job-{:08x}-{}", data::mix(sim.cfg.seed, &[61, st.count]) & 0xffff_ffff, st.count);
-    st.jobs.insert(id.clone(), Job { items, started: Instant::now(), applied: None });
+    let fails = st.count <= sim.cfg.job_fail_first;
+    st.jobs.insert(id.clone(), Job { items, started: Instant::now(), applied: None, fails });
     let mut r = Reply::ok(json!({"jobId": id}), 0);
     r.status = 202;
     Ok(r)
@@ -109,7 +118,18 @@ fn batch(sim: &Sim, body: &[u8]) -> Result<Reply, Reply> {
 
 /// Apply every job whose processing time has passed, polled or not (a batch whose 202 was
 /// lost still runs, like the real portal's queue).
-fn settle(st: &mut State, rate: f64) {
+/// A job state as the portal spells it: upper case, or title case (`--job-states title`:
+/// `Completed`, `Processing`, `Failed`, as Hangfire-like APIs do).
+fn state_name(upper: &str, title: bool) -> String {
+    if title {
+        let lower = upper.to_lowercase();
+        lower[..1].to_uppercase() + &lower[1..]
+    } else {
+        upper.to_string()
+    }
+}
+
+fn settle(st: &mut State, rate: f64, title: bool) {
     let State { jobs, held, creates, updates, last, .. } = st;
     let mut due: Vec<(&String, &mut Job)> = jobs
         .iter_mut()
@@ -117,6 +137,14 @@ fn settle(st: &mut State, rate: f64) {
         .collect();
     due.sort_by_key(|(_, j)| j.started);
     for (_, j) in due {
+        if j.fails {
+            // The whole job fails: nothing applied, no item named.
+            j.applied = Some(json!({
+                "state": state_name("FAILED", title), "totalItems": j.items.len(), "successCount": 0, "failureCount": j.items.len(),
+                "duration": j.started.elapsed().as_secs_f64(), "errors": [],
+            }));
+            continue;
+        }
         let mut errors = Vec::new();
         let mut ok = 0;
         for it in &j.items {
@@ -136,7 +164,7 @@ fn settle(st: &mut State, rate: f64) {
             }
         }
         j.applied = Some(json!({
-            "state": "COMPLETED", "totalItems": j.items.len(), "successCount": ok, "failureCount": errors.len(),
+            "state": state_name("COMPLETED", title), "totalItems": j.items.len(), "successCount": ok, "failureCount": errors.len(),
             "duration": j.started.elapsed().as_secs_f64(), "errors": errors,
         }));
         *last = Some(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
@@ -145,16 +173,16 @@ fn settle(st: &mut State, rate: f64) {
 
 fn job(sim: &Sim, id: &str) -> Result<Reply, Reply> {
     let mut st = sim.retail.lock().unwrap();
-    settle(&mut st, sim.cfg.job_items_per_sec.max(1.0));
+    settle(&mut st, sim.cfg.job_items_per_sec.max(1.0), sim.cfg.job_states_title);
     match st.jobs.get(id) {
         None => Err(Reply::err(404, "no such job")),
         Some(Job { applied: Some(done), .. }) => Ok(Reply::ok(done.clone(), 0)),
-        Some(j) => Ok(Reply::ok(json!({"state": "PROCESSING", "totalItems": j.items.len()}), 0)),
+        Some(j) => Ok(Reply::ok(json!({"state": state_name("PROCESSING", sim.cfg.job_states_title), "totalItems": j.items.len()}), 0)),
     }
 }
 
 pub fn truth(sim: &Sim) -> Value {
     let mut st = sim.retail.lock().unwrap();
-    settle(&mut st, sim.cfg.job_items_per_sec.max(1.0));
+    settle(&mut st, sim.cfg.job_items_per_sec.max(1.0), sim.cfg.job_states_title);
     json!({"items": st.held.len(), "creates": st.creates, "updates": st.updates, "jobs": st.jobs.len()})
 }

@@ -8,6 +8,7 @@ mod input;
 mod pull_c2s;
 mod pull_pancake;
 mod push;
+mod push_faults;
 mod runs;
 mod s3;
 mod transform;
