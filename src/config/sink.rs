@@ -24,8 +24,13 @@ pub struct SinkConfig {
     /// An asynchronous job answered by `202` and polled until final.
     pub job: Option<SinkJob>,
     /// How to ask the destination whether a record already exists (create_once sinks use it
-    /// after a crash between intent and outcome).
+    /// after a crash between intent and outcome, and after a lost reply).
     pub lookup: Option<SinkLookup>,
+    /// Ask the `lookup` before every create, not only after a crash or a lost reply: for a
+    /// destination whose listing the model reads may be incomplete (Milvus `cliente/busca`
+    /// answers at most 1000 clients, so a client past the cap looks missing).
+    #[serde(default)]
+    pub lookup_first: bool,
     /// Columns kept for the key and the ledger but not sent (columns starting with `_`, such
     /// as `_ingest_order`, are never sent).
     #[serde(default)]
@@ -96,6 +101,16 @@ pub struct SinkLookup {
     /// holds a company's document in `CNPJ`, a person's in `CPF`).
     #[serde(rename = "match")]
     pub matches: OneOrMany,
+    /// `digits`: compare digits only (documents the destination keeps as typed:
+    /// `12.345.678/0001-90` is `12345678000190`).
+    pub normalize: Option<Normalize>,
+}
+
+/// How a lookup compares values.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalize {
+    Digits,
 }
 
 /// A string or a list of strings.

@@ -170,10 +170,15 @@ async fn exists(client: &Client, p: &Pipeline, auth: &Auth, what: &str, l: &Sink
         }
         let req = Request { method: &l.method, url: &url, query: &q, headers: &[], body: body.as_ref(), split: None, effect: Effect::Safe };
         let f = client.send(&req, auth, what).await.map_err(|e| Error::Http(e.to_string()))?;
+        let norm = |v: &str| match l.normalize {
+            Some(crate::config::Normalize::Digits) => v.chars().filter(char::is_ascii_digit).collect(),
+            None => v.to_string(),
+        };
+        let want = norm(&value);
         let found = json::at_str(&f.body, &l.records)
             .and_then(Value::as_array)
             .is_some_and(|a| {
-                a.iter().any(|r| l.matches.items().iter().any(|m| r.get(m).and_then(key_text).as_deref() == Some(value.as_str())))
+                a.iter().any(|r| l.matches.items().iter().any(|m| r.get(m).and_then(key_text).is_some_and(|v| norm(&v) == want)))
             });
         if found {
             return Ok(true);
@@ -373,7 +378,8 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
     if create_once && !opts.dry_run {
         let mut keep = Vec::new();
         for (key, hash, v) in todo {
-            let was_pending = known.get(&key).is_some_and(|e| e.state == "pending");
+            // A key a crash left pending is asked about; with `lookup_first`, every key.
+            let was_pending = known.get(&key).is_some_and(|e| e.state == "pending") || (k.lookup_first && k.lookup.is_some());
             let forced = known.get(&key).is_some_and(|e| e.state == "uncertain") && opts.resend_uncertain;
             if !was_pending || forced {
                 keep.push((key, hash, v));

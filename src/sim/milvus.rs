@@ -1,5 +1,6 @@
 //! Milvus helpdesk clients (seed 001): `Authorization: <token>`; `GET /api/cliente/busca`
-//! (optional `documento`, at most 1000 rows, `{"lista": [...]}`); `POST /api/cliente/criar`
+//! (optional `documento`, matched by digits; at most 1000 rows, newest first; `{"lista":
+//! [...]}`; documents kept as typed, some punctuated); `POST /api/cliente/criar`
 //! creating a client from `cliente_documento` — twice if called twice, like the real one.
 //! `GET /_sim/truth/milvus`: clients per document.
 use super::data;
@@ -23,6 +24,9 @@ fn state(sim: &Sim) -> std::sync::MutexGuard<'_, State> {
         let ploomes = super::ploomes::contact_documents(sim);
         for i in 0..sim.cfg.milvus_clients {
             let (name, doc) = match ploomes.get(i as usize / 2).filter(|_| i % 2 == 0) {
+                // Kept as typed: every third shared client's document is punctuated here
+                // (digits only on the Ploomes side, or the other way round).
+                Some((n, d)) if i % 3 == 0 => (n.clone(), punctuated(d)),
                 Some((n, d)) => (n.clone(), d.clone()),
                 None => {
                     let mut d = format!("{:020}", data::mix(sim.cfg.seed, &[82, i]));
@@ -35,6 +39,19 @@ fn state(sim: &Sim) -> std::sync::MutexGuard<'_, State> {
         }
     }
     st
+}
+
+/// `12.345.678/0001-90` for 14 digits, `123.456.789-01` for 11.
+fn punctuated(d: &str) -> String {
+    match d.len() {
+        14 => format!("{}.{}.{}/{}-{}", &d[..2], &d[2..5], &d[5..8], &d[8..12], &d[12..]),
+        11 => format!("{}.{}.{}-{}", &d[..3], &d[3..6], &d[6..9], &d[9..]),
+        _ => d.to_string(),
+    }
+}
+
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
 }
 
 fn client(sim: &Sim, id: u64, name: &str, doc: &str) -> Value {
@@ -65,11 +82,14 @@ pub fn handle(sim: &Sim, segs: &[&str], q: &HashMap<String, String>, headers: &H
     let mut st = state(sim);
     let res = match segs {
         ["api", "cliente", "busca"] => {
-            let doc = q.get("documento");
+            // Newest first, at most 1000 (so past the cap the oldest clients are not listed);
+            // `documento` finds a client by its document's digits, however it was typed.
+            let doc = q.get("documento").map(|d| digits(d));
             let lista: Vec<Value> = st
                 .clients
                 .iter()
-                .filter(|c| doc.is_none_or(|d| c["cnpj_cpf"].as_str() == Some(d.as_str())))
+                .rev()
+                .filter(|c| doc.as_ref().is_none_or(|d| digits(c["cnpj_cpf"].as_str().unwrap_or_default()) == *d))
                 .take(1000)
                 .cloned()
                 .collect();
@@ -133,7 +153,8 @@ pub fn truth(sim: &Sim) -> Value {
     let st = state(sim);
     let mut by: HashMap<String, u64> = HashMap::new();
     for c in &st.clients {
-        *by.entry(c["cnpj_cpf"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+        // By digits: the same document typed two ways is one client twice.
+        *by.entry(digits(c["cnpj_cpf"].as_str().unwrap_or_default())).or_default() += 1;
     }
     let mut tickets: HashMap<String, u64> = HashMap::new();
     for t in &st.tickets {

@@ -32,6 +32,16 @@ pub fn user_key(sim: &Sim) -> String {
     format!("pk-{:022x}", data::mix(sim.cfg.seed, &[93]) as u128 * 17)
 }
 
+/// Ploomes' data spans 2023-09-01 to about 2025-02 whatever `--days` is (seed 001 sends what
+/// was created from 2024-02-24 on: the simulated account must hold records on both sides of
+/// that date). An instant of the simulated days, stretched onto that span.
+fn stretch(sim: &Sim, t: DateTime<Utc>) -> DateTime<Utc> {
+    const SPAN_DAYS: f64 = 540.0;
+    let k = SPAN_DAYS / sim.cfg.days.max(1) as f64;
+    let secs = (t - data::start()).num_milliseconds() as f64 / 1000.0 * k;
+    data::start() + chrono::Duration::milliseconds((secs * 1000.0) as i64)
+}
+
 fn br(t: DateTime<Utc>) -> String {
     t.with_timezone(&FixedOffset::west_opt(3 * 3600).unwrap()).format("%Y-%m-%dT%H:%M:%S%:z").to_string()
 }
@@ -60,24 +70,25 @@ fn record(sim: &Sim, kind: u64, e: &data::Entity, v: usize) -> Value {
                 "CNPJ": if company { json!(format!("{}.{}/0001-{}", &digits(h, 8)[..2], &digits(h, 8)[2..], &digits(h >> 5, 2))) } else { Value::Null },
                 "CPF": if company { Value::Null } else { json!(digits(h >> 9, 11)) },
                 "Phones": [{"PhoneNumber": format!("(11) 9{}", digits(h >> 13, 8))}],
-                "CreateDate": br(e.versions[0]),
-                "LastUpdateDate": br(e.versions[v]),
+                "CreateDate": br(stretch(sim, e.versions[0])),
+                "LastUpdateDate": br(stretch(sim, e.versions[v])),
             })
         }
         _ => {
-            let tag = TAGS[(h >> 17) as usize % TAGS.len()];
+            // None, one or several tags, in any order (the seed's tag may be anywhere).
+            let tags: Vec<Value> = (0..(h >> 40) % 4).map(|i| json!({"TagId": TAGS[((h >> (17 + 3 * i)) as usize) % TAGS.len()]})).collect();
             let mut r = json!({
                 "Id": id,
                 "ContactId": contact_of(h >> 21),
-                "Tags": [{"TagId": tag}],
-                "CreateDate": br(e.versions[0]),
-                "LastUpdateDate": br(e.versions[v]),
+                "Tags": tags,
+                "CreateDate": br(stretch(sim, e.versions[0])),
+                "LastUpdateDate": br(stretch(sim, e.versions[v])),
             });
             if kind == TASKS {
                 r["Title"] = json!(format!("Tarefa {}", e.idx + 1));
             } else {
                 r["Content"] = json!(format!("Interação {}", e.idx + 1));
-                r["Date"] = json!(br(e.versions[0]));
+                r["Date"] = json!(br(stretch(sim, e.versions[0])));
             }
             r
         }
@@ -110,7 +121,7 @@ fn generated(sim: &Sim, kind: u64) -> impl Iterator<Item = (DateTime<Utc>, Value
     data::entities(sim.cfg.seed, kind, 0, per_day(kind) * sim.cfg.scale as u64, 0..=sim.cfg.days as i64, sim.cfg.days)
         .filter_map(move |e| {
             let v = e.versions.iter().rposition(|t| *t <= now)?;
-            Some((e.versions[v], record(sim, kind, &e, v)))
+            Some((stretch(sim, e.versions[v]), record(sim, kind, &e, v)))
         })
 }
 
@@ -151,7 +162,7 @@ pub fn handle(sim: &Sim, base: &str, method: &str, segs: &[&str], q: &HashMap<St
     if let Err(r) = sim.limit("ploomes", 120, "Too Many Requests") {
         return (route, Err(r));
     }
-    let now = data::sim_now(sim.cfg.days);
+    let now = stretch(sim, data::sim_now(sim.cfg.days));
     if method == "POST" {
         return (route, create_contact(sim, now, body));
     }

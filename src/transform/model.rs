@@ -1,6 +1,7 @@
 //! SQL model files (`sql/**/*.sql`): a `-- key: value` header declaring what SQL cannot
-//! (target, unique key, ordering, mode, partition columns) and the SELECT itself. Parsing
-//! and header validation only; errors name file and line.
+//! (target, unique key, ordering, mode, partition columns) and the SELECT itself, with
+//! `${env:NAME:-default}` substituted as in pipeline files. Parsing and header validation
+//! only; errors name file and line.
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -229,7 +230,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Model>> {
     let mut models: Vec<Model> = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f)?;
-        let m = parse(&f.display().to_string(), &text)?;
+        let file = f.display().to_string();
+        // `${env:NAME:-default}` in a model (seed 001's send-from date): substituted before
+        // parsing, lines kept, an unset variable without a default named with its line.
+        let text = crate::config::interp::substitute_env(&file, &text)?;
+        let m = parse(&file, &text)?;
         if let Some(other) = models.iter().find(|o| o.target == m.target) {
             return Err(m.err_at(Some(1), format!("target {} is also built by {}", m.target, other.file)));
         }

@@ -221,3 +221,26 @@ fn a_sink_sends_the_method_it_declares_and_bad_methods_or_modes_exit_2() {
     }
     assert_eq!(batches(&sim), sent);
 }
+
+#[test]
+fn past_the_cap_of_cliente_busca_no_milvus_client_is_created_twice() {
+    // 1500 clients: `cliente/busca` lists the newest 1000, so the oldest (those sharing a
+    // Ploomes contact's document, some typed with punctuation) are missing from the pull.
+    let sim = Sim::start(&["--rate-window", "1", "--days", "5", "--milvus-clients", "1500"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let p = pipelines();
+    ok(&run(&sim, &p, &lake, &["pull", "ploomes"]));
+    let pulled = ok(&run(&sim, &p, &lake, &["pull", "milvus"]));
+    assert!(pulled.contains("CAPPED"), "{pulled}");
+    ok(&run(&sim, &p, &lake, &["transform", "push.milvus_new_clients"]));
+    let milvus_docs: std::collections::BTreeSet<String> = counts(&truth(&sim, "milvus")["by_document"]).into_keys().collect();
+    let rows: Vec<String> = query(&lake, "SELECT cliente_documento AS d FROM push.milvus_new_clients").into_iter().map(|r| r["d"].as_str().unwrap().to_string()).collect();
+    let hidden = rows.iter().filter(|d| milvus_docs.contains(*d)).count();
+    assert!(hidden > 3, "no existing client was hidden by the cap: {hidden}");
+    let out = ok(&run(&sim, &p, &lake, &["push", "milvus.clients"]));
+    let m = truth(&sim, "milvus");
+    assert!(counts(&m["by_document"]).values().all(|n| *n == 1), "a client past the cap was created again: {out}");
+    assert_eq!(m["clients"].as_u64().unwrap() as usize, 1500 + rows.len() - hidden, "{out}");
+    assert_eq!(ledger_states(&lake, "clients"), BTreeMap::from([("sent".to_string(), rows.len() as u64)]));
+}
