@@ -42,6 +42,30 @@ pub struct SinkConfig {
     /// The destination's own record of the last integration (seed 002's
     /// `get-latest-integration`), read after a push, kept in the run log and shown by `status`.
     pub latest: Option<SinkLatest>,
+    /// The destination's integration history, read after a push (seed 002's
+    /// `integration-history/{entity}?horas=N`: errors and batch summaries): its entries whose
+    /// `success` field is false are counted and shown in the summary and the run log.
+    pub history: Option<SinkHistory>,
+}
+
+/// `GET path` with `params` after a push; `records` (a JSON path, empty for the whole answer)
+/// lists entries, an entry whose `success` field is false is an error (its `message` shown).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SinkHistory {
+    pub path: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub records: String,
+    #[serde(default = "default_success")]
+    pub success: String,
+    #[serde(default = "default_error_message")]
+    pub message: String,
+}
+
+fn default_success() -> String {
+    "success".into()
 }
 
 /// A sink's check of one column (every check also fails on a missing or null value).

@@ -63,6 +63,9 @@ pub struct SinkReport {
     pub sample: Option<String>,
     /// The sink's `latest` answer (JSON), read after the push.
     pub latest: Option<String>,
+    /// The destination's integration history after the push: (entries, errors, first error
+    /// messages).
+    pub history: Option<(usize, usize, Vec<String>)>,
     /// The jobs' own counts (`successCount`, `failureCount`), summed, as the API reported them.
     pub job_success: Option<u64>,
     pub job_failure: Option<u64>,
@@ -95,6 +98,13 @@ pub fn render(reports: &[SinkReport], dry_run: bool) -> String {
         }
         if let Some(l) = &r.latest {
             out.push_str(&format!("  destination's latest integration: {l}\n"));
+        }
+        if let Some((n, errors, first)) = &r.history {
+            out.push_str(&format!("  destination's integration history: {n} entries, {errors} errors"));
+            if !first.is_empty() {
+                out.push_str(&format!(" (e.g. {})", first.join("; ")));
+            }
+            out.push('\n');
         }
     }
     out
@@ -464,6 +474,23 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
             Err(e) => tracing::warn!(sink = %name, "cannot read {}: {}", l.path, crate::secret::redact(&e.to_string())),
         }
     }
+    if let Some(h) = &k.history {
+        let url = format!("{}{}", p.base_url, h.path);
+        let query: Vec<(String, String)> = h.params.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+        match client.get(&url, &query, auth, &format!("{}.{name} history", p.name)).await {
+            Ok(f) => {
+                rep.requests += 1;
+                let entries = json::at_str(&f.body, &h.records).and_then(Value::as_array).cloned().unwrap_or_default();
+                let errors: Vec<&Value> = entries.iter().filter(|e| e.get(&h.success) == Some(&Value::Bool(false))).collect();
+                let first = errors.iter().take(3).filter_map(|e| e.get(&h.message).and_then(key_text)).map(|m| crate::secret::redact(&m)).collect();
+                if !errors.is_empty() {
+                    tracing::warn!(sink = %name, errors = errors.len(), "the destination's integration history lists errors");
+                }
+                rep.history = Some((entries.len(), errors.len(), first));
+            }
+            Err(e) => tracing::warn!(sink = %name, "cannot read {}: {}", h.path, crate::secret::redact(&e.to_string())),
+        }
+    }
     rep.elapsed = started.elapsed();
     let error = match (&first_error, rep.ok()) {
         (Some(e), _) => Some(crate::secret::redact(&e.to_string())),
@@ -483,7 +510,16 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
         records: rep.sent as i64,
         files: rep.jobs as i64,
         bytes: 0,
-        last: rep.latest.clone(),
+        // The destination's own record: its latest integration and its history's error count.
+        last: match (&rep.latest, &rep.history) {
+            (l, Some((n, errors, _))) => {
+                let mut v: Map<String, Value> = l.as_deref().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+                v.insert("history_entries".into(), (*n).into());
+                v.insert("history_errors".into(), (*errors).into());
+                Some(Value::Object(v).to_string())
+            }
+            (l, None) => l.clone(),
+        },
     };
     if let Err(e) = runs::append(lake, &[run]).await {
         tracing::warn!("cannot append to the run log: {e}");

@@ -2,8 +2,9 @@
 //! `updatedAt`), `POST /erp-data/product/batch` (`X-API-Key`, ≤ 1000 items else 400, `202
 //! {jobId}`), `GET /erp-data/batch-job/{jobId}` (processed at `--job-items-per-sec`; upsert by
 //! `erpId`; items with a negative price or no name fail with a message), 100 requests per
-//! minute per key; `GET /erp-data/get-latest-integration` → `{"lastDateTime"}` (when the last
-//! job finished, null before any). `GET /_sim/truth/retail`: items held, creates and updates.
+//! minute per key; `GET /erp-data/product/get-latest-integration` → `{"lastDateTime"}` (when
+//! the last job finished, null before any); `GET /erp-data/integration-history/ErpProduct?horas=N`
+//! (errors and batch summaries). `GET /_sim/truth/retail`: items held, creates and updates.
 use super::data::{self, pick};
 use super::{Reply, Sim};
 use axum::http::HeaderMap;
@@ -48,7 +49,8 @@ pub fn handle(
         ["erp", "products"] => "retail/erp/products",
         ["erp-data", "product", "batch"] => "retail/batch",
         ["erp-data", "batch-job", _] => "retail/job",
-        ["erp-data", "get-latest-integration"] => "retail/latest",
+        ["erp-data", "product", "get-latest-integration"] => "retail/latest",
+        ["erp-data", "integration-history", _] => "retail/history",
         _ => return ("retail/unknown".into(), Err(Reply::err(404, "not found"))),
     };
     if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(api_key(sim).as_str()) {
@@ -66,11 +68,12 @@ pub fn handle(
         ["erp", "products"] => products(sim, q),
         ["erp-data", "product", "batch"] => batch(sim, body),
         ["erp-data", "batch-job", id] => job(sim, id),
-        ["erp-data", "get-latest-integration"] => {
+        ["erp-data", "product", "get-latest-integration"] => {
             let mut st = sim.retail.lock().unwrap();
             settle(&mut st, sim.cfg.job_items_per_sec.max(1.0), sim.cfg.job_states_title);
             Ok(Reply::ok(json!({"lastDateTime": st.last}), 0))
         }
+        ["erp-data", "integration-history", entity] => history(sim, entity, q),
         _ => unreachable!(),
     };
     (route.into(), res)
@@ -179,6 +182,36 @@ fn job(sim: &Sim, id: &str) -> Result<Reply, Reply> {
         Some(Job { applied: Some(done), .. }) => Ok(Reply::ok(done.clone(), 0)),
         Some(j) => Ok(Reply::ok(json!({"state": state_name("PROCESSING", sim.cfg.job_states_title), "totalItems": j.items.len()}), 0)),
     }
+}
+
+/// `GET /erp-data/integration-history/{entity}?horas=N` (seed 002, 9.8): errors and batch
+/// summaries of the last N hours (default 24), never an item that succeeded. Each entry has
+/// `success`; a batch summary its `jobId`, `total`, `successCount`, `failureCount`; an error
+/// its `erpId` and `message`.
+fn history(sim: &Sim, entity: &str, q: &HashMap<String, String>) -> Result<Reply, Reply> {
+    if entity != "ErpProduct" {
+        return Err(Reply::err(404, "unknown entity"));
+    }
+    let hours = super::query_num(q, "horas", 24)?;
+    let mut st = sim.retail.lock().unwrap();
+    settle(&mut st, sim.cfg.job_items_per_sec.max(1.0), sim.cfg.job_states_title);
+    let since = Instant::now().checked_sub(std::time::Duration::from_secs(hours * 3600));
+    let mut out = Vec::new();
+    let mut jobs: Vec<(&String, &Job)> = st.jobs.iter().filter(|(_, j)| j.applied.is_some()).collect();
+    jobs.sort_by_key(|(_, j)| j.started);
+    for (id, j) in jobs {
+        if since.is_some_and(|s| j.started < s) {
+            continue;
+        }
+        let a = j.applied.as_ref().expect("applied");
+        out.push(json!({"entity": entity, "type": "batch", "jobId": id, "success": a["failureCount"] == 0,
+                        "total": a["totalItems"], "successCount": a["successCount"], "failureCount": a["failureCount"]}));
+        for e in a["errors"].as_array().into_iter().flatten() {
+            out.push(json!({"entity": entity, "type": "item", "jobId": id, "success": false, "erpId": e["erpId"], "message": e["message"]}));
+        }
+    }
+    let n = out.len();
+    Ok(Reply::ok(Value::Array(out), n))
 }
 
 pub fn truth(sim: &Sim) -> Value {

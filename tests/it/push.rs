@@ -53,6 +53,13 @@ fn products_are_upserted_once_and_a_second_push_sends_nothing() {
     assert_eq!(sim.stats()["throttled"], 0, "the 100/min budget was exceeded");
     // The portal's get-latest-integration, read after the push, is in the summary and status.
     assert!(text(&o).contains("destination's latest integration: {\"lastDateTime\":\"20"), "{}", text(&o));
+    // Its integration history (seed 002): one summary per batch and one entry per refused item.
+    assert!(
+        text(&o).contains(&format!("destination's integration history: {} entries, {} errors (e.g. price must not be negative", 10 + rejected, rejected + 10)),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(sim.stats()["by_route"]["retail/history"]["requests"], 1);
     let status = ok(&run(&sim, &pipelines(), &shipped_sql(), &lake, &["status"]));
     assert!(status.contains("retail_portal.products") && status.contains("last push") && status.contains("lastDateTime"), "{status}");
     // Nothing changed, even after the ERP is pulled again (new `_ingest_order`s, same
