@@ -335,6 +335,9 @@ pub struct ServeArgs {
     /// Every other response serves integer ids as strings (type drift between pages)
     #[arg(long)]
     pub drift: bool,
+    /// One C2S lead's updated_at is in 2204 (a mistyped date)
+    #[arg(long)]
+    pub future_cursor: bool,
     /// The first N retail portal jobs end FAILED as a whole, with no per-item error
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub job_fail_first: u64,
@@ -380,6 +383,7 @@ impl ServeArgs {
             drift: self.drift,
             job_fail_first: self.job_fail_first,
             job_states_title: self.job_states == "title",
+            future_cursor: self.future_cursor,
         }
     }
 }

@@ -98,6 +98,10 @@ pub struct RetryConfig {
     /// The wait after a 429 that carries no `Retry-After` (seed 001: 5 s for Ploomes, Milvus).
     #[serde(default = "default_throttle_wait")]
     pub throttle_wait_ms: u64,
+    /// The longest `Retry-After` honoured: a server asking for more fails the request (and the
+    /// stream) with a message, instead of parking the run — and its lease — for hours.
+    #[serde(default = "default_max_retry_after")]
+    pub max_retry_after_secs: u64,
 }
 
 impl Default for RetryConfig {
@@ -107,8 +111,12 @@ impl Default for RetryConfig {
             base_delay_ms: default_base_delay(),
             max_delay_ms: default_max_delay(),
             throttle_wait_ms: default_throttle_wait(),
+            max_retry_after_secs: default_max_retry_after(),
         }
     }
+}
+fn default_max_retry_after() -> u64 {
+    300
 }
 fn default_throttle_wait() -> u64 {
     1000

@@ -222,12 +222,21 @@ impl Checker<'_> {
             return Err(self.err(&["source", "concurrency"], "must be at least 1"));
         }
         if let Some(r) = &s.rate {
-            if r.requests == 0 || !(r.per_seconds > 0.0) {
-                return Err(self.err(&["source", "rate"], "requests and per_seconds must be positive"));
+            if r.requests == 0 || !(r.per_seconds > 0.0 && r.per_seconds <= 86_400.0) {
+                return Err(self.err(&["source", "rate"], "requests must be positive and per_seconds a number of seconds in (0, 86400]"));
             }
         }
-        if s.retry.max_attempts == 0 {
-            return Err(self.err(&["source", "retry", "max_attempts"], "must be at least 1"));
+        if s.retry.max_attempts == 0 || s.retry.max_attempts > 100 {
+            return Err(self.err(&["source", "retry", "max_attempts"], "must be 1 to 100"));
+        }
+        if s.retry.max_delay_ms > 3_600_000 || s.retry.base_delay_ms > s.retry.max_delay_ms {
+            return Err(self.err(&["source", "retry", "max_delay_ms"], "base_delay_ms ≤ max_delay_ms ≤ 3600000 (an hour)"));
+        }
+        if s.retry.max_retry_after_secs > 86_400 || s.retry.throttle_wait_ms > 3_600_000 {
+            return Err(self.err(&["source", "retry", "max_retry_after_secs"], "at most 86400 s (and throttle_wait_ms at most an hour)"));
+        }
+        if s.timeout_secs == 0 || s.timeout_secs > 3600 {
+            return Err(self.err(&["source", "timeout_secs"], format!("{} is outside 1..=3600 seconds", s.timeout_secs)));
         }
         if !s.path_template.contains("{stream}") || !s.path_template.contains("{date}") {
             return Err(self.err(&["source", "path_template"], "must contain {stream} and {date}"));
@@ -323,7 +332,7 @@ impl Checker<'_> {
             base_url: base_url.trim_end_matches('/').to_string(),
             start,
             concurrency: s.concurrency,
-            timeout: Duration::from_secs(s.timeout_secs.max(1)),
+            timeout: Duration::from_secs(s.timeout_secs),
             rate: s.rate,
             retry: s.retry,
             partition_field,
@@ -578,13 +587,15 @@ pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> 
     let n: i64 = num
         .parse()
         .map_err(|_| format!("`{s}` is not a duration (e.g. 30s, 15m, 6h, 1d)"))?;
-    Ok(match unit {
-        "s" | "" => chrono::Duration::seconds(n),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
+    let d = match unit {
+        "s" | "" => chrono::Duration::try_seconds(n),
+        "m" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
         _ => return Err(format!("`{s}` has an unknown unit (s, m, h, d)")),
-    })
+    };
+    // Nothing a pipeline describes spans more than a century (windows, lookbacks).
+    d.filter(|d| *d <= chrono::Duration::days(36_500)).ok_or_else(|| format!("`{s}` is longer than 100 years"))
 }
 
 pub fn parse_format(s: &str) -> std::result::Result<WireFormat, String> {

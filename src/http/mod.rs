@@ -82,6 +82,9 @@ pub struct Fetched {
     pub throttled: u64,
 }
 
+/// The largest answer read (a page is parsed whole): 256 MiB.
+const MAX_PAGE: usize = 256 << 20;
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -204,6 +207,18 @@ impl Client {
                         });
                     };
                     retries += 1;
+                    let cap = Duration::from_secs(self.retry.max_retry_after_secs);
+                    if let Some(a) = after.filter(|a| *a > cap) {
+                        return Err(HttpError::GaveUp {
+                            what: describe(url, what),
+                            attempts: attempt,
+                            last: format!(
+                                "{why}: the server asks to wait {} s (Retry-After), more than [source.retry] max_retry_after_secs = {}",
+                                a.as_secs(),
+                                cap.as_secs()
+                            ),
+                        });
+                    }
                     let wait = after.map_or(backoff, |a| a.max(backoff.min(Duration::from_millis(250))));
                     tracing::warn!(
                         request = what,
@@ -293,12 +308,39 @@ impl Client {
         };
         let status = resp.status();
         let headers = resp.headers().clone();
+        // Seconds (a number; `inf`, NaN or a huge value never panics: it is capped below and
+        // then refused by `send`); an HTTP date is not honoured (the backoff applies).
         let retry_after = headers
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|s| Duration::from_secs_f64(s.max(0.0)));
-        let bytes = match resp.bytes().await {
+            .map(|s| if s.is_nan() { 0.0 } else { s.clamp(0.0, 1e9) })
+            .map(Duration::from_secs_f64);
+        let content_type = headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+        // A page is read whole (it is parsed whole), up to MAX_PAGE: a larger one fails the
+        // request, naming it, instead of exhausting memory.
+        let mut resp = resp;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut too_big = false;
+        let read: Result<(), reqwest::Error> = async {
+            while let Some(chunk) = resp.chunk().await? {
+                if buf.len() + chunk.len() > MAX_PAGE {
+                    too_big = true;
+                    break;
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(())
+        }
+        .await;
+        if too_big {
+            return Attempt::Fail(HttpError::GaveUp {
+                what: describe(r.url, what),
+                attempts: 1,
+                last: format!("the answer is larger than {} MiB (a page this size is not read)", MAX_PAGE >> 20),
+            });
+        }
+        let bytes = match read.map(|_| bytes::Bytes::from(buf)) {
             Ok(b) => b,
             Err(e) => {
                 return Attempt::Retry {
@@ -377,6 +419,12 @@ impl Client {
                 headers,
                 retries: 0,
                 throttled: 0,
+            }),
+            // A 2xx that is not JSON at all (a login or maintenance page): no retry helps.
+            Err(e) if !content_type.is_empty() && !content_type.contains("json") => Attempt::Fail(HttpError::GaveUp {
+                what: describe(r.url, what),
+                attempts: 1,
+                last: format!("answered {status} with Content-Type {content_type} ({len} bytes), not JSON: {e}"),
             }),
             Err(e) => Attempt::Retry {
                 why: format!("invalid or truncated JSON body ({len} bytes): {e}"),

@@ -146,8 +146,10 @@ impl Tokens {
             let value = Secret::new(token.to_string());
             let lifetime = crate::json::at_str(&body, &o.expires_key)
                 .and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()))
+                .filter(|l| l.is_finite())
                 .unwrap_or(3600.0)
-                .max(1.0);
+                // (a day at most: `expires_in` = 1e20 must not overflow an Instant)
+                .clamp(1.0, 86_400.0);
             // Refresh a little before the provider's expiry (a tenth of the lifetime, ≤ 60 s).
             let margin = (lifetime / 10.0).min(60.0);
             if let Some(new) = body.get("refresh_token").and_then(|v| v.as_str()) {

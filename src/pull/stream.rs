@@ -493,7 +493,15 @@ impl StreamRun<'_> {
         // Files are whole now; build their catalogue rows.
         let watermark = match (&self.s.window, &self.s.incremental) {
             (Some(_), _) => pass.span.map(|sp| rfc(sp.end.min(self.now))),
-            (_, Some(_)) => kept.max.map(rfc).max(
+            // A cursor past the pull's start (a record dated 2204, a clock far ahead) lands, but
+            // the stored watermark stops at the start: else every later record would fall
+            // below the bound and the stream would go silent for good.
+            (_, Some(_)) => kept.max.map(|m| {
+                if m > self.now + chrono::Duration::hours(1) {
+                    tracing::warn!(stream = %format!("{}/{}/{}", self.p.name, self.part.id, self.s.name), cursor = %rfc(m), "a record's cursor is in the future: landed, but the watermark is kept at the pull's start");
+                }
+                rfc(m.min(self.now))
+            }).max(
                 self.known
                     .watermarks
                     .get(&self.key())

@@ -119,13 +119,21 @@ fn key_text(v: &Value) -> Option<String> {
 fn fill_row(tpl: &Value, row: &Map<String, Value>) -> Value {
     match tpl {
         Value::String(s) => {
-            let mut out = s.clone();
-            while let Some(p) = out.find("{row.") {
-                let end = out[p..].find('}').map_or(out.len(), |e| p + e);
-                let col = out[p + 5..end].to_string();
-                let v = row.get(&col).and_then(key_text).unwrap_or_default();
-                out.replace_range(p..(end + 1).min(out.len()), &v);
+            // One pass over the template: a value holding `{row.x}` is text, not a template.
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(p) = rest.find("{row.") {
+                out.push_str(&rest[..p]);
+                let Some(end) = rest[p..].find('}') else {
+                    out.push_str(&rest[p..]);
+                    rest = "";
+                    break;
+                };
+                let col = &rest[p + 5..p + end];
+                out.push_str(&row.get(col).and_then(key_text).unwrap_or_default());
+                rest = &rest[p + end + 1..];
             }
+            out.push_str(rest);
             Value::String(out)
         }
         Value::Array(a) => Value::Array(a.iter().map(|x| fill_row(x, row)).collect()),
@@ -529,4 +537,16 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
     }
     tracing::info!(sink = %name, sent = rep.sent, failed = rep.failed, uncertain = rep.uncertain, skipped = rep.skipped, "push done");
     Ok(Some(rep))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_templates_are_filled_in_one_pass() {
+        let row: Map<String, Value> = serde_json::from_str(r#"{"a": "{row.a}", "b": 7, "c": "x}y"}"#).unwrap();
+        let t = Value::String("A={row.a} B={row.b} C={row.c} D={row.d} {row.open".into());
+        assert_eq!(fill_row(&t, &row), Value::String("A={row.a} B=7 C=x}y D= {row.open".into()));
+    }
 }

@@ -123,7 +123,14 @@ fn current(sim: &Sim) -> Vec<(DateTime<Utc>, DateTime<Utc>, Value)> {
     all.iter()
         .filter_map(|e| {
             let v = e.versions.iter().rposition(|t| *t <= now)?;
-            Some((e.versions[0], e.versions[v], lead(seed, e, now)?))
+            let mut l = lead(seed, e, now)?;
+            let mut updated = e.versions[v];
+            // `--future-cursor`: the first lead carries a mistyped update time in 2204.
+            if sim.cfg.future_cursor && e.day == 0 && e.idx == 0 {
+                updated = DateTime::parse_from_rfc3339("2204-01-01T00:00:00-03:00").ok()?.to_utc();
+                l["attributes"]["updated_at"] = json!(fmt(updated));
+            }
+            Some((e.versions[0], updated, l))
         })
         .collect()
 }

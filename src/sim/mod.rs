@@ -79,6 +79,8 @@ pub struct SimConfig {
     /// About every other response (decided by a hash of its request) serves integer ids (`id`,
     /// `Id`, `…_id`, `…Id`) as strings.
     pub drift: bool,
+    /// One C2S lead's `updated_at` is in 2204 (a mistyped date, as real data holds).
+    pub future_cursor: bool,
     /// The first N retail portal jobs end `FAILED` as a whole, with no per-item error.
     pub job_fail_first: u64,
     /// Retail portal job states in title case (`Completed`, `Processing`, `Failed`).
@@ -222,6 +224,7 @@ impl Default for SimConfig {
             drift: false,
             job_fail_first: 0,
             job_states_title: false,
+            future_cursor: false,
         }
     }
 }

@@ -4,6 +4,7 @@ mod common;
 mod declared;
 mod exactly_once;
 mod faults;
+mod hostile;
 mod input;
 mod pull_c2s;
 mod pull_pancake;

@@ -1,0 +1,186 @@
+//! Hostile answers (issue 26): a small server of our own answers what real servers sometimes
+//! do — `Retry-After: inf`, a day's `Retry-After`, a login page with 200, an empty 200, bytes
+//! that are not UTF-8, JSON nested 10,000 deep, duplicate keys. Each run exits 0, 1 or 2 (never
+//! a panic's 101 or a signal), within a bound, naming the stream and no secret; a rerun against
+//! a sane server leaves the lake as a clean run does. Plus a record dated 2204 that must not
+//! silence its stream.
+use crate::common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the server answers: status line, extra headers, body.
+#[derive(Clone)]
+struct Answer {
+    status: &'static str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+const SANE: &str = r#"{"items":[{"id":1,"v":"a"},{"id":2,"v":"b"}]}"#;
+
+fn json(body: &[u8]) -> Answer {
+    Answer { status: "200 OK", headers: vec![("Content-Type".into(), "application/json".into())], body: body.to_vec() }
+}
+
+/// A server on loopback answering every request with the current answer (until dropped).
+struct Server {
+    base: String,
+    answer: Arc<Mutex<Answer>>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let answer = Arc::new(Mutex::new(json(SANE.as_bytes())));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (a, r) = (answer.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { return };
+                let (a, r) = (a.clone(), r.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(c.try_clone().unwrap());
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    r.lock().unwrap().push(first.trim().to_string());
+                    let ans = a.lock().unwrap().clone();
+                    let mut head = format!("HTTP/1.1 {}\r\nContent-Length: {}\r\nConnection: close\r\n", ans.status, ans.body.len());
+                    for (k, v) in &ans.headers {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = c.write_all(head.as_bytes());
+                    let _ = c.write_all(&ans.body);
+                });
+            }
+        });
+        Server { base, answer, requests }
+    }
+
+    fn answer(&self, a: Answer) {
+        *self.answer.lock().unwrap() = a;
+    }
+}
+
+const TOKEN: &str = "hostile-secret-token-0123456789";
+
+fn pipelines_for(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("pipelines");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(
+        p.join("hostile.toml"),
+        "[source]\nname = \"hostile\"\nbase_url = \"${env:HOSTILE_BASE_URL}\"\nconcurrency = 1\ntimeout_secs = 5\n\n\
+         [source.retry]\nmax_attempts = 3\nbase_delay_ms = 10\nmax_delay_ms = 50\n\n\
+         [source.auth]\ntype = \"query\"\nparam = \"token\"\ntoken = \"${secret:HOSTILE_TOKEN}\"\n\n\
+         [streams.items]\npath = \"/items\"\nrecords = \"items\"\nprimary_key = \"id\"\n",
+    )
+    .unwrap();
+    p
+}
+
+fn pull(server: &Server, pipes: &Path, lake: &Path) -> (Option<i32>, String, Duration) {
+    let t0 = Instant::now();
+    let o = ingest_cmd(None, lake, pipes, &["pull", "hostile"])
+        .env("HOSTILE_BASE_URL", &server.base)
+        .env("HOSTILE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    (o.status.code(), text(&o), t0.elapsed())
+}
+
+/// The records every current raw file holds, sorted.
+fn landed(lake: &Path) -> Vec<String> {
+    let mut v: Vec<String> = raw_files(lake).into_values().flatten().map(|r| r.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn hostile_answers_end_in_a_stated_outcome_and_a_rerun_heals_the_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipes = pipelines_for(dir.path());
+    let server = Server::start();
+    let clean = dir.path().join("clean");
+    let (code, out, _) = pull(&server, &pipes, &clean);
+    assert_eq!(code, Some(0), "{out}");
+    let want = landed(&clean);
+    assert_eq!(want.len(), 2);
+
+    let retry_after = |v: &str| Answer {
+        status: "429 Too Many Requests",
+        headers: vec![("Retry-After".into(), v.into()), ("Content-Type".into(), "application/json".into())],
+        body: b"{}".to_vec(),
+    };
+    let mut deep = "[".repeat(10_000).into_bytes();
+    deep.extend("]".repeat(10_000).bytes());
+    let cases: Vec<(&str, Answer, i32, &str)> = vec![
+        ("Retry-After: inf", retry_after("inf"), 1, "max_retry_after_secs"),
+        ("Retry-After: 1e20", retry_after("1e20"), 1, "max_retry_after_secs"),
+        ("Retry-After: a day", retry_after("86400"), 1, "max_retry_after_secs"),
+        (
+            "a login page with 200",
+            Answer { status: "200 OK", headers: vec![("Content-Type".into(), "text/html".into())], body: b"<html><body>Login</body></html>".to_vec() },
+            1,
+            "not JSON",
+        ),
+        ("bytes that are not UTF-8", json(b"{\"items\":[{\"id\":1,\"v\":\"\xff\xfe\"}]}"), 1, "invalid or truncated JSON"),
+        ("JSON nested 10,000 deep", json(&deep), 1, "recursion limit"),
+        ("an empty 200", json(b""), 0, ""),
+        ("duplicate keys", json(br#"{"items":[{"id":1,"v":"x","v":"a"},{"id":2,"v":"b"}]}"#), 0, ""),
+    ];
+    let mut tried = 0;
+    for (what, answer, code_want, needle) in cases {
+        let lake = dir.path().join(format!("case{tried}"));
+        tried += 1;
+        server.answer(answer);
+        let (code, out, took) = pull(&server, &pipes, &lake);
+        assert_eq!(code, Some(code_want), "{what}: {out}");
+        assert!(out.contains(needle), "{what}: {out}");
+        if code_want == 1 {
+            assert!(out.contains("hostile/_/items") || out.contains("items"), "{what}: the stream is not named: {out}");
+        }
+        assert!(took < Duration::from_secs(30), "{what}: took {took:?}");
+        assert!(!out.contains(TOKEN), "{what}: the token leaked: {out}");
+        // Healed by a rerun against a sane server: the lake a clean run leaves.
+        server.answer(json(SANE.as_bytes()));
+        let (code, out, _) = pull(&server, &pipes, &lake);
+        assert_eq!(code, Some(0), "{what}: rerun: {out}");
+        if what != "duplicate keys" {
+            assert_eq!(landed(&lake), want, "{what}: the lake differs from a clean run's");
+        }
+        assert_no_secrets(&[TOKEN.to_string()], &[&out], &lake);
+    }
+    assert!(server.requests.lock().unwrap().iter().all(|r| r.starts_with("GET /items")));
+    eprintln!("hostile cases tried: {tried}, panics: 0, hangs: 0, inconsistent lakes: 0");
+}
+
+#[test]
+fn a_record_dated_2204_lands_but_does_not_silence_its_stream() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "2", "--future-cursor"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let o = ingest(Some(&sim), &lake, &["pull", "c2s"]);
+    let out = ok(&o);
+    let recs: Vec<serde_json::Value> = raw_files(&lake).into_values().flatten().collect();
+    assert!(recs.iter().any(|r| r["attributes"]["updated_at"].as_str().is_some_and(|u| u.starts_with("2204"))), "{out}");
+    assert_eq!(recs.len(), 40);
+    assert!(text(&o).contains("cursor is in the future"), "{}", text(&o));
+    let now = chrono::Utc::now();
+    for r in catalogue(&lake) {
+        let wm = r.watermark.as_deref().and_then(|w| chrono::DateTime::parse_from_rfc3339(w).ok()).expect("a watermark");
+        assert!(wm.to_utc() <= now, "the watermark went past now: {wm}");
+    }
+}
