@@ -97,7 +97,12 @@ impl Catalogue {
                 tracing::warn!("cannot write {SCHEMA_CACHE} (the next run aggregates more rows): {e}");
             }
         }
-        Ok((all.into_iter().collect(), seq))
+        // The cache is shared: another transform may have written it from a newer snapshot.
+        // Its schemas are harmless extras, but the position this run consumes must be one this
+        // snapshot holds: every row of a commit at version V sits below (V + 1) × SEQ_PER_COMMIT
+        // (see the module doc), so nothing committed after this snapshot is claimed.
+        let bound = (t.version().unwrap_or(0) as i64 + 1) * super::SEQ_PER_COMMIT - 1;
+        Ok((all.into_iter().collect(), seq.min(bound)))
     }
 
     /// [`Self::stream_schemas`] of the rows after position `after`, and their highest position
