@@ -289,6 +289,21 @@ impl Checker<'_> {
         if streams.is_empty() {
             return Err(self.err(&["streams"], "no stream declared"));
         }
+        // `${secret:NAME}` in a stream's headers, params or body is resolved when the request
+        // is sent: every one must be set now, for every partition (exit 2 before any request).
+        for st in &streams {
+            let mut texts: Vec<(&str, String)> = Vec::new();
+            texts.extend(st.headers.values().map(|v| ("headers", v.clone())));
+            texts.extend(st.params.values().map(|v| ("params", v.clone())));
+            if let Some(b) = &st.body {
+                texts.push(("body", b.to_string()));
+            }
+            for (field, text) in texts.iter().filter(|(_, t)| t.contains("${secret:")) {
+                for p in &partitions {
+                    resolve_secret(&text.replace("{partition}", &p.id)).map_err(|m| self.err(&["streams", &st.name, field], m))?;
+                }
+            }
+        }
         let mut sinks = Vec::new();
         for (name, mut k) in p.sinks {
             let at = |f: &'static str| -> Vec<String> { vec!["sinks".into(), name.clone(), f.into()] };

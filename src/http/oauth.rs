@@ -120,7 +120,16 @@ impl Tokens {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
             }
-            let resp = match self.http().request(method.clone(), &o.token_url).query(&query).send().await {
+            // POST carries the credentials in a form body (URLs end up in proxy logs); GET
+            // can only put them in the query.
+            let req = self.http().request(method.clone(), &o.token_url);
+            let req = if method == reqwest::Method::POST {
+                let form = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query.iter()).finish();
+                req.header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(form)
+            } else {
+                req.query(&query)
+            };
+            let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
                     last = crate::secret::redact(&e.without_url().to_string());

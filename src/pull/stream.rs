@@ -208,6 +208,13 @@ impl StreamRun<'_> {
             };
             v = v.replace("{cursor}", &c);
         }
+        if v.contains("${secret:") {
+            // Resolved at the wire only (checked when the pipeline loaded; the value is
+            // registered, so every log line and error scrubs it).
+            if let Ok(s) = crate::config::interp::resolve_secret(&v) {
+                v = s.expose().to_string();
+            }
+        }
         v
     }
 

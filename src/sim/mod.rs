@@ -514,7 +514,14 @@ async fn handle(
     let (route, result) = match segs.first().copied() {
         Some("c2s") if method == Method::GET => c2s::handle(&sim, &segs[1..], &query, &headers),
         Some("pancake") if method == Method::GET => pancake::handle(&sim, &segs[1..], &query),
-        Some("zoho") if method == Method::GET || method == Method::POST => zoho::handle(&sim, &segs[1..], &query, &headers),
+        Some("zoho") if method == Method::GET || method == Method::POST => {
+            // The token endpoint takes its parameters in the query or in a form body.
+            let mut q = query.clone();
+            if method == Method::POST {
+                q.extend(url::form_urlencoded::parse(&body).into_owned());
+            }
+            zoho::handle(&sim, &segs[1..], &q, &headers)
+        }
         Some("retail") => retail::handle(&sim, method.as_str(), &segs[1..], &query, &headers, &body),
         Some("milvus") => milvus::handle(&sim, &segs[1..], &query, &headers, &body),
         Some("ploomes") => {

@@ -49,14 +49,28 @@ impl Server {
                     if reader.read_line(&mut first).is_err() {
                         return;
                     }
+                    let mut head = first.clone();
+                    let mut length = 0usize;
                     loop {
                         let mut h = String::new();
                         if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                             break;
                         }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        head.push_str(&h);
                     }
-                    r.lock().unwrap().push(first.trim().to_string());
-                    let ans = a.lock().unwrap().clone();
+                    let mut body = vec![0u8; length];
+                    let _ = std::io::Read::read_exact(&mut reader, &mut body);
+                    head.push_str(&String::from_utf8_lossy(&body));
+                    r.lock().unwrap().push(head);
+                    // The token endpoint (OAuth tests) answers a token, whatever else is set.
+                    let ans = if first.contains(" /token") {
+                        json(br#"{"access_token":"hostile-access-0123456789","expires_in":3600}"#)
+                    } else {
+                        a.lock().unwrap().clone()
+                    };
                     let mut head = format!("HTTP/1.1 {}\r\nContent-Length: {}\r\nConnection: close\r\n", ans.status, ans.body.len());
                     for (k, v) in &ans.headers {
                         head.push_str(&format!("{k}: {v}\r\n"));
@@ -214,4 +228,51 @@ fn a_cache_from_a_newer_snapshot_never_makes_a_transform_skip_rows() {
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(convs() as usize, ids.len(), "rows landed after the cached position were skipped");
+}
+
+/// Issue 26, item 11: `${secret:…}` is resolved wherever a value reaches the wire (here a
+/// stream header), never sent as its literal text; an unset one exits 2 naming the field; the
+/// OAuth refresh sends its credentials in a POST body, never in the URL.
+#[test]
+fn secrets_reach_the_wire_resolved_and_the_url_never_carries_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pipelines");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(
+        p.join("hostile.toml"),
+        "[source]\nname = \"hostile\"\nbase_url = \"${env:HOSTILE_BASE_URL}\"\nconcurrency = 1\n\n\
+         [source.auth]\ntype = \"oauth2_refresh\"\ntoken_url = \"${env:HOSTILE_BASE_URL}/token\"\n\
+         client_id = \"${secret:HOSTILE_CLIENT}\"\nclient_secret = \"${secret:HOSTILE_TOKEN}\"\nrefresh_token = \"${secret:HOSTILE_REFRESH}\"\n\n\
+         [streams.items]\npath = \"/items\"\nrecords = \"items\"\nheaders = { X-Extra = \"${secret:HOSTILE_EXTRA}\" }\n",
+    )
+    .unwrap();
+    let server = Server::start();
+    let lake = dir.path().join("lake");
+    let secrets = ["hostile-client-0123456789", TOKEN, "hostile-refresh-0123456789", "hostile-extra-0123456789"];
+    let run = |extra: Option<&str>| {
+        let mut c = ingest_cmd(None, &lake, &p, &["pull", "hostile"]);
+        c.env("HOSTILE_BASE_URL", &server.base).env("HOSTILE_CLIENT", secrets[0]).env("HOSTILE_TOKEN", secrets[1]).env("HOSTILE_REFRESH", secrets[2]);
+        if let Some(e) = extra {
+            c.env("HOSTILE_EXTRA", e);
+        }
+        c.output().unwrap()
+    };
+    // Unset: exit 2 naming the field, nothing sent.
+    let o = run(None);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("streams.items.headers") && text(&o).contains("HOSTILE_EXTRA"), "{}", text(&o));
+    assert!(server.requests.lock().unwrap().is_empty());
+    let o = run(Some(secrets[3]));
+    let out = ok(&o);
+    let reqs = server.requests.lock().unwrap().clone();
+    let token = reqs.iter().find(|r| r.starts_with("POST /token")).expect("a token request");
+    let first_line = token.lines().next().unwrap();
+    for s in &secrets[..3] {
+        assert!(!first_line.contains(s), "a credential is in the token URL: {first_line}");
+    }
+    assert!(token.contains(&format!("refresh_token={}", secrets[2])), "the refresh token is not in the body: {token}");
+    let items = reqs.iter().find(|r| r.starts_with("GET /items")).expect("an items request");
+    assert!(items.to_ascii_lowercase().contains(&format!("x-extra: {}", secrets[3])), "{items}");
+    assert!(!items.contains("${secret:"), "{items}");
+    assert_no_secrets(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[&out, &text(&o)], &lake);
 }
