@@ -238,8 +238,14 @@ impl Checker<'_> {
         if s.timeout_secs == 0 || s.timeout_secs > 3600 {
             return Err(self.err(&["source", "timeout_secs"], format!("{} is outside 1..=3600 seconds", s.timeout_secs)));
         }
-        if !s.path_template.contains("{stream}") || !s.path_template.contains("{date}") {
-            return Err(self.err(&["source", "path_template"], "must contain {stream} and {date}"));
+        if !s.path_template.contains("{stream}") || !s.path_template.contains("{date}") || !s.path_template.ends_with(".json") {
+            return Err(self.err(&["source", "path_template"], "must contain {stream} and {date} and end in .json"));
+        }
+        if s.path_template.split('/').any(|seg| seg.starts_with('_') && !seg.starts_with('{')) {
+            return Err(self.err(&["source", "path_template"], "no folder of it may start with `_` (the lake's own: _ingest, _delta_log)"));
+        }
+        if ["raw", "_ingest"].contains(&s.name.as_str()) || s.name.starts_with('_') {
+            return Err(self.err(&["source", "name"], format!("`{}` is reserved (raw tables, the lake's state)", s.name)));
         }
         let (partition_field, ids) = match &s.partitions {
             Some(pc) => {

@@ -218,9 +218,15 @@ impl Lake {
                 }
             }
         }
+        // Delta tables under the same folders (a model whose schema is a source's name, or a
+        // template without a fixed file prefix) are never raw files: everything under a folder
+        // holding a `_delta_log` is left alone, whatever the template matches.
+        let tables: std::collections::BTreeSet<String> =
+            names.iter().filter_map(|n| n.find("/_delta_log/").map(|i| format!("{}/", &n[..i]))).collect();
+        let in_table = |rel: &str| rel.starts_with("_delta_log/") || tables.iter().any(|t| rel.starts_with(t.as_str()));
         let mut out: Vec<String> = names
             .into_iter()
-            .filter(|rel| !current.contains(rel))
+            .filter(|rel| !current.contains(rel) && !in_table(rel))
             .filter(|rel| match re.captures(rel) {
                 None => false,
                 // A sharded pull sweeps only its own partitions' files.

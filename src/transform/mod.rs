@@ -325,6 +325,17 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         Some(dir) => crate::config::declare::declarations(dir)?,
         None => BTreeMap::new(),
     };
+    // Raw files land under `<lake>/<source>/`, tables under `<lake>/<schema>/`: a model whose
+    // schema is a source's name would share its folder (and its orphan sweep). Refused.
+    if let Some(dir) = &opts.pipelines {
+        let sources = crate::config::list_sources(dir);
+        if let Some(m) = all.iter().find(|m| m.target.split_once('.').is_some_and(|(schema, _)| sources.iter().any(|s| s == schema))) {
+            return Err(m.err_at(
+                Some(1),
+                format!("target schema `{}` is the name of a source (pipelines/{0}.toml): its raw files live in that folder; pick another schema", m.target.split('.').next().unwrap_or_default()),
+            ));
+        }
+    }
     let inputs::Inputs { summary, max_seq, streams, mut existing, consumed, bases } = if opts.check {
         inputs::declared_only(&models, &declared)
     } else {

@@ -276,3 +276,35 @@ fn secrets_reach_the_wire_resolved_and_the_url_never_carries_credentials() {
     assert!(!items.contains("${secret:"), "{items}");
     assert_no_secrets(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[&out, &text(&o)], &lake);
 }
+
+/// Issue 26, item 4: raw files and model tables never share a folder's sweep. A model whose
+/// schema is a source's name is refused (exit 2); and even when a table sits under a source's
+/// folder (built with other pipelines) and the template has no fixed file prefix, `vacuum`
+/// and the orphan sweep leave the table alone.
+#[test]
+fn the_orphan_sweep_never_deletes_a_delta_table_under_a_source_folder() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let pipes = edited_pipelines(dir.path(), "c2s.toml", "name = \"c2s\"\n", "name = \"c2s\"\npath_template = \"{source}/{partition}/{stream}/{date}.json\"\n");
+    ok(&ingest_cmd(Some(&sim), &lake, &pipes, &["pull", "c2s"]).output().unwrap());
+    let sql = write_models(dir.path(), &[("c2s/copy.sql", "-- target: c2s.copy\n-- mode: replace\nSELECT id FROM raw.c2s_leads\n")]);
+    // Refused while the source is known...
+    let o = ingest_cmd(None, &lake, &pipes, &["transform"]).arg("--sql").arg(&sql).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("c2s/copy.sql:1") && text(&o).contains("name of a source"), "{}", text(&o));
+    // ...built with a pipelines folder that does not know it.
+    let none = dir.path().join("no_pipelines");
+    std::fs::create_dir_all(&none).unwrap();
+    ok(&ingest_cmd(None, &lake, &none, &["transform"]).arg("--sql").arg(&sql).output().unwrap());
+    let log = lake.join("c2s/copy/_delta_log");
+    let before: Vec<_> = walk(&lake.join("c2s/copy"));
+    assert!(log.exists() && !before.is_empty());
+    let v = ok(&ingest_cmd(Some(&sim), &lake, &pipes, &["vacuum"]).output().unwrap());
+    assert_eq!(walk(&lake.join("c2s/copy")), before, "vacuum deleted a table's files: {v}");
+    let n = ingest_cmd(None, &lake, &none, &["query", "--format", "json", "SELECT count(*) AS n FROM c2s.copy"]).arg("--sql").arg(&sql).output().unwrap();
+    assert!(ok(&n).contains("\"n\":40"), "{}", text(&n));
+    // A pull leaves it too (and its raw files are where they were).
+    ok(&ingest_cmd(Some(&sim), &lake, &pipes, &["pull", "c2s"]).output().unwrap());
+    assert_eq!(walk(&lake.join("c2s/copy")), before);
+}
