@@ -368,6 +368,13 @@ impl RawFile {
     }
 
     async fn append(&mut self, buf: Vec<u8>, records: usize) -> Result<()> {
+        if self.records + records as u64 > state::LINES_PER_FILE as u64 {
+            return Err(Error::Lake(format!(
+                "{}: more than {} records in one raw file (each record's _ingest_order must be unique): pull this stream in windows",
+                self.rel,
+                state::LINES_PER_FILE
+            )));
+        }
         self.hash.update(&buf);
         self.records += records as u64;
         self.bytes += buf.len() as u64;
@@ -472,6 +479,19 @@ mod tests {
         assert!(local.local_dir.as_ref().unwrap().ends_with("lake"));
         assert!(Lake::open("ftp://x").is_err());
         assert!(Lake::open("s3://").is_err());
+    }
+
+    /// A file may hold at most LINES_PER_FILE records: past that two records would share an
+    /// `_ingest_order` with the next file's (issue 26 item 6).
+    #[tokio::test]
+    async fn a_raw_file_refuses_more_lines_than_ingest_order_can_number() {
+        let lake = Lake::open("memory://").unwrap();
+        let mut f = RawFile::create(&lake, "s/_/x/file_1.json").await.unwrap();
+        f.write_lines("{}\n".into(), state::LINES_PER_FILE as usize - 1, &[]).await.unwrap();
+        f.write_lines("{}\n".into(), 1, &[]).await.unwrap();
+        let e = f.write_lines("{}\n".into(), 1, &[]).await.unwrap_err();
+        assert!(e.to_string().contains("pull this stream in windows"), "{e}");
+        assert!(state::ingest_order(1, state::LINES_PER_FILE - 1) < state::ingest_order(2, 0));
     }
 
     /// Appended buffers are handed to the store as they are (a put of several, or multipart

@@ -167,7 +167,7 @@ async fn decode(lake: &Lake, f: &LandedFile, data: &SchemaRef, schema: &SchemaRe
                 "_window_end" => tsa(ts(&f.window_end)),
                 "_file" => Arc::new(StringArray::from(vec![f.path.as_deref(); n])),
                 "_landed_at" => tsa(ts(&Some(f.landed_at.clone()))),
-                "_ingest_order" => Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| f.seq * 10_000_000 + line + i))),
+                "_ingest_order" => Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| crate::lake::state::ingest_order(f.seq, line + i)))),
                 name => b
                     .column_by_name(name)
                     .cloned()
@@ -175,6 +175,13 @@ async fn decode(lake: &Lake, f: &LandedFile, data: &SchemaRef, schema: &SchemaRe
             });
         }
         line += n as i64;
+        if line > crate::lake::state::LINES_PER_FILE {
+            return Err(Error::Other(format!(
+                "raw file {} holds more than {} records: their _ingest_order would not be unique (pull the stream in windows)",
+                f.path.as_deref().unwrap_or_default(),
+                crate::lake::state::LINES_PER_FILE
+            )));
+        }
         let opts = RecordBatchOptions::new().with_row_count(Some(n));
         out.push(RecordBatch::try_new_with_options(schema.clone(), cols, &opts)?);
     }

@@ -93,6 +93,16 @@ pub struct LandedFile {
 /// Positions a commit may hand out: `seq = version * SEQ_PER_COMMIT + i`.
 pub const SEQ_PER_COMMIT: i64 = 100_000;
 
+/// A raw record's `_ingest_order` is `seq * LINES_PER_FILE + line`: unique and in landing order
+/// as long as no file holds more lines, so a pull refuses to land a file that would (split
+/// such a stream with windows). (An i64 leaves no room for more: seq × 10^7 spans 10^12 positions.)
+pub const LINES_PER_FILE: i64 = 10_000_000;
+
+/// The `_ingest_order` of line `line` (0-based) of the file at position `seq`.
+pub fn ingest_order(seq: i64, line: i64) -> i64 {
+    seq * LINES_PER_FILE + line
+}
+
 impl LandedFile {
     pub fn slot_key(&self) -> Option<&str> {
         self.slot.as_deref().or(self.path.as_deref())
