@@ -8,7 +8,7 @@ pub mod details;
 mod stream;
 pub mod window;
 
-use crate::config::Pipeline;
+use crate::config::{Partition, Pipeline, Stream};
 use crate::error::{Error, Result};
 use crate::http::Client;
 use crate::lake::{lease, runs};
@@ -84,6 +84,9 @@ pub struct Known {
     pub used: std::collections::HashSet<String>,
     /// txn app id → version.
     pub versions: HashMap<String, i64>,
+    /// Of each incremental (partition, stream) with a watermark: the current files an earlier
+    /// pull landed whose cursors reach into this run's lookback (see [`Known::lookback_files`]).
+    pub lookback: HashMap<(String, String), Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -107,6 +110,9 @@ pub struct StreamReport {
     pub capped: bool,
     /// Values dropped by a `discard_value` contract (outside the declared schema).
     pub discarded: u64,
+    /// Records a lookback asked for again that an earlier pull landed, same key and cursor:
+    /// not landed twice.
+    pub repeats: u64,
 }
 
 impl StreamReport {
@@ -162,6 +168,9 @@ impl PullReport {
                         if s.capped {
                             note.push_str("  CAPPED: the API's row cap was hit");
                         }
+                        if s.repeats > 0 {
+                            note.push_str(&format!("  ({} already landed, not again)", s.repeats));
+                        }
                         if s.discarded > 0 {
                             note.push_str(&format!("  DISCARDED: {} values outside the declared schema", s.discarded));
                         }
@@ -206,6 +215,32 @@ impl Known {
             }
         }
         Ok(k)
+    }
+
+    /// For each incremental job with a primary key and a watermark, the current files whose
+    /// `max_cursor` reaches the lookback's floor: the records a lookback asks for again were
+    /// landed there, and a record with the same (key, cursor) is not landed twice.
+    pub async fn lookback_files(&mut self, cat: &state::Catalogue, source: &str, jobs: &[(&Partition, &Stream)], full_refresh: bool) -> Result<()> {
+        for (part, s) in jobs {
+            let (Some(inc), Some(_)) = (&s.incremental, &s.primary_key) else { continue };
+            let key = (part.id.clone(), s.name.clone());
+            let Some(wm) = self.watermarks.get(&key).filter(|_| !full_refresh) else { continue };
+            let Some(floor) = crate::time::parse_instant(wm, &chrono_tz::UTC).map(|w| w - inc.lookback) else { continue };
+            let filter = format!(
+                "source = {} AND partition = {} AND stream = {} AND path IS NOT NULL AND max_cursor >= {}",
+                state::sql_text(source),
+                state::sql_text(&part.id),
+                state::sql_text(&s.name),
+                // (as the catalogue writes cursors: whole seconds, so a floor inside a second
+                // still finds the file holding that second)
+                state::sql_text(&floor.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            );
+            let files: Vec<String> = state::current_files(&cat.rows_where(&filter).await?).into_iter().filter_map(|r| r.path).collect();
+            if !files.is_empty() {
+                self.lookback.insert(key, files);
+            }
+        }
+        Ok(())
     }
 
     /// The current file of each slot and every name used, of `source`'s landings in `scope`
@@ -438,6 +473,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         let scope = Scope { windows: since - margin, landed: window::day_start(now.date_naive()) - margin, whole, partitions };
         known.read_landings(&cat, &p.name, Some(&scope)).await?;
     }
+    known.lookback_files(&cat, &p.name, &jobs, opts.full_refresh).await?;
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, scan, "catalogue read");
     if scan {
         // Holding the lease, no other run of this source is writing: anything on disk that

@@ -9,6 +9,11 @@ use serde_json::Value;
 #[derive(Default)]
 pub(super) struct Kept {
     seen: foldhash::HashSet<(String, Option<i64>)>,
+    /// (key, cursor) of what earlier pulls landed within this pass's lookback: asked for again
+    /// by the lookback, not landed again.
+    pub(super) prior: foldhash::HashSet<(String, Option<i64>)>,
+    /// Records dropped because `prior` holds them.
+    pub(super) repeats: u64,
     pub(super) min: Option<DateTime<Utc>>,
     pub(super) max: Option<DateTime<Utc>>,
 }
@@ -21,7 +26,12 @@ impl Kept {
             }
         }
         if let Some(id) = id {
-            if !self.seen.insert((id.to_string(), c.map(|c| c.timestamp_micros()))) {
+            let k = (id.to_string(), c.map(|c| c.timestamp_micros()));
+            if self.prior.contains(&k) {
+                self.repeats += 1;
+                return false;
+            }
+            if !self.seen.insert(k) {
                 return false;
             }
         }
@@ -30,5 +40,18 @@ impl Kept {
             self.max = Some(self.max.map_or(c, |m| m.max(c)));
         }
         true
+    }
+
+    /// Remember what an earlier pull landed (`file`, NDJSON) at or above `floor`.
+    pub(super) fn add_prior(&mut self, file: &[u8], key: &[String], cursor: &[String], tz: &chrono_tz::Tz, floor: DateTime<Utc>) {
+        for line in file.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(r) = serde_json::from_slice::<Value>(line) else { continue };
+            let c = crate::json::at(&r, cursor).and_then(|v| crate::time::cursor_instant(v, tz));
+            if let (Some(id), Some(c)) = (crate::json::at(&r, key), c) {
+                if c >= floor {
+                    self.prior.insert((id.to_string(), Some(c.timestamp_micros())));
+                }
+            }
+        }
     }
 }
