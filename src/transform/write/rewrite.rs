@@ -252,9 +252,31 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
     let done = match CommitBuilder::from(props).with_actions(actions).build(Some(snap as &dyn TableReference), t.log_store(), op).await {
         Ok(d) => d,
         Err(e) => {
-            // No partial garbage: the files this merge wrote are referenced by nothing.
-            for p in added {
-                let _ = store.delete(&Path::from(p.as_str())).await;
+            // The log PUT may have landed although the client saw an error (an S3 retry of a
+            // PUT that succeeded answers 412): read the log back before deleting anything. The
+            // model's txn at our version means a commit of this run's input is in: ours, or an
+            // identical run's (the same rows merged). Only a log known not to hold it lets the
+            // files go; an unreadable log keeps them (vacuum removes what nothing references).
+            let mut reloaded = t.clone();
+            let applied = match reloaded.update_incremental(None).await {
+                Ok(()) => match reloaded.snapshot() {
+                    Ok(s) => s.transaction_version(reloaded.log_store().as_ref(), &commit.txn.app_id).await.ok().map(|v| v == Some(commit.txn.version)),
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            };
+            match applied {
+                Some(true) => {
+                    tracing::warn!(model = %m.target, error = %e, "the commit reported an error but the log holds it: taken as committed");
+                    return Ok(Outcome::Done(Written { table: reloaded, rows: new.num_rows(), merge: Some(merge) }));
+                }
+                Some(false) => {
+                    // No partial garbage: the files this merge wrote are referenced by nothing.
+                    for p in added {
+                        let _ = store.delete(&Path::from(p.as_str())).await;
+                    }
+                }
+                None => tracing::warn!(model = %m.target, "the commit failed and the log cannot be read back: its new files are kept for `ingest vacuum`"),
             }
             return Err(e.into());
         }
