@@ -15,7 +15,7 @@
 use super::Lake;
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
-use object_store::{ObjectStore as _, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore as _, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,12 +28,32 @@ pub struct Holder {
     pub pid: u32,
     pub since: DateTime<Utc>,
     pub expires: DateTime<Utc>,
+    /// The holder's PID namespace (`/proc/self/ns/pid`): containers sharing a hostname have
+    /// their own, and a PID means nothing across them.
+    #[serde(default)]
+    pub pidns: Option<String>,
+    /// The holder process's start time (clock ticks since boot): a reused PID is not it.
+    #[serde(default)]
+    pub start: Option<u64>,
 }
 
 impl Holder {
+    /// Expired; or provably gone: on this host, in this PID namespace, with no live process of
+    /// that PID and start time. (Elsewhere only the expiry tells.)
     fn stale(&self, now: DateTime<Utc>) -> bool {
-        now > self.expires || (self.host == host() && !pid_alive(self.pid))
+        let here = self.host == host() && self.pidns.is_some() && self.pidns == pid_ns();
+        now > self.expires || (here && !(pid_alive(self.pid) && self.start.is_none_or(|s| start_time(self.pid) == Some(s))))
     }
+}
+
+fn pid_ns() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid").ok().map(|p| p.display().to_string())
+}
+
+/// A process's start time (field 22 of /proc/<pid>/stat).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok()
 }
 
 pub fn host() -> String {
@@ -207,29 +227,30 @@ pub async fn acquire(lake: &Lake, name: &str, wait: bool) -> Result<Lease> {
             pid: std::process::id(),
             since: now,
             expires: now + chrono::Duration::from_std(ttl).unwrap(),
+            pidns: pid_ns(),
+            start: start_time(std::process::id()),
         };
         let body = PutPayload::from(serde_json::to_vec(&me).unwrap());
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match lake.store.put_opts(&path, body, opts).await {
-            Ok(_) => {
-                let lost = Arc::new(AtomicBool::new(false));
-                let beat = tokio::spawn(heartbeat(lake.clone(), path.clone(), me.clone(), ttl, lost.clone()));
-                return Ok(Lease {
-                    lake: lake.clone(),
-                    rel: rel(name),
-                    me,
-                    lost,
-                    beat,
-                });
-            }
+        let taken = |res: object_store::PutResult, me: Holder| {
+            let lost = Arc::new(AtomicBool::new(false));
+            let version = UpdateVersion { e_tag: res.e_tag, version: res.version };
+            let beat = tokio::spawn(heartbeat(lake.clone(), path.clone(), me.clone(), ttl, lost.clone(), Some(version)));
+            Lease { lake: lake.clone(), rel: rel(name), me, lost, beat }
+        };
+        match lake.store.put_opts(&path, body.clone(), opts).await {
+            Ok(res) => return Ok(taken(res, me)),
             Err(object_store::Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        let current = match lake.store.get(&path).await {
-            Ok(g) => g.bytes().await?,
+        let (current, seen) = match lake.store.get(&path).await {
+            Ok(g) => {
+                let seen = UpdateVersion { e_tag: g.meta.e_tag.clone(), version: g.meta.version.clone() };
+                (g.bytes().await?, seen)
+            }
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(e.into()),
         };
@@ -245,9 +266,18 @@ pub async fn acquire(lake: &Lake, name: &str, wait: bool) -> Result<Lease> {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             other => {
-                // Stale (or unreadable): remove it only if it is still the same object.
                 if let Ok(h) = &other {
                     tracing::info!(source, host = %h.host, pid = h.pid, "taking over a stale lease");
+                }
+                // Stale (or unreadable): replaced only if it is still the object read (a
+                // conditional put on its version: of two takers, one wins)...
+                let update = PutOptions { mode: PutMode::Update(seen), ..Default::default() };
+                match lake.store.put_opts(&path, body, update).await {
+                    Ok(res) => return Ok(taken(res, me)),
+                    Err(object_store::Error::Precondition { .. }) => continue,
+                    // ...or, where the store has no conditional update (a local disk: one
+                    // host, whose holders' liveness is checked by PID), removed if unchanged.
+                    Err(_) => {}
                 }
                 if let Ok(g) = lake.store.get(&path).await {
                     if g.bytes().await? == current {
@@ -272,19 +302,40 @@ async fn names(lake: &Lake, path: &object_store::path::Path, holder: &str) -> bo
     }
 }
 
-async fn heartbeat(lake: Lake, path: object_store::path::Path, mut me: Holder, ttl: Duration, lost: Arc<AtomicBool>) {
+/// Renew the lease every `ttl / 3`: a conditional put on the version this holder last wrote
+/// (`PutMode::Update`), so a lease taken over in between is never overwritten back; where the
+/// store has no conditional update (a local disk), check-then-put. A renewal that fails (or
+/// finds the lease taken) raises `lost`: the run commits nothing more.
+async fn heartbeat(lake: Lake, path: object_store::path::Path, mut me: Holder, ttl: Duration, lost: Arc<AtomicBool>, mut version: Option<UpdateVersion>) {
+    let mut renewed = std::time::Instant::now();
     loop {
         tokio::time::sleep(ttl / 3).await;
-        if !names(&lake, &path, &me.holder).await {
-            tracing::error!("this run's lease was taken over by another pull; it commits nothing more");
+        me.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap();
+        let body = PutPayload::from(serde_json::to_vec(&me).unwrap());
+        let res = match version.clone() {
+            Some(v) => lake.store.put_opts(&path, body.clone(), PutOptions { mode: PutMode::Update(v), ..Default::default() }).await,
+            None => Err(object_store::Error::NotImplemented { operation: "conditional update".into(), implementer: "this store".into() }),
+        };
+        let ok = match res {
+            Ok(r) => {
+                version = Some(UpdateVersion { e_tag: r.e_tag, version: r.version });
+                true
+            }
+            Err(object_store::Error::Precondition { .. }) => false,
+            Err(_) => {
+                version = None;
+                names(&lake, &path, &me.holder).await && lake.store.put(&path, body).await.is_ok()
+            }
+        };
+        if ok {
+            renewed = std::time::Instant::now();
+            continue;
+        }
+        if !names(&lake, &path, &me.holder).await || renewed.elapsed() >= ttl {
+            tracing::error!("this run's lease was taken over by another run, or could not be renewed in time; it commits nothing more");
             lost.store(true, Ordering::SeqCst);
             return;
         }
-        me.expires = Utc::now() + chrono::Duration::from_std(ttl).unwrap();
-        let _ = lake
-            .store
-            .put(&path, PutPayload::from(serde_json::to_vec(&me).unwrap()))
-            .await;
     }
 }
 
@@ -345,3 +396,69 @@ impl Lease {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(host: &str, pid: u32, pidns: Option<&str>, expires_in: i64) -> Holder {
+        let now = Utc::now();
+        Holder {
+            holder: uuid::Uuid::new_v4().to_string(),
+            host: host.into(),
+            pid,
+            since: now,
+            expires: now + chrono::Duration::seconds(expires_in),
+            pidns: pidns.map(str::to_string),
+            start: None,
+        }
+    }
+
+    /// Containers sharing a hostname have PID namespaces of their own: a PID there tells
+    /// nothing here, so only the expiry does.
+    #[test]
+    fn liveness_by_pid_only_in_the_same_pid_namespace() {
+        let gone = 4_000_000; // above pid_max: no such process
+        let now = Utc::now();
+        assert!(holder(&host(), gone, pid_ns().as_deref(), 30).stale(now), "a dead process here");
+        assert!(!holder(&host(), gone, Some("pid:[1]"), 30).stale(now), "another container's process");
+        assert!(!holder(&host(), gone, None, 30).stale(now), "a holder that did not say");
+        assert!(holder(&host(), gone, Some("pid:[1]"), -1).stale(now), "expired");
+        assert!(!holder(&host(), std::process::id(), pid_ns().as_deref(), 30).stale(now));
+    }
+
+    /// Of two runs taking over one stale lease at once, exactly one gets it (a conditional put
+    /// on the version both read), and the loser's heartbeat never writes over the winner.
+    #[tokio::test]
+    async fn a_stale_lease_is_taken_over_by_exactly_one() {
+        for _ in 0..20 {
+            let lake = Lake::open("memory://").unwrap();
+            let stale = holder("elsewhere", 1, None, -5);
+            lake.store.put(&lake.path(&rel("src")), PutPayload::from(serde_json::to_vec(&stale).unwrap())).await.unwrap();
+            let (a, b) = tokio::join!(acquire(&lake, "src", false), acquire(&lake, "src", false));
+            assert!(a.is_ok() != b.is_ok(), "both or neither took it: {:?} {:?}", a.as_ref().err(), b.as_ref().err());
+            let winner = a.or(b).unwrap();
+            assert!(names(&lake, &lake.path(&rel("src")), &winner.me.holder).await);
+            winner.release().await;
+        }
+    }
+
+    /// A lease another run took over (written behind this holder's back) is not renewed back:
+    /// the conditional renewal fails and the fence rises.
+    #[tokio::test]
+    async fn a_renewal_never_overwrites_a_lease_taken_over() {
+        std::env::set_var("INGEST_LEASE_TTL_SECS", "0.3");
+        let lake = Lake::open("memory://").unwrap();
+        let mine = acquire(&lake, "src", false).await.unwrap();
+        let other = holder("elsewhere", 1, None, 30);
+        lake.store.put(&lake.path(&rel("src")), PutPayload::from(serde_json::to_vec(&other).unwrap())).await.unwrap();
+        let fence = mine.fence();
+        let t0 = std::time::Instant::now();
+        while !mine.lost.load(Ordering::SeqCst) {
+            assert!(t0.elapsed() < Duration::from_secs(5), "the lost lease was not noticed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(fence.check().await.is_err());
+        assert!(names(&lake, &lake.path(&rel("src")), &other.holder).await, "the renewal wrote over the new holder");
+    }
+}

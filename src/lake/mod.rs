@@ -48,7 +48,9 @@ impl Lake {
                 return Err(Error::Usage(format!("--lake {spec}: no bucket name")));
             }
             // Transient failures are retried a few times (object_store's default waits minutes).
-            let retry = object_store::RetryConfig { max_retries: 5, retry_timeout: std::time::Duration::from_secs(60), ..Default::default() };
+            // Every store retry gives up well inside a lease's lifetime (30 s): a run never
+            // retries a commit past the point where another may have taken its source over.
+            let retry = object_store::RetryConfig { max_retries: 5, retry_timeout: std::time::Duration::from_secs(15), ..Default::default() };
             let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry);
             if let Ok(ep) = std::env::var("AWS_ENDPOINT_URL") {
                 b = b.with_endpoint(ep.clone()).with_allow_http(ep.starts_with("http://"));

@@ -386,8 +386,23 @@ pub async fn commit_rows(
     rows: &mut [LandedFile],
     txns: &[(String, i64)],
 ) -> Result<DeltaTable> {
+    commit_fenced(lake, table, rows, txns, None).await
+}
+
+/// [`commit_rows`], checking the run's `fence` before every attempt: a run that lost its lease
+/// while retrying commits nothing more.
+pub async fn commit_fenced(
+    lake: &Lake,
+    table: Option<DeltaTable>,
+    rows: &mut [LandedFile],
+    txns: &[(String, i64)],
+    fence: Option<&super::lease::Fence>,
+) -> Result<DeltaTable> {
     let mut table = table;
     for attempt in 0..200u32 {
+        if let Some(f) = fence {
+            f.check().await?;
+        }
         let t = match table.take() {
             Some(t) => t,
             None => open_or_create(lake).await?,
@@ -518,14 +533,7 @@ async fn commit_loop(
             // Landed files of a failed run stay orphans: the next run removes them.
             continue;
         }
-        if let Some(f) = &fence {
-            if let Err(e) = f.check().await {
-                *failed.lock().unwrap() = Some(e.to_string());
-                error = Some(e);
-                continue;
-            }
-        }
-        match commit_rows(&lake, table.take(), &mut rows, &txns).await {
+        match commit_fenced(&lake, table.take(), &mut rows, &txns, fence.as_ref()).await {
             Ok(t) => {
                 table = Some(t);
                 commits += 1;
