@@ -6,6 +6,7 @@ mod exactly_once;
 mod faults;
 mod hostile;
 mod input;
+mod pipeline_fuzz;
 mod pull_c2s;
 mod pull_pancake;
 mod push;
