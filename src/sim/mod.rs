@@ -484,6 +484,11 @@ async fn handle(
     if path == "_sim/stats" {
         return respond(200, &sim.stats_json(), None, false);
     }
+    if path == "_sim/late" {
+        // Whether `--late-after`'s late conversations are served yet (tests wait on this).
+        let visible = sim.cfg.late_after.is_some_and(|a| sim.elapsed().as_secs_f64() >= a);
+        return respond(200, &json!({"visible": visible}), None, false);
+    }
     if path == "_sim/freeze" {
         sim.freeze();
         return respond(200, &json!({"frozen_after_secs": sim.elapsed().as_secs_f64()}), None, false);

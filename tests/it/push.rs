@@ -4,7 +4,7 @@
 //! exits 2 before anything is sent.
 use crate::common::*;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn run(sim: &Sim, pipes: &Path, sql: &Path, lake: &Path, args: &[&str]) -> std::process::Output {
     ingest_cmd(Some(sim), lake, pipes, args).arg("--sql").arg(sql).output().unwrap()
@@ -78,14 +78,11 @@ fn a_kill_mid_push_then_a_rerun_creates_no_duplicate() {
     let lake = dir.path().join("lake");
     prepared(&sim, &lake);
     let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &pipelines(), &["-q", "push", "retail_portal"]));
-    let t0 = Instant::now();
-    while batches(&sim) < 3 && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(400));
-    assert!(child.try_wait().unwrap().is_none(), "the push ended before the kill");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Killed once three batches are in and the portal has applied items of one (jobs in
+    // flight, some outcomes recorded, some not): an event, not a clock.
+    kill_when(&mut child, "the push", Duration::from_millis(10), Duration::from_secs(30), || {
+        batches(&sim) >= 3 && truth(&sim)["items"].as_u64().unwrap_or(0) > 0
+    });
     let _ = run(&sim, &pipelines(), &shipped_sql(), &lake, &["push", "retail_portal"]);
     let t = truth(&sim);
     let rejected = (0..3000).filter(|i| i % 97 == 13).count() as u64;
