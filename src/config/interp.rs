@@ -92,13 +92,29 @@ pub fn substitute_self(file: &str, text: &str) -> Result<String> {
 }
 
 /// Resolve a string that may hold `${secret:NAME}` references (NAME may contain `{partition}`,
-/// already expanded by the caller). Secrets come from environment variables of that name.
+/// already expanded by the caller). A secret is the environment variable NAME, else the file
+/// `NAME` (or `name`, lower-cased) in `INGEST_SECRETS_DIR` (default `/run/secrets`: where
+/// Kubernetes and Docker mount secrets), its content without the trailing newline.
 pub fn resolve_secret(value: &str) -> std::result::Result<Secret, String> {
     let out = replace_refs(value, "secret", |name| {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("secret {name} is not set (export it as an environment variable)"))
+        if let Some(v) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
+            return Ok(v);
+        }
+        let dir = std::env::var("INGEST_SECRETS_DIR").ok().filter(|d| !d.is_empty()).unwrap_or_else(|| "/run/secrets".into());
+        let dir = std::path::Path::new(&dir);
+        let safe = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) && !name.starts_with('.');
+        for file in [name.to_string(), name.to_lowercase()] {
+            if let Some(v) = std::fs::read_to_string(dir.join(&file)).ok().filter(|_| safe) {
+                let v = v.trim_end_matches(['\n', '\r']).to_string();
+                if !v.is_empty() {
+                    return Ok(v);
+                }
+            }
+        }
+        Err(format!(
+            "secret {name} is not set (export it as an environment variable, or put it in the file {}/{name})",
+            dir.display()
+        ))
     })?;
     Ok(Secret::new(out))
 }

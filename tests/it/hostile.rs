@@ -329,3 +329,25 @@ fn a_lookback_lands_no_unchanged_record_twice() {
         assert!(keys.insert((r["id"].to_string(), r["attributes"]["updated_at"].to_string())), "landed twice: {r}");
     }
 }
+
+/// Secrets from mounted files (Kubernetes, Docker): `${secret:C2S_TOKEN}` with no such
+/// environment variable is read from `$INGEST_SECRETS_DIR/C2S_TOKEN` (or `c2s_token`); it
+/// reaches the API and nothing else.
+#[test]
+fn a_secret_is_read_from_a_mounted_file_when_the_environment_lacks_it() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let token = sim.var("C2S_TOKEN");
+    std::fs::write(secrets.join("c2s_token"), format!("{token}\n")).unwrap();
+    let lake = dir.path().join("lake");
+    let o = ingest_cmd(Some(&sim), &lake, &pipelines(), &["pull", "c2s"]).env_remove("C2S_TOKEN").env("INGEST_SECRETS_DIR", &secrets).output().unwrap();
+    let out = ok(&o);
+    assert_eq!(raw_files(&lake).into_values().flatten().count(), 20, "{out}");
+    assert_no_secrets(&[token], &[&text(&o)], &lake);
+    // Neither set: exit 2 naming both places.
+    let o = ingest_cmd(Some(&sim), &dir.path().join("other"), &pipelines(), &["pull", "c2s"]).env_remove("C2S_TOKEN").env("INGEST_SECRETS_DIR", dir.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("C2S_TOKEN") && text(&o).contains("in the file"), "{}", text(&o));
+}
