@@ -94,6 +94,47 @@ pub async fn current(lake: &Lake, source: Option<&str>) -> Result<Vec<Entry>> {
     Ok(latest.into_values().collect())
 }
 
+/// What the ledger says of one key of a sink now (its latest entry, the fields a push needs).
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub state: String,
+    pub hash: String,
+    pub attempts: i64,
+    pub job_id: Option<String>,
+    /// Kept for `failed` entries only (why: the item's own fault or its whole job's).
+    pub error: Option<String>,
+}
+
+/// The latest entry of each key of a sink, aggregated by the query engine and read batch by
+/// batch: a sink of a million keys holds a million small [`Seen`], not its whole history.
+pub async fn seen(lake: &Lake, source: &str, sink: &str) -> Result<HashMap<String, Seen>> {
+    use futures::TryStreamExt;
+    let Some(t) = super::state::open_table(lake, SENT).await? else { return Ok(HashMap::new()) };
+    let last = |c: &str| format!("last_value({c} ORDER BY at) AS {c}");
+    let sql = format!(
+        "SELECT key, {}, {}, {}, {}, {} FROM state WHERE source = {} AND sink = {} GROUP BY key",
+        last("state"),
+        last("hash"),
+        last("attempts"),
+        last("job_id"),
+        last("error"),
+        super::state::sql_text(source),
+        super::state::sql_text(sink)
+    );
+    let mut out = HashMap::new();
+    let mut rows = super::state::stream_rows(&t, &sql).await?;
+    while let Some(batch) = rows.try_next().await? {
+        for r in batch {
+            let text = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            let state = text("state").unwrap_or_default();
+            let error = if state == "failed" { text("error") } else { None };
+            let seen = Seen { hash: text("hash").unwrap_or_default(), attempts: r.get("attempts").and_then(|v| v.as_i64()).unwrap_or(0), job_id: text("job_id"), error, state };
+            out.insert(text("key").unwrap_or_default(), seen);
+        }
+    }
+    Ok(out)
+}
+
 /// The latest entry of each key of a sink.
 pub async fn latest(lake: &Lake, source: &str, sink: &str) -> Result<HashMap<String, Entry>> {
     Ok(current(lake, Some(source))

@@ -29,7 +29,7 @@ use crate::lake::{lease, runs, state, Lake};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use sha2::Digest;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// (key, payload hash, payload) of one row to send.
@@ -210,15 +210,6 @@ async fn exists(client: &Client, p: &Pipeline, auth: &Auth, what: &str, l: &Sink
     }
 }
 
-/// The rows of `table` (`schema.table`) as JSON objects; None when the table does not exist.
-async fn rows_of(lake: &Lake, table: &str) -> Result<Option<Vec<Map<String, Value>>>> {
-    let rel = table.replace('.', "/");
-    if !state::table_exists(lake, &rel).await? {
-        return Ok(None);
-    }
-    Ok(Some(state::select(lake, &rel, "").await?))
-}
-
 pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<SinkReport>> {
     let sinks: Vec<&(String, SinkConfig)> = p
         .sinks
@@ -254,79 +245,83 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
     Ok(reports)
 }
 
-/// The rows of a sink's table checked and turned into items; Err (exit 2) names every problem.
-fn items_of<'r>(p: &Pipeline, name: &str, k: &SinkConfig, rows: &'r [Map<String, Value>]) -> Result<(Vec<Item>, HashMap<String, &'r Map<String, Value>>)> {
-    let mut keys = BTreeSet::new();
-    let mut bad = Vec::new();
-    let mut items: Vec<Item> = Vec::new();
-    let mut full: HashMap<String, &Map<String, Value>> = HashMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        let key = r.get(&k.key).and_then(key_text);
-        for (col, kind) in &k.checks {
-            if let Err(why) = check(*kind, r.get(col)) {
-                let who = key.as_ref().map(|v| format!(" (`{}` = {v})", k.key)).unwrap_or_default();
-                bad.push(format!("row {}{who}: `{col}` {why}", i + 1));
+/// The payload of a row (columns but `_…` bookkeeping and `omit`), and its hash.
+fn payload(k: &SinkConfig, r: &Map<String, Value>) -> (Value, String) {
+    let payload = Value::Object(r.iter().filter(|(c, _)| !c.starts_with('_') && !k.omit.contains(c)).map(|(c, v)| (c.clone(), v.clone())).collect());
+    let hash = hex::encode(sha2::Sha256::digest(payload.to_string().as_bytes()));
+    (payload, hash)
+}
+
+/// Pass 1 over a sink's table (one batch of rows at a time): every row checked, each key's
+/// payload hash in table order. Err (exit 2) names every problem; nothing has been sent.
+async fn plan(p: &Pipeline, name: &str, k: &SinkConfig, table: &deltalake::DeltaTable) -> Result<Vec<(String, String)>> {
+    use futures::TryStreamExt;
+    let mut keys = std::collections::HashSet::new();
+    let (mut bad, mut nbad) = (Vec::new(), 0usize);
+    let mut out = Vec::new();
+    let (mut i, mut first) = (0usize, true);
+    let mut rows = state::stream_rows(table, "SELECT * FROM state").await?;
+    while let Some(batch) = rows.try_next().await? {
+        for r in &batch {
+            i += 1;
+            let mut problem = |m: String| {
+                nbad += 1;
+                if bad.len() < 10 {
+                    bad.push(m);
+                }
+            };
+            if std::mem::take(&mut first) && !r.contains_key(&k.key) {
+                problem(format!("the table has no column `{}`", k.key));
             }
-        }
-        match key {
-            None => bad.push(format!("row {}: no `{}`", i + 1, k.key)),
-            Some(key) if !keys.insert(key.clone()) => bad.push(format!("`{}` = {key} appears twice", k.key)),
-            Some(key) => {
-                // Bookkeeping columns (`_…`) and `omit` stay out of what is sent and hashed.
-                let payload = Value::Object(
-                    r.iter()
-                        .filter(|(c, _)| !c.starts_with('_') && !k.omit.contains(c))
-                        .map(|(c, v)| (c.clone(), v.clone()))
-                        .collect(),
-                );
-                let hash = hex::encode(sha2::Sha256::digest(payload.to_string().as_bytes()));
-                full.insert(key.clone(), r);
-                items.push((key, hash, payload));
+            let key = r.get(&k.key).and_then(key_text);
+            for (col, kind) in &k.checks {
+                if let Err(why) = check(*kind, r.get(col)) {
+                    let who = key.as_ref().map(|v| format!(" (`{}` = {v})", k.key)).unwrap_or_default();
+                    problem(format!("row {i}{who}: `{col}` {why}"));
+                }
+            }
+            match key {
+                None => problem(format!("row {i}: no `{}`", k.key)),
+                Some(key) if !keys.insert(key.clone()) => problem(format!("`{}` = {key} appears twice", k.key)),
+                Some(key) => out.push((key, payload(k, r).1)),
             }
         }
     }
-    if let Some(first) = rows.first() {
-        if !first.contains_key(&k.key) && bad.is_empty() {
-            bad.push(format!("the table has no column `{}`", k.key));
-        }
-    }
-    if !bad.is_empty() {
-        let n = bad.len();
-        bad.truncate(10);
-        let more = if n > 10 { format!("; … {} more", n - 10) } else { String::new() };
+    if nbad > 0 {
+        let more = if nbad > bad.len() { format!("; … {} more", nbad - bad.len()) } else { String::new() };
         return Err(Error::Usage(format!(
-            "{}: sink `{name}` (table {}): nothing sent, {n} problem(s): {}{more}",
+            "{}: sink `{name}` (table {}): nothing sent, {nbad} problem(s): {}{more}",
             p.file,
             k.table,
             bad.join("; ")
         )));
     }
-    Ok((items, full))
+    Ok(out)
 }
 
 /// Items left `uncertain` by a job poll that timed out or failed: their jobs are polled again
 /// first (the ledger keeps the job id), so nothing of such a batch is resent before its job
 /// is known. Returns the entries it settled.
 #[allow(clippy::too_many_arguments)]
-async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known: &HashMap<String, Entry>, run_id: &str, rep: &mut SinkReport) -> Vec<Entry> {
+async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known: &HashMap<String, ledger::Seen>, run_id: &str, rep: &mut SinkReport) -> Vec<Entry> {
     let Some(j) = &k.job else { return Vec::new() };
-    let mut by_job: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
-    for e in known.values().filter(|e| e.state == "uncertain") {
+    let mut by_job: BTreeMap<&str, Vec<(&String, &ledger::Seen)>> = BTreeMap::new();
+    for (key, e) in known.iter().filter(|(_, e)| e.state == "uncertain") {
         if let Some(id) = e.job_id.as_deref() {
-            by_job.entry(id).or_default().push(e);
+            by_job.entry(id).or_default().push((key, e));
         }
     }
     let mut out = Vec::new();
     for (id, entries) in by_job {
-        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        let keys: Vec<&str> = entries.iter().map(|(key, _)| key.as_str()).collect();
         tracing::info!(sink = %name, job = id, items = keys.len(), "polling a job left uncertain by an earlier run");
         let what = format!("{}.{name}", p.name);
         let polled = job::poll(client, p, &p.partitions[0].auth, &what, j, id, &keys, k.mode == "create_once").await;
         rep.requests += polled.requests;
         rep.throttled += polled.throttled;
-        for e in entries {
-            let o = polled.outcomes.get(&e.key).cloned().unwrap_or(job::Outcome::Sent);
-            let mut n = Entry::new(&p.name, name, &e.key, &e.hash, o.state(), e.attempts, run_id);
+        for (key, e) in entries {
+            let o = polled.outcomes.get(key.as_str()).cloned().unwrap_or(job::Outcome::Sent);
+            let mut n = Entry::new(&p.name, name, key, &e.hash, o.state(), e.attempts, run_id);
             n.error = o.error();
             n.job_id = e.job_id.clone();
             out.push(n);
@@ -335,12 +330,21 @@ async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known
     out
 }
 
+fn seen_of(e: &Entry) -> ledger::Seen {
+    ledger::Seen { state: e.state.clone(), hash: e.hash.clone(), attempts: e.attempts, job_id: e.job_id.clone(), error: e.error.clone() }
+}
+
 /// Push one sink (its lease held). None: its table is not built yet (pushing every sink).
+///
+/// Memory: the table is read twice as a stream (pass 1 checks every row and hashes its payload;
+/// pass 2 sends what changed, a few batches at a time), and the ledger is read as one small
+/// [`ledger::Seen`] per key: what is held is a key and a hash per row, not the rows.
 async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Client, run_id: &str, name: &str, k: &SinkConfig) -> Result<Option<SinkReport>> {
+    use futures::TryStreamExt;
     let auth = &p.partitions[0].auth;
     let (started, started_at) = (Instant::now(), chrono::Utc::now());
-    let rows = match rows_of(lake, &k.table).await? {
-        Some(rows) => rows,
+    let table = match state::open_table(lake, &k.table.replace('.', "/")).await? {
+        Some(t) => t,
         // Pushing every sink of a source: one whose table is not built yet waits (named).
         None if opts.sink.is_none() => {
             tracing::warn!(sink = %name, table = %k.table, "skipped: its table is not built yet (ingest transform)");
@@ -353,10 +357,10 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
             )))
         }
     };
-    // Validate everything before anything is sent.
-    let (items, full) = items_of(p, name, k, &rows)?;
-    let mut known = ledger::latest(lake, &p.name, name).await?;
-    let mut rep = SinkReport { sink: name.to_string(), rows: items.len(), ..Default::default() };
+    // Validate everything before anything is sent (the same table version is read twice).
+    let planned = plan(p, name, k, &table).await?;
+    let mut known = ledger::seen(lake, &p.name, name).await?;
+    let mut rep = SinkReport { sink: name.to_string(), rows: planned.len(), ..Default::default() };
     let create_once = k.mode == "create_once";
     // Jobs an earlier run left uncertain, polled again: what they settle counts in this run.
     let mut repolled = 0;
@@ -370,13 +374,13 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
                 _ => continue,
             }
             repolled += 1;
-            known.insert(e.key.clone(), e);
+            known.insert(e.key.clone(), seen_of(&e));
         }
     }
-    let before = items.iter().filter(|(key, _, _)| known.get(key).is_some_and(|e| e.state == "uncertain")).count();
-    let mut todo: Vec<Item> = items
+    let before = planned.iter().filter(|(key, _)| known.get(key).is_some_and(|e| e.state == "uncertain")).count();
+    let todo: Vec<(String, String)> = planned
         .into_iter()
-        .filter(|(key, hash, _)| match known.get(key) {
+        .filter(|(key, hash)| match known.get(key) {
             Some(e) if e.state == "sent" && (create_once || e.hash == *hash) => false,
             // Refused for itself: again only when the payload changes (or --retry-failed); a
             // job that failed as a whole is sent again.
@@ -389,86 +393,113 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
         })
         .take(opts.limit.unwrap_or(usize::MAX))
         .collect();
-    // create_once: a key left `pending` by a crash may or may not exist at the destination.
-    // Ask it (lookup); without a lookup it becomes `uncertain` and waits for
-    // --resend-uncertain.
-    let mut settled = Vec::new();
-    if create_once && !opts.dry_run {
-        let mut keep = Vec::new();
-        for (key, hash, v) in todo {
-            // A key a crash left pending is asked about; with `lookup_first`, every key.
-            let was_pending = known.get(&key).is_some_and(|e| e.state == "pending") || (k.lookup_first && k.lookup.is_some());
-            let forced = known.get(&key).is_some_and(|e| e.state == "uncertain") && opts.resend_uncertain;
-            if !was_pending || forced {
-                keep.push((key, hash, v));
+    rep.changed = todo.iter().filter(|(key, h)| known.get(key).is_some_and(|e| e.state == "sent" && e.hash != *h)).count();
+    let todo: HashMap<String, String> = todo.into_iter().collect();
+    let attempts: HashMap<String, i64> = known.iter().filter(|(key, _)| todo.contains_key(*key)).map(|(key, e)| (key.clone(), e.attempts)).collect();
+    if !opts.dry_run {
+        ledger::ensure(lake).await?;
+    }
+    // Pass 2: the rows to send, in table order, a few sink batches at a time.
+    let url = format!("{}{}", p.base_url, k.path);
+    let flush_at = k.batch.size * k.batch.parallel.max(1);
+    let (mut buffer, mut full): (Vec<Item>, HashMap<String, Map<String, Value>>) = (Vec::new(), HashMap::new());
+    let mut settled_uncertain = 0usize;
+    let mut to_send = 0usize;
+    let mut first_error = None;
+    let mut rows = state::stream_rows(&table, "SELECT * FROM state").await?;
+    let mut done = false;
+    while !done {
+        let batch = rows.try_next().await?;
+        done = batch.is_none();
+        for r in batch.into_iter().flatten() {
+            let Some(key) = r.get(&k.key).and_then(key_text).filter(|key| todo.contains_key(key)) else { continue };
+            let (v, hash) = payload(k, &r);
+            if opts.dry_run {
+                rep.sample.get_or_insert_with(|| v.to_string());
+                to_send += 1;
                 continue;
             }
-            let state = match &k.lookup {
-                Some(l) => {
-                    if exists(client, p, auth, &format!("{}.{name} lookup", p.name), l, full[&key]).await? {
+            // create_once: a key left `pending` by a crash (with `lookup_first`, every key)
+            // may or may not exist at the destination: ask it first; without a lookup a
+            // pending key becomes `uncertain` and waits for --resend-uncertain.
+            let was_pending = known.get(&key).is_some_and(|e| e.state == "pending") || (k.lookup_first && k.lookup.is_some());
+            let forced = known.get(&key).is_some_and(|e| e.state == "uncertain") && opts.resend_uncertain;
+            if create_once && was_pending && !forced {
+                let st = match &k.lookup {
+                    Some(l) if exists(client, p, auth, &format!("{}.{name} lookup", p.name), l, &r).await? => Some("sent"),
+                    Some(_) => None,
+                    None => Some("uncertain"),
+                };
+                if let Some(st) = st {
+                    let e = Entry {
+                        error: (st == "uncertain").then(|| "a crash left it pending and the sink has no lookup: resend with --resend-uncertain".to_string()),
+                        ..Entry::new(&p.name, name, &key, &hash, st, known.get(&key).map_or(0, |e| e.attempts), run_id)
+                    };
+                    if st == "sent" {
                         rep.reconciled += 1;
-                        Some("sent")
                     } else {
-                        None
+                        settled_uncertain += 1;
+                    }
+                    ledger::append(lake, &[e]).await?;
+                    continue;
+                }
+            }
+            full.insert(key.clone(), r);
+            buffer.push((key, hash, v));
+        }
+        // Send full sink batches as they fill (the rest waits for more rows, or the end).
+        while buffer.len() >= flush_at || (done && !buffer.is_empty()) {
+            let take = if buffer.len() >= flush_at { flush_at } else { buffer.len() };
+            let now: Vec<Item> = buffer.drain(..take).collect();
+            let ctx = send::Ctx { lake, client, p, auth, name, k, url: &url, run_id, attempts: &attempts, rows: &full };
+            let outcomes: Vec<Result<send::Batch>> =
+                futures::stream::iter(now.chunks(k.batch.size)).map(|b| ctx.send(b)).buffer_unordered(k.batch.parallel).collect().await;
+            for (key, _, _) in &now {
+                full.remove(key);
+            }
+            for o in outcomes {
+                let b = match o {
+                    Ok(b) => b,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                };
+                rep.requests += b.requests;
+                rep.throttled += b.throttled;
+                rep.reconciled += b.reconciled;
+                rep.jobs += b.job as usize;
+                if b.success.is_some() {
+                    rep.job_success = Some(rep.job_success.unwrap_or(0) + b.success.unwrap_or(0));
+                }
+                if b.failure.is_some() {
+                    rep.job_failure = Some(rep.job_failure.unwrap_or(0) + b.failure.unwrap_or(0));
+                }
+                for e in b.done {
+                    match e.state.as_str() {
+                        "sent" => rep.sent += 1,
+                        "uncertain" => rep.uncertain += 1,
+                        _ => rep.failed += 1,
                     }
                 }
-                None => Some("uncertain"),
-            };
-            match state {
-                Some(st) => settled.push(Entry {
-                    error: (st == "uncertain").then(|| "a crash left it pending and the sink has no lookup: resend with --resend-uncertain".to_string()),
-                    ..Entry::new(&p.name, name, &key, &hash, st, known.get(&key).map_or(0, |e| e.attempts), run_id)
-                }),
-                None => keep.push((key, hash, v)),
+            }
+            if first_error.is_some() {
+                break;
             }
         }
-        ledger::append(lake, &settled).await?;
-        todo = keep;
+        if first_error.is_some() {
+            break;
+        }
     }
     // Uncertain now: settled here, or left so by an earlier run and not sent again.
-    rep.uncertain = settled.iter().filter(|e| e.state == "uncertain").count()
-        + if create_once && !opts.resend_uncertain { before } else { 0 };
-    rep.skipped = rep.rows.saturating_sub(todo.len() + rep.uncertain + rep.reconciled + repolled);
-    rep.changed = todo.iter().filter(|(key, h, _)| known.get(key).is_some_and(|e| e.state == "sent" && e.hash != *h)).count();
+    rep.uncertain += settled_uncertain + if create_once && !opts.resend_uncertain { before } else { 0 };
     if opts.dry_run {
-        rep.sent = todo.len();
-        rep.sample = todo.first().map(|t| t.2.to_string());
+        rep.sent = to_send;
+        rep.skipped = rep.rows.saturating_sub(to_send);
         rep.elapsed = started.elapsed();
         return Ok(Some(rep));
     }
-    ledger::ensure(lake).await?;
-    let attempts: HashMap<String, i64> = known.iter().map(|(k, e)| (k.clone(), e.attempts)).collect();
-    let url = format!("{}{}", p.base_url, k.path);
-    let ctx = send::Ctx { lake, client, p, auth, name, k, url: &url, run_id, attempts: &attempts, rows: &full };
-    let outcomes: Vec<Result<send::Batch>> =
-        futures::stream::iter(todo.chunks(k.batch.size)).map(|batch| ctx.send(batch)).buffer_unordered(k.batch.parallel).collect().await;
-    let mut first_error = None;
-    for o in outcomes {
-        let b = match o {
-            Ok(b) => b,
-            Err(e) => {
-                first_error.get_or_insert(e);
-                continue;
-            }
-        };
-        rep.requests += b.requests;
-        rep.throttled += b.throttled;
-        rep.reconciled += b.reconciled;
-        rep.jobs += b.job as usize;
-        if b.success.is_some() {
-            rep.job_success = Some(rep.job_success.unwrap_or(0) + b.success.unwrap_or(0));
-        }
-        if b.failure.is_some() {
-            rep.job_failure = Some(rep.job_failure.unwrap_or(0) + b.failure.unwrap_or(0));
-        }
-        for e in b.done {
-            match e.state.as_str() {
-                "sent" => rep.sent += 1,
-                "uncertain" => rep.uncertain += 1,
-                _ => rep.failed += 1,
-            }
-        }
-    }
+    rep.skipped = rep.rows.saturating_sub(todo.len() + if create_once && !opts.resend_uncertain { before } else { 0 } + repolled);
     // The destination's own view of the last integration (seed 002), kept in the run log.
     if let Some(l) = &k.latest {
         let url = format!("{}{}", p.base_url, l.path);

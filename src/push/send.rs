@@ -50,7 +50,7 @@ pub struct Ctx<'a> {
     pub run_id: &'a str,
     pub attempts: &'a HashMap<String, i64>,
     /// The whole rows by key (`omit`ted and `_` columns included): what a lookup may name.
-    pub rows: &'a HashMap<String, &'a Map<String, Value>>,
+    pub rows: &'a HashMap<String, Map<String, Value>>,
 }
 
 impl Ctx<'_> {
@@ -127,7 +127,7 @@ impl Ctx<'_> {
                     let mut still = Vec::new();
                     for item in left.drain(..) {
                         let lookup = format!("{what} lookup");
-                        match exists(self.client, self.p, self.auth, &lookup, l, self.rows[&item.0]).await {
+                        match exists(self.client, self.p, self.auth, &lookup, l, &self.rows[&item.0]).await {
                             Ok(true) => {
                                 out.reconciled += 1;
                                 outcomes.insert(item.0.clone(), Outcome::Sent);

@@ -282,6 +282,32 @@ async fn query(lake: &Lake, rel: &str, sql: &str) -> Result<Vec<RecordBatch>> {
     }
 }
 
+/// The rows `sql` (over the table as `state`) selects, as a stream of batches of JSON objects:
+/// what is held at once is one batch, whatever the table's size.
+pub async fn stream_rows(
+    t: &DeltaTable,
+    sql: &str,
+) -> Result<futures::stream::BoxStream<'static, Result<Vec<serde_json::Map<String, serde_json::Value>>>>> {
+    use futures::StreamExt;
+    let ctx = SessionContext::new();
+    t.update_datafusion_session(&ctx.state())?;
+    ctx.register_table("state", t.table_provider().await?)?;
+    let stream = ctx.sql(sql).await?.execute_stream().await?;
+    Ok(stream
+        .map(|b| -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+            let b = b?;
+            let mut w = deltalake::arrow::json::ArrayWriter::new(Vec::new());
+            w.write_batches(&[&b])?;
+            w.finish()?;
+            let buf = w.into_inner();
+            if buf.is_empty() {
+                return Ok(Vec::new());
+            }
+            serde_json::from_slice(&buf).map_err(|e| Error::Lake(format!("table rows: {e}")))
+        })
+        .boxed())
+}
+
 async fn query_table(t: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>> {
     let ctx = SessionContext::new();
     t.update_datafusion_session(&ctx.state())?;
