@@ -284,3 +284,8 @@ pub fn write_models(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     }
     sql
 }
+
+/// Batch requests the simulated retail portal has answered.
+pub fn retail_batches(sim: &Sim) -> u64 {
+    sim.stats()["by_route"]["retail/batch"]["requests"].as_u64().unwrap_or(0)
+}

@@ -14,10 +14,6 @@ fn truth(sim: &Sim) -> serde_json::Value {
     http_get_json(&format!("{}/_sim/truth/retail", sim.base))
 }
 
-fn batches(sim: &Sim) -> u64 {
-    sim.stats()["by_route"]["retail/batch"]["requests"].as_u64().unwrap_or(0)
-}
-
 fn prepared(sim: &Sim, lake: &Path) {
     ok(&run(sim, &pipelines(), &shipped_sql(), lake, &["pull", "retail_portal"]));
     ok(&run(sim, &pipelines(), &shipped_sql(), lake, &["transform", "push.retail_products"]));
@@ -31,7 +27,7 @@ fn products_are_upserted_once_and_a_second_push_sends_nothing() {
     prepared(&sim, &lake);
     let dry = ok(&run(&sim, &pipelines(), &shipped_sql(), &lake, &["push", "retail_portal", "--dry-run"]));
     assert!(dry.contains("5000") && dry.contains("sample payload: {\"erpId\":"), "{dry}");
-    assert_eq!(batches(&sim), 0, "--dry-run sent something");
+    assert_eq!(retail_batches(&sim), 0, "--dry-run sent something");
     let o = run(&sim, &pipelines(), &shipped_sql(), &lake, &["push", "retail_portal"]);
     assert_eq!(o.status.code(), Some(1), "items the job rejected make the push fail: {}", text(&o));
     let t = truth(&sim);
@@ -40,7 +36,7 @@ fn products_are_upserted_once_and_a_second_push_sends_nothing() {
     assert_eq!(t["items"].as_u64().unwrap(), 5000 - rejected);
     assert_eq!(t["creates"].as_u64().unwrap(), 5000 - rejected);
     assert_eq!(t["updates"], 0);
-    assert_eq!(batches(&sim), 10, "5000 items in batches of 500");
+    assert_eq!(retail_batches(&sim), 10, "5000 items in batches of 500");
     let states = query(
         &lake,
         "SELECT state, count(*) AS n, min(error) AS e FROM (SELECT key, last_value(state ORDER BY at) AS state, last_value(error ORDER BY at) AS error FROM _ingest.sent GROUP BY key) GROUP BY state ORDER BY state",
@@ -66,7 +62,7 @@ fn products_are_upserted_once_and_a_second_push_sends_nothing() {
     // payloads): nothing is sent again (failed items only with --retry-failed).
     prepared(&sim, &lake);
     ok(&run(&sim, &pipelines(), &shipped_sql(), &lake, &["push", "retail_portal"]));
-    assert_eq!(batches(&sim), 10);
+    assert_eq!(retail_batches(&sim), 10);
     let key = sim.var("RETAIL_PORTAL_API_KEY");
     assert_no_secrets(&[key], &[&text(&o), &dry], &lake);
 }
@@ -81,7 +77,7 @@ fn a_kill_mid_push_then_a_rerun_creates_no_duplicate() {
     // Killed once three batches are in and the portal has applied items of one (jobs in
     // flight, some outcomes recorded, some not): an event, not a clock.
     kill_when(&mut child, "the push", Duration::from_millis(10), Duration::from_secs(30), || {
-        batches(&sim) >= 3 && truth(&sim)["items"].as_u64().unwrap_or(0) > 0
+        retail_batches(&sim) >= 3 && truth(&sim)["items"].as_u64().unwrap_or(0) > 0
     });
     let _ = run(&sim, &pipelines(), &shipped_sql(), &lake, &["push", "retail_portal"]);
     let t = truth(&sim);
@@ -161,7 +157,7 @@ fn bad_push_input_exits_2_and_sends_nothing() {
     let p = edited_pipelines(dir.path(), "retail_portal.toml", "key = \"erpId\"", "key = \"erp_id\"");
     let o = run(&sim, &p, &shipped_sql(), &lake, &["push", "retail_portal"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert_eq!(batches(&sim), 0);
+    assert_eq!(retail_batches(&sim), 0);
     assert!(!lake.join("_ingest/sent").exists(), "bad input wrote to the ledger");
 }
 

@@ -92,10 +92,6 @@ fn creates_exist_once_when_replies_are_lost_after_they_took_effect() {
     assert_no_secrets(&[sim.var("MILVUS_TOKEN"), sim.var("PLOOMES_USER_KEY")], &[&out], &lake);
 }
 
-fn batches(sim: &Sim) -> u64 {
-    sim.stats()["by_route"]["retail/batch"]["requests"].as_u64().unwrap_or(0)
-}
-
 fn retail(sim: &Sim, lake: &Path) {
     ok(&run(sim, &pipelines(), lake, &["pull", "retail_portal"]));
     ok(&run(sim, &pipelines(), lake, &["transform", "push.retail_products"]));
@@ -120,12 +116,12 @@ fn a_job_that_fails_as_a_whole_sends_nothing_and_a_rerun_sends_it_again() {
     // `Completed` state (title case) ends the poll.
     let again = run(&sim, &pipelines(), &lake, &["push", "retail_portal"]);
     assert_eq!(again.status.code(), Some(1), "the negative price is refused: {}", text(&again));
-    assert_eq!(batches(&sim), 2);
+    assert_eq!(retail_batches(&sim), 2);
     assert_eq!(truth(&sim, "retail")["items"], 96);
     assert_eq!(ledger_states(&lake, "products"), BTreeMap::from([("failed".to_string(), 1), ("sent".to_string(), 96)]));
     // Nothing more to send.
     let third = run(&sim, &pipelines(), &lake, &["push", "retail_portal"]);
-    assert_eq!(batches(&sim), 2, "{}", text(&third));
+    assert_eq!(retail_batches(&sim), 2, "{}", text(&third));
 }
 
 #[test]
@@ -147,7 +143,7 @@ fn a_job_outlasting_its_poll_is_uncertain_and_polled_again_not_resent() {
     // The next run polls the job it left uncertain and sends nothing again.
     let again = run(&sim, &p, &lake, &["push", "retail_portal"]);
     assert_eq!(again.status.code(), Some(1), "the negative price is refused: {}", text(&again));
-    assert_eq!(batches(&sim), 1, "a batch was resent: {}", text(&again));
+    assert_eq!(retail_batches(&sim), 1, "a batch was resent: {}", text(&again));
     assert_eq!(ledger_states(&lake, "products"), BTreeMap::from([("failed".to_string(), 1), ("sent".to_string(), 59)]));
     assert_eq!(truth(&sim, "retail")["updates"], 0);
 }
@@ -204,7 +200,7 @@ fn a_sink_sends_the_method_it_declares_and_bad_methods_or_modes_exit_2() {
     assert_eq!(last(), "POST");
     assert_eq!(truth(&sim, "retail")["items"], 19);
     // Unknown methods and modes: exit 2, file, line and field, nothing sent.
-    let sent = batches(&sim);
+    let sent = retail_batches(&sim);
     for (i, (from, to, field)) in [
         ("mode = \"upsert\"\n", "mode = \"upsert\"\nmethod = \"FETCH\"\n", "sinks.products.method"),
         ("mode = \"upsert\"\n", "mode = \"sometimes\"\n", "sinks.products.mode"),
@@ -219,7 +215,7 @@ fn a_sink_sends_the_method_it_declares_and_bad_methods_or_modes_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(text(&o).contains("retail_portal.toml:") && text(&o).contains(field), "{}", text(&o));
     }
-    assert_eq!(batches(&sim), sent);
+    assert_eq!(retail_batches(&sim), sent);
 }
 
 #[test]
