@@ -94,45 +94,70 @@ pub async fn current(lake: &Lake, source: Option<&str>) -> Result<Vec<Entry>> {
     Ok(latest.into_values().collect())
 }
 
-/// What the ledger says of one key of a sink now (its latest entry, the fields a push needs).
+/// What the ledger says of one key of a sink now (its latest entry, the fields a push needs),
+/// small: a million keys hold a million of these.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    pub state: String,
-    pub hash: String,
+    /// `pending`, `sent`, `failed` or `uncertain`.
+    pub state: &'static str,
+    /// The payload hash (sha256).
+    pub hash: [u8; 32],
     pub attempts: i64,
     pub job_id: Option<String>,
     /// Kept for `failed` entries only (why: the item's own fault or its whole job's).
     pub error: Option<String>,
 }
 
-/// The latest entry of each key of a sink, aggregated by the query engine and read batch by
-/// batch: a sink of a million keys holds a million small [`Seen`], not its whole history.
+/// A ledger state as a static name.
+pub fn state_name(s: &str) -> &'static str {
+    match s {
+        "pending" => "pending",
+        "sent" => "sent",
+        "failed" => "failed",
+        "uncertain" => "uncertain",
+        _ => "other",
+    }
+}
+
+/// A hex payload hash as bytes (zeros if it is not one).
+pub fn hash_bytes(hex_hash: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let _ = hex::decode_to_slice(hex_hash, &mut out);
+    out
+}
+
+/// The latest entry of each key of a sink, read as a stream of the sink's entries (no sort,
+/// no aggregation held by the engine): what is held is one [`Seen`] per key.
 pub async fn seen(lake: &Lake, source: &str, sink: &str) -> Result<HashMap<String, Seen>> {
     use futures::TryStreamExt;
     let Some(t) = super::state::open_table(lake, SENT).await? else { return Ok(HashMap::new()) };
-    let last = |c: &str| format!("last_value({c} ORDER BY at) AS {c}");
     let sql = format!(
-        "SELECT key, {}, {}, {}, {}, {} FROM state WHERE source = {} AND sink = {} GROUP BY key",
-        last("state"),
-        last("hash"),
-        last("attempts"),
-        last("job_id"),
-        last("error"),
+        "SELECT key, state, hash, attempts, job_id, error, CAST(at AS BIGINT) AS at_us FROM state WHERE source = {} AND sink = {}",
         super::state::sql_text(source),
         super::state::sql_text(sink)
     );
-    let mut out = HashMap::new();
+    let mut out: HashMap<String, (i64, Seen)> = HashMap::new();
     let mut rows = super::state::stream_rows(&t, &sql).await?;
     while let Some(batch) = rows.try_next().await? {
         for r in batch {
-            let text = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
-            let state = text("state").unwrap_or_default();
-            let error = if state == "failed" { text("error") } else { None };
-            let seen = Seen { hash: text("hash").unwrap_or_default(), attempts: r.get("attempts").and_then(|v| v.as_i64()).unwrap_or(0), job_id: text("job_id"), error, state };
-            out.insert(text("key").unwrap_or_default(), seen);
+            let text = |k: &str| r.get(k).and_then(|v| v.as_str());
+            let at = r.get("at_us").and_then(|v| v.as_i64()).unwrap_or(0);
+            let key = text("key").unwrap_or_default();
+            if out.get(key).is_some_and(|(t, _)| *t > at) {
+                continue;
+            }
+            let state = state_name(text("state").unwrap_or_default());
+            let seen = Seen {
+                state,
+                hash: hash_bytes(text("hash").unwrap_or_default()),
+                attempts: r.get("attempts").and_then(|v| v.as_i64()).unwrap_or(0),
+                job_id: text("job_id").map(str::to_string),
+                error: if state == "failed" { text("error").map(str::to_string) } else { None },
+            };
+            out.insert(key.to_string(), (at, seen));
         }
     }
-    Ok(out)
+    Ok(out.into_iter().map(|(k, (_, s))| (k, s)).collect())
 }
 
 /// The latest entry of each key of a sink.

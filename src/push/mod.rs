@@ -246,15 +246,15 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
 }
 
 /// The payload of a row (columns but `_…` bookkeeping and `omit`), and its hash.
-fn payload(k: &SinkConfig, r: &Map<String, Value>) -> (Value, String) {
+fn payload(k: &SinkConfig, r: &Map<String, Value>) -> (Value, [u8; 32]) {
     let payload = Value::Object(r.iter().filter(|(c, _)| !c.starts_with('_') && !k.omit.contains(c)).map(|(c, v)| (c.clone(), v.clone())).collect());
-    let hash = hex::encode(sha2::Sha256::digest(payload.to_string().as_bytes()));
+    let hash: [u8; 32] = sha2::Sha256::digest(payload.to_string().as_bytes()).into();
     (payload, hash)
 }
 
 /// Pass 1 over a sink's table (one batch of rows at a time): every row checked, each key's
 /// payload hash in table order. Err (exit 2) names every problem; nothing has been sent.
-async fn plan(p: &Pipeline, name: &str, k: &SinkConfig, table: &deltalake::DeltaTable) -> Result<Vec<(String, String)>> {
+async fn plan(p: &Pipeline, name: &str, k: &SinkConfig, table: &deltalake::DeltaTable) -> Result<Vec<(String, [u8; 32])>> {
     use futures::TryStreamExt;
     let mut keys = std::collections::HashSet::new();
     let (mut bad, mut nbad) = (Vec::new(), 0usize);
@@ -321,7 +321,7 @@ async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known
         rep.throttled += polled.throttled;
         for (key, e) in entries {
             let o = polled.outcomes.get(key.as_str()).cloned().unwrap_or(job::Outcome::Sent);
-            let mut n = Entry::new(&p.name, name, key, &e.hash, o.state(), e.attempts, run_id);
+            let mut n = Entry::new(&p.name, name, key, &hex::encode(e.hash), o.state(), e.attempts, run_id);
             n.error = o.error();
             n.job_id = e.job_id.clone();
             out.push(n);
@@ -331,7 +331,7 @@ async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known
 }
 
 fn seen_of(e: &Entry) -> ledger::Seen {
-    ledger::Seen { state: e.state.clone(), hash: e.hash.clone(), attempts: e.attempts, job_id: e.job_id.clone(), error: e.error.clone() }
+    ledger::Seen { state: ledger::state_name(&e.state), hash: ledger::hash_bytes(&e.hash), attempts: e.attempts, job_id: e.job_id.clone(), error: e.error.clone() }
 }
 
 /// Push one sink (its lease held). None: its table is not built yet (pushing every sink).
@@ -378,7 +378,7 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
         }
     }
     let before = planned.iter().filter(|(key, _)| known.get(key).is_some_and(|e| e.state == "uncertain")).count();
-    let todo: Vec<(String, String)> = planned
+    let todo: Vec<(String, [u8; 32])> = planned
         .into_iter()
         .filter(|(key, hash)| match known.get(key) {
             Some(e) if e.state == "sent" && (create_once || e.hash == *hash) => false,
@@ -394,7 +394,7 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
         .take(opts.limit.unwrap_or(usize::MAX))
         .collect();
     rep.changed = todo.iter().filter(|(key, h)| known.get(key).is_some_and(|e| e.state == "sent" && e.hash != *h)).count();
-    let todo: HashMap<String, String> = todo.into_iter().collect();
+    let todo: HashMap<String, [u8; 32]> = todo.into_iter().collect();
     let attempts: HashMap<String, i64> = known.iter().filter(|(key, _)| todo.contains_key(*key)).map(|(key, e)| (key.clone(), e.attempts)).collect();
     if !opts.dry_run {
         ledger::ensure(lake).await?;
@@ -414,6 +414,7 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
         for r in batch.into_iter().flatten() {
             let Some(key) = r.get(&k.key).and_then(key_text).filter(|key| todo.contains_key(key)) else { continue };
             let (v, hash) = payload(k, &r);
+            let hash = hex::encode(hash);
             if opts.dry_run {
                 rep.sample.get_or_insert_with(|| v.to_string());
                 to_send += 1;
