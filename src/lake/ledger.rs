@@ -71,6 +71,37 @@ pub async fn ensure(lake: &Lake) -> Result<()> {
     open_or_create_table(lake, SENT, "sent", schema()).await.map(|_| ())
 }
 
+/// The ledger kept open by one push: appends reuse the table it last committed (reopening
+/// it replays a log that grows by two commits a batch), one at a time.
+pub struct Writer {
+    lake: Lake,
+    table: tokio::sync::Mutex<Option<deltalake::DeltaTable>>,
+}
+
+impl Writer {
+    pub fn new(lake: &Lake) -> Self {
+        Writer { lake: lake.clone(), table: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Append entries (one commit; a concurrent writer's commit is retried on top).
+    pub async fn append(&self, rows: &[Entry]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut g = self.table.lock().await;
+        let t = match g.take() {
+            Some(t) => t,
+            None => open_or_create_table(&self.lake, SENT, "sent", schema()).await?,
+        };
+        let t = t
+            .write(vec![to_batch(schema(), rows)?])
+            .with_commit_properties(CommitProperties::default().with_max_retries(50))
+            .await?;
+        *g = Some(t);
+        Ok(())
+    }
+}
+
 /// Append entries (one commit; concurrent blind appends never conflict).
 pub async fn append(lake: &Lake, rows: &[Entry]) -> Result<()> {
     if rows.is_empty() {
@@ -106,6 +137,8 @@ pub struct Seen {
     pub job_id: Option<String>,
     /// Kept for `failed` entries only (why: the item's own fault or its whole job's).
     pub error: Option<String>,
+    /// When it was written (µs): the latest entry of a key wins.
+    pub at: i64,
 }
 
 /// A ledger state as a static name.
@@ -136,14 +169,14 @@ pub async fn seen(lake: &Lake, source: &str, sink: &str) -> Result<HashMap<Strin
         super::state::sql_text(source),
         super::state::sql_text(sink)
     );
-    let mut out: HashMap<String, (i64, Seen)> = HashMap::new();
+    let mut out: HashMap<String, Seen> = HashMap::new();
     let mut rows = super::state::stream_rows(&t, &sql).await?;
     while let Some(batch) = rows.try_next().await? {
         for r in batch {
             let text = |k: &str| r.get(k).and_then(|v| v.as_str());
             let at = r.get("at_us").and_then(|v| v.as_i64()).unwrap_or(0);
             let key = text("key").unwrap_or_default();
-            if out.get(key).is_some_and(|(t, _)| *t > at) {
+            if out.get(key).is_some_and(|s| s.at > at) {
                 continue;
             }
             let state = state_name(text("state").unwrap_or_default());
@@ -153,11 +186,12 @@ pub async fn seen(lake: &Lake, source: &str, sink: &str) -> Result<HashMap<Strin
                 attempts: r.get("attempts").and_then(|v| v.as_i64()).unwrap_or(0),
                 job_id: text("job_id").map(str::to_string),
                 error: if state == "failed" { text("error").map(str::to_string) } else { None },
+                at,
             };
-            out.insert(key.to_string(), (at, seen));
+            out.insert(key.to_string(), seen);
         }
     }
-    Ok(out.into_iter().map(|(k, (_, s))| (k, s)).collect())
+    Ok(out)
 }
 
 /// The latest entry of each key of a sink.

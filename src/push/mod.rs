@@ -331,7 +331,7 @@ async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known
 }
 
 fn seen_of(e: &Entry) -> ledger::Seen {
-    ledger::Seen { state: ledger::state_name(&e.state), hash: ledger::hash_bytes(&e.hash), attempts: e.attempts, job_id: e.job_id.clone(), error: e.error.clone() }
+    ledger::Seen { state: ledger::state_name(&e.state), hash: ledger::hash_bytes(&e.hash), attempts: e.attempts, job_id: e.job_id.clone(), error: e.error.clone(), at: i64::MAX }
 }
 
 /// Push one sink (its lease held). None: its table is not built yet (pushing every sink).
@@ -396,6 +396,7 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
     rep.changed = todo.iter().filter(|(key, h)| known.get(key).is_some_and(|e| e.state == "sent" && e.hash != *h)).count();
     let todo: HashMap<String, [u8; 32]> = todo.into_iter().collect();
     let attempts: HashMap<String, i64> = known.iter().filter(|(key, _)| todo.contains_key(*key)).map(|(key, e)| (key.clone(), e.attempts)).collect();
+    let writer = ledger::Writer::new(lake);
     if !opts.dry_run {
         ledger::ensure(lake).await?;
     }
@@ -441,7 +442,7 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
                     } else {
                         settled_uncertain += 1;
                     }
-                    ledger::append(lake, &[e]).await?;
+                    writer.append(&[e]).await?;
                     continue;
                 }
             }
@@ -452,7 +453,7 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
         while buffer.len() >= flush_at || (done && !buffer.is_empty()) {
             let take = if buffer.len() >= flush_at { flush_at } else { buffer.len() };
             let now: Vec<Item> = buffer.drain(..take).collect();
-            let ctx = send::Ctx { lake, client, p, auth, name, k, url: &url, run_id, attempts: &attempts, rows: &full };
+            let ctx = send::Ctx { ledger: &writer, client, p, auth, name, k, url: &url, run_id, attempts: &attempts, rows: &full };
             let outcomes: Vec<Result<send::Batch>> =
                 futures::stream::iter(now.chunks(k.batch.size)).map(|b| ctx.send(b)).buffer_unordered(k.batch.parallel).collect().await;
             for (key, _, _) in &now {

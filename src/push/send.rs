@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::http::{Client, Effect, HttpError, Request};
 use crate::json;
 use crate::lake::ledger::{self, Entry};
-use crate::lake::Lake;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -40,7 +39,7 @@ fn body_of(k: &SinkConfig, items: &[&Item]) -> Value {
 
 /// Everything one batch needs from its sink and run.
 pub struct Ctx<'a> {
-    pub lake: &'a Lake,
+    pub ledger: &'a ledger::Writer,
     pub client: &'a Client,
     pub p: &'a Pipeline,
     pub auth: &'a Auth,
@@ -63,7 +62,7 @@ impl Ctx<'_> {
     /// request, then each item's outcome.
     pub async fn send(&self, batch: &[Item]) -> Result<Batch> {
         let pending: Vec<Entry> = batch.iter().map(|(key, h, _)| self.entry(key, h, "pending")).collect();
-        ledger::append(self.lake, &pending).await?;
+        self.ledger.append(&pending).await?;
         let create_once = self.k.mode == "create_once";
         let effect = if create_once { Effect::Unsafe } else { Effect::IdempotentByKey };
         let what = format!("{}.{}", self.p.name, self.name);
@@ -170,7 +169,7 @@ impl Ctx<'_> {
                 e
             })
             .collect();
-        ledger::append(self.lake, &out.done).await?;
+        self.ledger.append(&out.done).await?;
         Ok(out)
     }
 }
