@@ -453,9 +453,13 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
         while buffer.len() >= flush_at || (done && !buffer.is_empty()) {
             let take = if buffer.len() >= flush_at { flush_at } else { buffer.len() };
             let now: Vec<Item> = buffer.drain(..take).collect();
-            let ctx = send::Ctx { ledger: &writer, client, p, auth, name, k, url: &url, run_id, attempts: &attempts, rows: &full };
+            let ctx = send::Ctx { client, p, auth, name, k, url: &url, run_id, attempts: &attempts, rows: &full };
+            // Intent first, for every batch of the group in one commit; outcomes after, likewise.
+            writer.append(&ctx.pending(&now)).await?;
             let outcomes: Vec<Result<send::Batch>> =
                 futures::stream::iter(now.chunks(k.batch.size)).map(|b| ctx.send(b)).buffer_unordered(k.batch.parallel).collect().await;
+            let done: Vec<Entry> = outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|b| b.done.iter().cloned()).collect();
+            writer.append(&done).await?;
             for (key, _, _) in &now {
                 full.remove(key);
             }

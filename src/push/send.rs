@@ -1,5 +1,5 @@
-//! One batch of a sink: intent in the ledger, the request, and each item's outcome in the
-//! ledger. A create (`create_once`) is an `Unsafe` request: when its answer is lost after the
+//! One batch of a sink: the request and each item's outcome (the caller commits the intent
+//! before and the outcomes after, for a few batches at once). A create (`create_once`) is an `Unsafe` request: when its answer is lost after the
 //! destination may have acted, the items are looked up (the sink's `lookup`) before any is
 //! sent again, in the same run.
 use super::job::{self, Outcome};
@@ -8,7 +8,7 @@ use crate::config::{Auth, Pipeline, SinkConfig};
 use crate::error::{Error, Result};
 use crate::http::{Client, Effect, HttpError, Request};
 use crate::json;
-use crate::lake::ledger::{self, Entry};
+use crate::lake::ledger::Entry;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -39,7 +39,6 @@ fn body_of(k: &SinkConfig, items: &[&Item]) -> Value {
 
 /// Everything one batch needs from its sink and run.
 pub struct Ctx<'a> {
-    pub ledger: &'a ledger::Writer,
     pub client: &'a Client,
     pub p: &'a Pipeline,
     pub auth: &'a Auth,
@@ -58,11 +57,15 @@ impl Ctx<'_> {
         Entry::new(&self.p.name, self.name, key, hash, state, n, self.run_id)
     }
 
-    /// Send one batch: `pending` first (a crash from here on is reconciled next run), then the
-    /// request, then each item's outcome.
+    /// The `pending` entries of `items`: committed before any of them is sent (a crash from
+    /// there on is reconciled by the next run).
+    pub fn pending(&self, items: &[Item]) -> Vec<Entry> {
+        items.iter().map(|(key, h, _)| self.entry(key, h, "pending")).collect()
+    }
+
+    /// Send one batch whose `pending` entries are committed: the request, then each item's
+    /// outcome, returned in `done` (the caller commits them, one commit for several batches).
     pub async fn send(&self, batch: &[Item]) -> Result<Batch> {
-        let pending: Vec<Entry> = batch.iter().map(|(key, h, _)| self.entry(key, h, "pending")).collect();
-        self.ledger.append(&pending).await?;
         let create_once = self.k.mode == "create_once";
         let effect = if create_once { Effect::Unsafe } else { Effect::IdempotentByKey };
         let what = format!("{}.{}", self.p.name, self.name);
@@ -169,7 +172,6 @@ impl Ctx<'_> {
                 e
             })
             .collect();
-        self.ledger.append(&out.done).await?;
         Ok(out)
     }
 }
