@@ -76,7 +76,7 @@ fn every_value_of_every_shipped_pipeline_mutated_loads_or_errors_never_panics() 
                     Ok(Err(e)) => {
                         err_count += 1;
                         let msg = e.to_string();
-                        assert!(msg.contains(&format!("{name}")), "{name}.toml line {} = {v}: the error does not name the file: {msg}", i + 1);
+                        assert!(msg.contains(&format!("{name}.toml")), "{name}.toml line {} = {v}: the error does not name the file: {msg}", i + 1);
                         let code = e.exit_code();
                         assert_eq!(code, 2, "{name}.toml line {} = {v}: exit {code}: {msg}", i + 1);
                     }
