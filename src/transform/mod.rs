@@ -613,12 +613,22 @@ async fn diagnose(ctx: &SessionContext, m: &Model, files: &[String], e: Error) -
     let mut col = None;
     if let Ok(df) = ctx.sql(&m.sql).await {
         let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
-        for n in names {
-            let probe = df.clone().select_columns(&[n.as_str()]).map(|d| d.collect());
-            if let Ok(fut) = probe {
-                if fut.await.is_err() {
+        // Each column alone, streamed (batches dropped as they come, never the whole result
+        // held): the first one whose computation fails is the one named.
+        'columns: for n in names {
+            let Ok(one) = df.clone().select_columns(&[n.as_str()]) else { continue };
+            let mut stream = match one.execute_stream().await {
+                Ok(s) => s,
+                Err(_) => {
                     col = Some(n);
                     break;
+                }
+            };
+            use futures::StreamExt;
+            while let Some(b) = stream.next().await {
+                if b.is_err() {
+                    col = Some(n);
+                    break 'columns;
                 }
             }
         }
