@@ -303,7 +303,7 @@ async fn plan(p: &Pipeline, name: &str, k: &SinkConfig, table: &deltalake::Delta
 /// first (the ledger keeps the job id), so nothing of such a batch is resent before its job
 /// is known. Returns the entries it settled.
 #[allow(clippy::too_many_arguments)]
-async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known: &HashMap<String, ledger::Seen>, run_id: &str, rep: &mut SinkReport) -> Vec<Entry> {
+async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known: &BTreeMap<String, ledger::Seen>, run_id: &str, rep: &mut SinkReport) -> Vec<Entry> {
     let Some(j) = &k.job else { return Vec::new() };
     let mut by_job: BTreeMap<&str, Vec<(&String, &ledger::Seen)>> = BTreeMap::new();
     for (key, e) in known.iter().filter(|(_, e)| e.state == "uncertain") {
@@ -323,7 +323,7 @@ async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known
             let o = polled.outcomes.get(key.as_str()).cloned().unwrap_or(job::Outcome::Sent);
             let mut n = Entry::new(&p.name, name, key, &hex::encode(e.hash), o.state(), e.attempts, run_id);
             n.error = o.error();
-            n.job_id = e.job_id.clone();
+            n.job_id = e.job_id.as_deref().map(str::to_string);
             out.push(n);
         }
     }
@@ -331,7 +331,7 @@ async fn repoll(client: &Client, p: &Pipeline, name: &str, k: &SinkConfig, known
 }
 
 fn seen_of(e: &Entry) -> ledger::Seen {
-    ledger::Seen { state: ledger::state_name(&e.state), hash: ledger::hash_bytes(&e.hash), attempts: e.attempts, job_id: e.job_id.clone(), error: e.error.clone(), at: i64::MAX }
+    ledger::Seen { state: ledger::state_name(&e.state), hash: ledger::hash_bytes(&e.hash), attempts: e.attempts, job_id: e.job_id.as_deref().map(Box::from), error: e.error.as_deref().map(Box::from), at: i64::MAX }
 }
 
 /// Push one sink (its lease held). None: its table is not built yet (pushing every sink).

@@ -282,6 +282,26 @@ async fn query(lake: &Lake, rel: &str, sql: &str) -> Result<Vec<RecordBatch>> {
     }
 }
 
+/// The batches `sql` (over the table as `state`) selects, as the engine streams them.
+pub async fn stream_batches(t: &DeltaTable, sql: &str) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
+    use futures::StreamExt;
+    let ctx = SessionContext::new();
+    t.update_datafusion_session(&ctx.state())?;
+    ctx.register_table("state", t.table_provider().await?)?;
+    let stream = ctx.sql(sql).await?.execute_stream().await?;
+    Ok(stream.map(|b| b.map_err(Error::from)).boxed())
+}
+
+/// A column of `b` as text (None where NULL or absent).
+pub fn text_column(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
+    strs(b, name)
+}
+
+/// A column of `b` as integers.
+pub fn int_column(b: &RecordBatch, name: &str) -> Result<Vec<i64>> {
+    ints(b, name)
+}
+
 /// The rows `sql` (over the table as `state`) selects, as a stream of batches of JSON objects:
 /// what is held at once is one batch, whatever the table's size.
 pub async fn stream_rows(
