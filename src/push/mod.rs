@@ -252,9 +252,17 @@ fn payload(k: &SinkConfig, r: &Map<String, Value>) -> (Value, [u8; 32]) {
     (payload, hash)
 }
 
-/// Pass 1 over a sink's table (one batch of rows at a time): every row checked, each key's
-/// payload hash in table order. Err (exit 2) names every problem; nothing has been sent.
-async fn plan(p: &Pipeline, name: &str, k: &SinkConfig, table: &deltalake::DeltaTable) -> Result<Vec<(String, [u8; 32])>> {
+/// Pass 1 over a sink's table (one batch of rows at a time): every row checked, and the keys
+/// `send` decides to send (with their payload hashes, in table order, at most `limit`), and the
+/// count of keys. Err (exit 2) names every problem; nothing has been sent.
+async fn plan(
+    p: &Pipeline,
+    name: &str,
+    k: &SinkConfig,
+    table: &deltalake::DeltaTable,
+    mut send: impl FnMut(&str, &[u8; 32]) -> bool,
+    limit: usize,
+) -> Result<(usize, Vec<(String, [u8; 32])>)> {
     use futures::TryStreamExt;
     let mut keys = std::collections::HashSet::new();
     let (mut bad, mut nbad) = (Vec::new(), 0usize);
@@ -283,7 +291,12 @@ async fn plan(p: &Pipeline, name: &str, k: &SinkConfig, table: &deltalake::Delta
             match key {
                 None => problem(format!("row {i}: no `{}`", k.key)),
                 Some(key) if !keys.insert(key.clone()) => problem(format!("`{}` = {key} appears twice", k.key)),
-                Some(key) => out.push((key, payload(k, r).1)),
+                Some(key) => {
+                    let hash = payload(k, r).1;
+                    if out.len() < limit && send(&key, &hash) {
+                        out.push((key, hash));
+                    }
+                }
             }
         }
     }
@@ -296,7 +309,7 @@ async fn plan(p: &Pipeline, name: &str, k: &SinkConfig, table: &deltalake::Delta
             bad.join("; ")
         )));
     }
-    Ok(out)
+    Ok((keys.len(), out))
 }
 
 /// Items left `uncertain` by a job poll that timed out or failed: their jobs are polled again
@@ -357,43 +370,47 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
             )))
         }
     };
-    // Validate everything before anything is sent (the same table version is read twice).
-    let planned = plan(p, name, k, &table).await?;
+    // The ledger first, then jobs an earlier run left uncertain polled again (what they settle
+    // counts in this run; it is committed only once the rows have been checked).
     let mut known = ledger::seen(lake, &p.name, name).await?;
-    let mut rep = SinkReport { sink: name.to_string(), rows: planned.len(), ..Default::default() };
+    let mut rep = SinkReport { sink: name.to_string(), ..Default::default() };
     let create_once = k.mode == "create_once";
-    // Jobs an earlier run left uncertain, polled again: what they settle counts in this run.
     let mut repolled = 0;
-    if !opts.dry_run {
-        let settled = repoll(client, p, name, k, &known, run_id, &mut rep).await;
-        ledger::append(lake, &settled).await?;
-        for e in settled {
-            match e.state.as_str() {
-                "sent" => rep.sent += 1,
-                "failed" => rep.failed += 1,
-                _ => continue,
-            }
-            repolled += 1;
-            known.insert(e.key.clone(), seen_of(&e));
+    let settled = if opts.dry_run { Vec::new() } else { repoll(client, p, name, k, &known, run_id, &mut rep).await };
+    for e in &settled {
+        match e.state.as_str() {
+            "sent" => rep.sent += 1,
+            "failed" => rep.failed += 1,
+            _ => continue,
         }
+        repolled += 1;
+        known.insert(e.key.clone(), seen_of(e));
     }
-    let before = planned.iter().filter(|(key, _)| known.get(key).is_some_and(|e| e.state == "uncertain")).count();
-    let todo: Vec<(String, [u8; 32])> = planned
-        .into_iter()
-        .filter(|(key, hash)| match known.get(key) {
-            Some(e) if e.state == "sent" && (create_once || e.hash == *hash) => false,
-            // Refused for itself: again only when the payload changes (or --retry-failed); a
-            // job that failed as a whole is sent again.
-            Some(e) if e.hash == *hash && e.state == "failed" && !opts.retry_failed => {
-                e.error.as_deref().is_some_and(|m| m.starts_with(job::WHOLE))
-            }
-            // An upsert is safe to send again; a create may exist already.
-            Some(e) if e.state == "uncertain" && create_once && !opts.resend_uncertain => false,
-            _ => true,
-        })
-        .take(opts.limit.unwrap_or(usize::MAX))
-        .collect();
-    rep.changed = todo.iter().filter(|(key, h)| known.get(key).is_some_and(|e| e.state == "sent" && e.hash != *h)).count();
+    // Pass 1: every row checked before anything is sent; what to send decided as rows come
+    // (the same table version is read twice), so a push with nothing new holds no row list.
+    let (mut before, mut changed) = (0usize, 0usize);
+    let decide = |key: &str, hash: &[u8; 32]| match known.get(key) {
+        Some(e) if e.state == "sent" && (create_once || e.hash == *hash) => false,
+        // Refused for itself: again only when the payload changes (or --retry-failed); a
+        // job that failed as a whole is sent again.
+        Some(e) if e.hash == *hash && e.state == "failed" && !opts.retry_failed => {
+            e.error.as_deref().is_some_and(|m| m.starts_with(job::WHOLE))
+        }
+        // An upsert is safe to send again; a create may exist already.
+        Some(e) if e.state == "uncertain" && create_once && !opts.resend_uncertain => {
+            before += 1;
+            false
+        }
+        Some(e) => {
+            changed += (e.state == "sent" && e.hash != *hash) as usize;
+            true
+        }
+        None => true,
+    };
+    let (rows, todo) = plan(p, name, k, &table, decide, opts.limit.unwrap_or(usize::MAX)).await?;
+    rep.rows = rows;
+    rep.changed = changed;
+    ledger::append(lake, &settled).await?;
     let todo: HashMap<String, [u8; 32]> = todo.into_iter().collect();
     let attempts: HashMap<String, i64> = known.iter().filter(|(key, _)| todo.contains_key(*key)).map(|(key, e)| (key.clone(), e.attempts)).collect();
     let writer = ledger::Writer::new(lake);
