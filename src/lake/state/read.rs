@@ -65,7 +65,7 @@ impl Catalogue {
         );
         let mut out = None;
         for b in self.query(&sql).await? {
-            out = out.max(strs(&b, "watermark")?.into_iter().flatten().max());
+            out = out.max(text_column(&b, "watermark")?.into_iter().flatten().max());
         }
         Ok(out)
     }
@@ -115,9 +115,9 @@ impl Catalogue {
         let (mut out, mut max_seq) = (Vec::new(), after);
         for b in self.query(&sql).await? {
             use deltalake::arrow::array::AsArray;
-            let (so, st, sc) = (strs(&b, "source")?, strs(&b, "stream")?, strs(&b, "schema")?);
+            let (so, st, sc) = (text_column(&b, "source")?, text_column(&b, "stream")?, text_column(&b, "schema")?);
             let empty = b.column_by_name("empty").map(|c| c.as_boolean().iter().map(|v| v.unwrap_or(false)).collect::<Vec<_>>());
-            max_seq = ints(&b, "seq")?.into_iter().fold(max_seq, i64::max);
+            max_seq = int_column(&b, "seq")?.into_iter().fold(max_seq, i64::max);
             for (i, ((so, st), sc)) in so.into_iter().zip(st).zip(sc).enumerate() {
                 let empty = empty.as_ref().is_some_and(|e| e[i]);
                 out.push(StreamSchema { source: so.unwrap_or_default(), stream: st.unwrap_or_default(), schema: sc.filter(|_| !empty), empty });
@@ -220,8 +220,8 @@ fn rows_of(batches: &[RecordBatch]) -> Result<Vec<LandedFile>> {
     let mut out = Vec::new();
     for b in batches {
         let n = b.num_rows();
-        let (seq, records, bytes) = (ints(b, "seq")?, ints(b, "records")?, ints(b, "bytes")?);
-        let col = |c: &str| strs(b, c);
+        let (seq, records, bytes) = (int_column(b, "seq")?, int_column(b, "records")?, int_column(b, "bytes")?);
+        let col = |c: &str| text_column(b, c);
         let (mut source, mut partition, mut stream, mut request) = (col("source")?, col("partition")?, col("stream")?, col("request")?);
         let (mut path, mut sha256, mut slot, mut schema) = (col("path")?, col("sha256")?, col("slot")?, col("schema")?);
         let (mut min_cursor, mut max_cursor, mut watermark, mut run_id) =
@@ -282,24 +282,31 @@ async fn query(lake: &Lake, rel: &str, sql: &str) -> Result<Vec<RecordBatch>> {
     }
 }
 
-/// The batches `sql` (over the table as `state`) selects, as the engine streams them.
-pub async fn stream_batches(t: &DeltaTable, sql: &str) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
-    use futures::StreamExt;
+/// A query session holding table `t` as `state`.
+async fn session(t: &DeltaTable) -> Result<SessionContext> {
     let ctx = SessionContext::new();
     t.update_datafusion_session(&ctx.state())?;
     ctx.register_table("state", t.table_provider().await?)?;
-    let stream = ctx.sql(sql).await?.execute_stream().await?;
+    Ok(ctx)
+}
+
+/// The batches `sql` (over the table as `state`) selects, as the engine streams them.
+pub async fn stream_batches(t: &DeltaTable, sql: &str) -> Result<futures::stream::BoxStream<'static, Result<RecordBatch>>> {
+    use futures::StreamExt;
+    let stream = session(t).await?.sql(sql).await?.execute_stream().await?;
     Ok(stream.map(|b| b.map_err(Error::from)).boxed())
 }
 
-/// A column of `b` as text (None where NULL or absent).
-pub fn text_column(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
-    strs(b, name)
-}
-
-/// A column of `b` as integers.
-pub fn int_column(b: &RecordBatch, name: &str) -> Result<Vec<i64>> {
-    ints(b, name)
+/// Rows of `batches` as JSON values of type `T` (via Arrow's JSON writer).
+fn json_rows<T: serde::de::DeserializeOwned>(batches: &[&RecordBatch], what: &str) -> Result<Vec<T>> {
+    let mut w = deltalake::arrow::json::ArrayWriter::new(Vec::new());
+    w.write_batches(batches)?;
+    w.finish()?;
+    let buf = w.into_inner();
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&buf).map_err(|e| Error::Lake(format!("{what} rows: {e}")))
 }
 
 /// The rows `sql` (over the table as `state`) selects, as a stream of batches of JSON objects:
@@ -309,33 +316,15 @@ pub async fn stream_rows(
     sql: &str,
 ) -> Result<futures::stream::BoxStream<'static, Result<Vec<serde_json::Map<String, serde_json::Value>>>>> {
     use futures::StreamExt;
-    let ctx = SessionContext::new();
-    t.update_datafusion_session(&ctx.state())?;
-    ctx.register_table("state", t.table_provider().await?)?;
-    let stream = ctx.sql(sql).await?.execute_stream().await?;
-    Ok(stream
-        .map(|b| -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-            let b = b?;
-            let mut w = deltalake::arrow::json::ArrayWriter::new(Vec::new());
-            w.write_batches(&[&b])?;
-            w.finish()?;
-            let buf = w.into_inner();
-            if buf.is_empty() {
-                return Ok(Vec::new());
-            }
-            serde_json::from_slice(&buf).map_err(|e| Error::Lake(format!("table rows: {e}")))
-        })
-        .boxed())
+    Ok(stream_batches(t, sql).await?.map(|b| json_rows(&[&b?], "table")).boxed())
 }
 
 async fn query_table(t: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>> {
-    let ctx = SessionContext::new();
-    t.update_datafusion_session(&ctx.state())?;
-    ctx.register_table("state", t.table_provider().await?)?;
-    Ok(ctx.sql(sql).await?.collect().await?)
+    Ok(session(t).await?.sql(sql).await?.collect().await?)
 }
 
-fn strs(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
+/// A column of `b` as text (None where NULL; every row None when the column is absent).
+pub fn text_column(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
     use deltalake::arrow::array::AsArray;
     // Catalogues made before a column existed read it as NULL.
     let Some(c) = b.column_by_name(name) else { return Ok(vec![None; b.num_rows()]) };
@@ -344,9 +333,10 @@ fn strs(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
     Ok(a.iter().map(|v| v.map(str::to_string)).collect())
 }
 
-fn ints(b: &RecordBatch, name: &str) -> Result<Vec<i64>> {
+/// A column of `b` as integers.
+pub fn int_column(b: &RecordBatch, name: &str) -> Result<Vec<i64>> {
     use deltalake::arrow::array::AsArray;
-    let c = b.column_by_name(name).ok_or_else(|| Error::Lake(format!("catalogue column {name} missing")))?;
+    let c = b.column_by_name(name).ok_or_else(|| Error::Lake(format!("column {name} missing")))?;
     let c = deltalake::arrow::compute::cast(c, &DataType::Int64)?;
     let a = c.as_primitive::<deltalake::arrow::datatypes::Int64Type>();
     Ok(a.iter().map(|v| v.unwrap_or(0)).collect())
@@ -366,13 +356,5 @@ fn times(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
 /// Rows of the state table at `rel` (`tail`: a WHERE / ORDER BY clause), as `T`.
 pub async fn select<T: serde::de::DeserializeOwned>(lake: &Lake, rel: &str, tail: &str) -> Result<Vec<T>> {
     let batches = query(lake, rel, &format!("SELECT * FROM state {tail}")).await?;
-    let mut w = deltalake::arrow::json::ArrayWriter::new(Vec::new());
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    w.write_batches(&refs)?;
-    w.finish()?;
-    let buf = w.into_inner();
-    if buf.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&buf).map_err(|e| Error::Lake(format!("{rel} rows: {e}")))
+    json_rows(&batches.iter().collect::<Vec<_>>(), rel)
 }
