@@ -10,7 +10,6 @@ use crate::error::Result;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::kernel::transaction::CommitProperties;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const SENT: &str = "_ingest/sent";
@@ -71,25 +70,10 @@ pub async fn ensure(lake: &Lake) -> Result<()> {
     open_or_create_table(lake, SENT, "sent", schema()).await.map(|_| ())
 }
 
-/// One push's ledger appends. Each opens the table afresh (from its last checkpoint): a table
-/// kept open across thousands of appends carries every add action in memory, and in one run
-/// (with other work on the machine) its commits had slowed to about 0.7 s each by the 2,000th.
-pub struct Writer {
-    lake: Lake,
-}
-
-impl Writer {
-    pub fn new(lake: &Lake) -> Self {
-        Writer { lake: lake.clone() }
-    }
-
-    /// Append entries (one commit; concurrent blind appends never conflict).
-    pub async fn append(&self, rows: &[Entry]) -> Result<()> {
-        append(&self.lake, rows).await
-    }
-}
-
-/// Append entries (one commit; concurrent blind appends never conflict).
+/// Append entries (one commit; concurrent blind appends never conflict). The table is opened
+/// afresh each time (from its last checkpoint): kept open across a push's thousands of
+/// appends, it carried every add action and its commits slowed (about 0.7 s each by the
+/// 2,000th, in one run with other work on the machine).
 pub async fn append(lake: &Lake, rows: &[Entry]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
@@ -186,12 +170,3 @@ pub async fn seen(lake: &Lake, source: &str, sink: &str) -> Result<std::collecti
     Ok(out)
 }
 
-/// The latest entry of each key of a sink.
-pub async fn latest(lake: &Lake, source: &str, sink: &str) -> Result<HashMap<String, Entry>> {
-    Ok(current(lake, Some(source))
-        .await?
-        .into_iter()
-        .filter(|e| e.sink == sink)
-        .map(|e| (e.key.clone(), e))
-        .collect())
-}

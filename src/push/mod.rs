@@ -1,7 +1,8 @@
 //! `ingest push`: the rows of a sink's table sent to its API, each record once.
 //!
 //! The protocol, per sink: one push of a sink at a time (a lease `push/<source>.<sink>`, as
-//! pulls hold theirs). Every row becomes a payload (columns → JSON fields) and its hash; a key
+//! pulls hold theirs). Every row becomes a payload (columns → JSON fields) and its hash (pass 1,
+//! `plan.rs`, checks every row before anything is sent); a key
 //! the ledger holds `sent` with that hash (a `create_once` key: `sent` at all) is skipped.
 //! Before a batch is sent its items are committed to the ledger as `pending`; after it, each
 //! item's outcome (`send.rs`): `sent`, `failed` (the destination refused it) or `uncertain`
@@ -18,9 +19,11 @@
 //!   sent again only with `--resend-uncertain`.
 //! - A push with `failed` or `uncertain` items exits 1, and its run-log row says so.
 mod job;
+mod plan;
 mod send;
 
-use crate::config::{Auth, Pipeline, RowCheck, SinkConfig, SinkLookup};
+use crate::config::{Auth, Pipeline, SinkConfig, SinkLookup};
+use plan::{payload, plan};
 use crate::error::{Error, Result};
 use crate::http::{Client, Effect, Request};
 use crate::json;
@@ -28,7 +31,6 @@ use crate::lake::ledger::{self, Entry};
 use crate::lake::{lease, runs, state, Lake};
 use futures::StreamExt;
 use serde_json::{Map, Value};
-use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -142,30 +144,6 @@ fn fill_row(tpl: &Value, row: &Map<String, Value>) -> Value {
     }
 }
 
-/// A sink's declared check of one value (see `SinkConfig::checks`); Err says what is wrong.
-fn check(kind: RowCheck, v: Option<&Value>) -> std::result::Result<(), String> {
-    let v = match v {
-        None | Some(Value::Null) => return Err("is missing".into()),
-        Some(v) => v,
-    };
-    let wrong = match kind {
-        RowCheck::NotNull => None,
-        RowCheck::Integer => (!(v.is_i64() || v.is_u64())).then_some("is not an integer"),
-        RowCheck::Digits => (!(v.is_u64() || v.as_str().is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))))
-            .then_some("is not digits only"),
-        RowCheck::TimestampUtc => (!v.as_str().is_some_and(|s| s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok()))
-            .then_some("is not an ISO-8601 UTC time ending in Z"),
-    };
-    match wrong {
-        None => Ok(()),
-        Some(what) => {
-            let mut got = v.to_string();
-            got.truncate(40);
-            Err(format!("{what} (got {got})"))
-        }
-    }
-}
-
 /// Whether the destination already holds `row` (the sink's lookup): the record exists when
 /// an item at `records` has `match` equal to the row's `value`; a paged lookup reads pages
 /// until it is found or the last page is read.
@@ -243,97 +221,6 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
         }
     }
     Ok(reports)
-}
-
-/// The payload of a row (columns but `_…` bookkeeping and `omit`), and its hash.
-fn payload(k: &SinkConfig, r: &Map<String, Value>) -> (Value, [u8; 32]) {
-    let payload = Value::Object(r.iter().filter(|(c, _)| !c.starts_with('_') && !k.omit.contains(c)).map(|(c, v)| (c.clone(), v.clone())).collect());
-    let hash: [u8; 32] = sha2::Sha256::digest(payload.to_string().as_bytes()).into();
-    (payload, hash)
-}
-
-/// Pass 1 over a sink's table (one batch of rows at a time): every row checked, and the keys
-/// `send` decides to send (with their payload hashes, in table order, at most `limit`), and the
-/// count of keys. Err (exit 2) names every problem; nothing has been sent.
-async fn plan(
-    p: &Pipeline,
-    name: &str,
-    k: &SinkConfig,
-    table: &deltalake::DeltaTable,
-    mut send: impl FnMut(&str, &[u8; 32]) -> bool,
-    limit: usize,
-) -> Result<(usize, Vec<(String, [u8; 32])>)> {
-    use futures::TryStreamExt;
-    use std::hash::BuildHasher;
-    // Repeated keys are found by a 64-bit hash of each key (8 bytes a row, not the key), and
-    // confirmed by exact keys in a second read only when two hashes meet.
-    let fh = foldhash::fast::FixedState::with_seed(0x1e55);
-    let mut key_hashes: Vec<u64> = Vec::new();
-    let (mut bad, mut nbad) = (Vec::new(), 0usize);
-    let mut out = Vec::new();
-    let (mut i, mut first) = (0usize, true);
-    let mut rows = state::stream_rows(table, "SELECT * FROM state").await?;
-    while let Some(batch) = rows.try_next().await? {
-        for r in &batch {
-            i += 1;
-            let mut problem = |m: String| {
-                nbad += 1;
-                if bad.len() < 10 {
-                    bad.push(m);
-                }
-            };
-            if std::mem::take(&mut first) && !r.contains_key(&k.key) {
-                problem(format!("the table has no column `{}`", k.key));
-            }
-            let key = r.get(&k.key).and_then(key_text);
-            for (col, kind) in &k.checks {
-                if let Err(why) = check(*kind, r.get(col)) {
-                    let who = key.as_ref().map(|v| format!(" (`{}` = {v})", k.key)).unwrap_or_default();
-                    problem(format!("row {i}{who}: `{col}` {why}"));
-                }
-            }
-            match key {
-                None => problem(format!("row {i}: no `{}`", k.key)),
-                Some(key) => {
-                    key_hashes.push(fh.hash_one(&key));
-                    let hash = payload(k, r).1;
-                    if out.len() < limit && send(&key, &hash) {
-                        out.push((key, hash));
-                    }
-                }
-            }
-        }
-    }
-    key_hashes.sort_unstable();
-    let met: std::collections::HashSet<u64> = key_hashes.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
-    if !met.is_empty() {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        let mut rows = state::stream_rows(table, "SELECT * FROM state").await?;
-        while let Some(batch) = rows.try_next().await? {
-            for key in batch.iter().filter_map(|r| r.get(&k.key).and_then(key_text)) {
-                if met.contains(&fh.hash_one(&key)) {
-                    *seen.entry(key).or_default() += 1;
-                }
-            }
-        }
-        for (key, n) in seen.into_iter().filter(|(_, n)| *n > 1) {
-            nbad += 1;
-            if bad.len() < 10 {
-                let times = if n == 2 { "twice".to_string() } else { format!("{n} times") };
-                bad.push(format!("`{}` = {key} appears {times}", k.key));
-            }
-        }
-    }
-    if nbad > 0 {
-        let more = if nbad > bad.len() { format!("; … {} more", nbad - bad.len()) } else { String::new() };
-        return Err(Error::Usage(format!(
-            "{}: sink `{name}` (table {}): nothing sent, {nbad} problem(s): {}{more}",
-            p.file,
-            k.table,
-            bad.join("; ")
-        )));
-    }
-    Ok((key_hashes.len(), out))
 }
 
 /// Items left `uncertain` by a job poll that timed out or failed: their jobs are polled again
@@ -437,7 +324,6 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
     ledger::append(lake, &settled).await?;
     let todo: HashMap<String, [u8; 32]> = todo.into_iter().collect();
     let attempts: HashMap<String, i64> = known.iter().filter(|(key, _)| todo.contains_key(*key)).map(|(key, e)| (key.clone(), e.attempts)).collect();
-    let writer = ledger::Writer::new(lake);
     if !opts.dry_run {
         ledger::ensure(lake).await?;
     }
@@ -483,7 +369,7 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
                     } else {
                         settled_uncertain += 1;
                     }
-                    writer.append(&[e]).await?;
+                    ledger::append(lake, &[e]).await?;
                     continue;
                 }
             }
@@ -496,11 +382,11 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
             let now: Vec<Item> = buffer.drain(..take).collect();
             let ctx = send::Ctx { client, p, auth, name, k, url: &url, run_id, attempts: &attempts, rows: &full };
             // Intent first, for every batch of the group in one commit; outcomes after, likewise.
-            writer.append(&ctx.pending(&now)).await?;
+            ledger::append(lake, &ctx.pending(&now)).await?;
             let outcomes: Vec<Result<send::Batch>> =
                 futures::stream::iter(now.chunks(k.batch.size)).map(|b| ctx.send(b)).buffer_unordered(k.batch.parallel).collect().await;
             let done: Vec<Entry> = outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|b| b.done.iter().cloned()).collect();
-            writer.append(&done).await?;
+            ledger::append(lake, &done).await?;
             for (key, _, _) in &now {
                 full.remove(key);
             }
