@@ -10,6 +10,7 @@
 //! into delta-rs's writer (same session, so same pool) and a MERGE holds only the deduplicated
 //! new rows (computed once: delta-rs reads its source more than once).
 pub mod functions;
+mod absent;
 mod inputs;
 mod latest;
 pub mod model;
@@ -26,6 +27,7 @@ use deltalake::datafusion::catalog::MemorySchemaProvider;
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Transaction;
+use absent::{missing_field, missing_nested, schema_with_path};
 use model::{Mode, Model};
 use deltalake::arrow::datatypes::Schema;
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,7 +63,8 @@ pub struct ModelReport {
 }
 
 impl ModelReport {
-    /// A model that did not run (nothing landed, an input failed, `--check`).
+    /// A model that did not run (nothing landed, an input failed, `--check`); the base of the
+    /// other reports.
     fn skipped(m: &Model, note: String) -> Self {
         ModelReport { target: m.target.clone(), files: 0, rows: 0, table_version: None, note, elapsed: Duration::ZERO, failed: None }
     }
@@ -197,119 +200,6 @@ fn register(
 async fn register_delta(ctx: &SessionContext, name: &str, t: &deltalake::DeltaTable) -> Result<()> {
     t.update_datafusion_session(&ctx.state())?;
     register(ctx, name, t.table_provider().await?)
-}
-
-/// A field a model names that its raw input lacks: (raw table, field path). Top-level
-/// columns come as DataFusion's typed "field not found"; nested ones (`a['b']['c']`) as the
-/// struct accessor's error.
-fn missing_field(
-    e: &deltalake::datafusion::error::DataFusionError,
-    raw_refs: &[&String],
-    sql: &str,
-    schemas: &[(String, deltalake::arrow::datatypes::SchemaRef)],
-) -> Option<(String, Vec<String>)> {
-    use deltalake::datafusion::common::SchemaError;
-    use deltalake::datafusion::error::DataFusionError;
-    let root = e.find_root();
-    let only = || (raw_refs.len() == 1).then(|| raw_refs[0].clone());
-    // Several raw inputs and an unqualified name: the one raw stream still empty (no data
-    // column yet) is the one lacking it.
-    let empty_one = || {
-        let empty: Vec<&String> = schemas
-            .iter()
-            .filter(|(_, s)| s.fields().iter().all(|f| f.name().starts_with('_')))
-            .map(|(t, _)| t)
-            .collect();
-        (empty.len() == 1).then(|| empty[0].clone())
-    };
-    if let DataFusionError::SchemaError(err, _) = root {
-        if let SchemaError::FieldNotFound { field, valid_fields } = err.as_ref() {
-            // A name that exists in another case is a typo (unquoted mixed-case names are
-            // lower-cased by SQL), not an absent field: let it fail planning.
-            if valid_fields.iter().any(|v| v.name.eq_ignore_ascii_case(&field.name)) {
-                return None;
-            }
-            let table = match &field.relation {
-                Some(r) => {
-                    let r = r.to_string().to_lowercase();
-                    raw_refs.iter().find(|t| ***t == r).map(|t| (*t).clone()).or_else(only)
-                }
-                None => only().or_else(empty_one),
-            }?;
-            return Some((table, shape_of(sql, &field.name)));
-        }
-    }
-    None
-}
-
-/// The shape a missing top-level field must have for `sql` to plan: `f['a']['b']` → nested
-/// structs, `f[1]` → a list of text, else text.
-fn shape_of(sql: &str, name: &str) -> Vec<String> {
-    let esc = regex::escape(name);
-    let chain = regex::Regex::new(&format!(r"\b{esc}((?:\s*\[\s*'[^']*'\s*\])+)")).expect("valid regex");
-    let seg = regex::Regex::new(r"'([^']*)'").expect("valid regex");
-    let mut path = vec![name.to_string()];
-    if let Some(c) = chain.captures(sql) {
-        path.extend(seg.captures_iter(&c[1]).map(|c| c[1].to_string()));
-    } else if regex::Regex::new(&format!(r"\b{esc}\s*\[\s*[0-9]")).expect("valid regex").is_match(sql) {
-        path.push(LIST_MARK.to_string());
-    }
-    path
-}
-
-/// A path segment meaning "a list of".
-const LIST_MARK: &str = "[]";
-
-/// A nested field a model reads (`root['a']['b']`) that the raw stream's struct lacks. The
-/// struct accessor reports only the missing name, so the path is taken from the SQL text: the
-/// first bracket chain naming it whose path the stream's schema does not have.
-fn missing_nested(
-    e: &deltalake::datafusion::error::DataFusionError,
-    sql: &str,
-    schemas: &[(String, deltalake::arrow::datatypes::SchemaRef)],
-) -> Option<(String, Vec<String>)> {
-    use deltalake::arrow::datatypes::{DataType, Fields};
-    let msg = e.find_root().to_string();
-    let name = msg.split("Field ").nth(1)?.split(" not found in struct").next()?.to_string();
-    let chain = regex::Regex::new(r"([A-Za-z_][A-Za-z0-9_]*)((?:\s*\[\s*'[^']*'\s*\])+)").ok()?;
-    let seg = regex::Regex::new(r"'([^']*)'").ok()?;
-    fn has(fields: &Fields, path: &[String]) -> bool {
-        let Some(f) = fields.iter().find(|f| f.name() == &path[0]) else {
-            return false;
-        };
-        match (f.data_type(), path.len()) {
-            (_, 1) => true,
-            (DataType::Struct(inner), _) => has(inner, &path[1..]),
-            _ => false,
-        }
-    }
-    for cap in chain.captures_iter(sql) {
-        let mut path = vec![cap[1].to_string()];
-        path.extend(seg.captures_iter(&cap[2]).map(|c| c[1].to_string()));
-        let Some(at) = path.iter().skip(1).position(|p| *p == name) else {
-            continue;
-        };
-        for (table, schema) in schemas {
-            if schema.field_with_name(&path[0]).is_ok() && !has(schema.fields(), &path[..at + 2]) {
-                return Some((table.clone(), path));
-            }
-        }
-    }
-    None
-}
-
-/// A schema holding just `path` (nested structs down to a text leaf; `[]` = a list of it).
-fn schema_with_path(path: &[String]) -> Schema {
-    use deltalake::arrow::datatypes::{DataType, Field};
-    let mut t = DataType::Utf8;
-    for seg in path[1..].iter().rev() {
-        t = if seg == LIST_MARK {
-            DataType::List(std::sync::Arc::new(Field::new("item", t, true)))
-        } else {
-            DataType::Struct(vec![Field::new(seg, t, true)].into())
-        };
-    }
-    Schema::new(vec![Field::new(&path[0], t, true)])
 }
 
 pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformOptions) -> Result<Vec<ModelReport>> {
@@ -450,15 +340,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         let started = Instant::now();
         if let Some(up) = refs[&m.target].iter().find(|r| broken.contains(*r)) {
             broken.insert(m.target.clone());
-            reports.push(ModelReport {
-                target: m.target.clone(),
-                files: 0,
-                rows: 0,
-                table_version: None,
-                note: format!("skipped: {up} failed"),
-                elapsed: Duration::ZERO,
-                failed: None,
-            });
+            reports.push(ModelReport::skipped(m, format!("skipped: {up} failed")));
             continue;
         }
         let target = existing.remove(&m.target).flatten();
@@ -481,15 +363,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
                 if let Ok(Some(t)) = state::open_table(lake, &m.table_rel()).await {
                     let _ = register_delta(&ctx, &m.target, &t).await;
                 }
-                reports.push(ModelReport {
-                    target: m.target.clone(),
-                    files: 0,
-                    rows: 0,
-                    table_version: None,
-                    note: "FAILED".into(),
-                    elapsed: started.elapsed(),
-                    failed: Some(msg),
-                });
+                reports.push(ModelReport { elapsed: started.elapsed(), failed: Some(msg), ..ModelReport::skipped(m, "FAILED".into()) });
             }
         }
     }
