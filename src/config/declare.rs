@@ -127,6 +127,14 @@ pub fn of_file(file: &str, text: &str, doc: &toml::Value) -> Result<BTreeMap<Str
     let err = |path: &[&str], msg: String| {
         Error::config(file, line_of(text, path), Some(&path.join(".")), msg)
     };
+    // A declaration's schema, an error naming the table it sits in and its first field.
+    let declared_at = |v: &toml::Value, at: &[&str]| {
+        parse_schema(v).map_err(|(p, m)| {
+            let mut path = at.to_vec();
+            path.extend(p.split('.').filter(|x| !x.is_empty()).take(1));
+            err(&path, if p.is_empty() { m } else { format!("`{p}`: {m}") })
+        })
+    };
     let mut out: BTreeMap<String, Declared> = BTreeMap::new();
     // Raw streams each stream lands, and its contract.
     let mut lands: BTreeMap<String, Contract> = BTreeMap::new();
@@ -157,11 +165,7 @@ pub fn of_file(file: &str, text: &str, doc: &toml::Value) -> Result<BTreeMap<Str
                     "a stream with `outputs` declares each output as [schemas.<output stream>]".into(),
                 ));
             }
-            let schema = parse_schema(v).map_err(|(p, m)| {
-                let mut path = vec!["streams", name.as_str(), "schema"];
-                path.extend(p.split('.').filter(|x| !x.is_empty()).take(1));
-                err(&path, if p.is_empty() { m } else { format!("`{p}`: {m}") })
-            })?;
+            let schema = declared_at(v, &["streams", name.as_str(), "schema"])?;
             out.insert(name.clone(), Declared { source: source.clone(), schema, contract });
         }
     }
@@ -179,11 +183,7 @@ pub fn of_file(file: &str, text: &str, doc: &toml::Value) -> Result<BTreeMap<Str
             if out.contains_key(raw) {
                 return Err(err(&["schemas", raw], format!("`{raw}` is declared twice (here and on its stream)")));
             }
-            let schema = parse_schema(v).map_err(|(p, m)| {
-                let mut path = vec!["schemas", raw.as_str()];
-                path.extend(p.split('.').filter(|x| !x.is_empty()).take(1));
-                err(&path, if p.is_empty() { m } else { format!("`{p}`: {m}") })
-            })?;
+            let schema = declared_at(v, &["schemas", raw.as_str()])?;
             out.insert(raw.clone(), Declared { source: source.clone(), schema, contract: *contract });
         }
     }
