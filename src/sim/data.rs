@@ -40,6 +40,12 @@ pub fn mix(seed: u64, parts: &[u64]) -> u64 {
     splitmix(x)
 }
 
+/// [`mix`] of a text (a field's path, a record, a request URI): the simulator's deterministic
+/// choices keyed by content.
+pub fn mix_text(seed: u64, s: &str) -> u64 {
+    mix(seed, &[s.bytes().fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(b as u64))])
+}
+
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -121,7 +121,7 @@ fn sparsify(v: &mut Value, p: f64, seed: u64) {
                     if REQUIRED.contains(&full.as_str()) {
                         return true;
                     }
-                    let x = data::mix(h, &[full.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64))]);
+                    let x = data::mix_text(h, &full);
                     (x % 1_000_000) as f64 >= p * 1_000_000.0
                 });
                 for (k, x) in m.iter_mut() {
@@ -141,7 +141,7 @@ fn sparsify(v: &mut Value, p: f64, seed: u64) {
         Value::Array(a) => {
             for x in a.iter_mut() {
                 if x.is_object() {
-                    let h = data::mix(seed, &[x.to_string().bytes().fold(7u64, |a, b| a.wrapping_mul(131).wrapping_add(b as u64))]);
+                    let h = data::mix_text(seed, &x.to_string());
                     in_record(x, "", p, h);
                 } else {
                     sparsify(x, p, seed);
@@ -574,7 +574,7 @@ async fn handle(
                 sparsify(&mut r.body, sim.cfg.sparse, sim.cfg.seed);
             }
             // Which pages drift is a function of the request (a retried page drifts alike).
-            if sim.cfg.drift && data::mix(sim.cfg.seed, &[uri.to_string().bytes().fold(0u64, |a, b| a.wrapping_mul(131).wrapping_add(b as u64))]) % 2 == 0 {
+            if sim.cfg.drift && data::mix_text(sim.cfg.seed, &uri.to_string()) % 2 == 0 {
                 drift_ids(&mut r.body);
             }
             let truncate = every(sim.cfg.truncate_every);
