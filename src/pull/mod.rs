@@ -221,23 +221,24 @@ impl Known {
     /// `max_cursor` reaches the lookback's floor: the records a lookback asks for again were
     /// landed there, and a record with the same (key, cursor) is not landed twice.
     pub async fn lookback_files(&mut self, cat: &state::Catalogue, source: &str, jobs: &[(&Partition, &Stream)], full_refresh: bool) -> Result<()> {
+        // Each job's floor, as the catalogue writes cursors (whole seconds, so a floor inside a
+        // second still finds the file holding that second)...
+        let mut floors: HashMap<(String, String), String> = HashMap::new();
         for (part, s) in jobs {
             let (Some(inc), Some(_)) = (&s.incremental, &s.primary_key) else { continue };
             let key = (part.id.clone(), s.name.clone());
             let Some(wm) = self.watermarks.get(&key).filter(|_| !full_refresh) else { continue };
             let Some(floor) = crate::time::parse_instant(wm, &chrono_tz::UTC).map(|w| w - inc.lookback) else { continue };
-            let filter = format!(
-                "source = {} AND partition = {} AND stream = {} AND path IS NOT NULL AND max_cursor >= {}",
-                state::sql_text(source),
-                state::sql_text(&part.id),
-                state::sql_text(&s.name),
-                // (as the catalogue writes cursors: whole seconds, so a floor inside a second
-                // still finds the file holding that second)
-                state::sql_text(&floor.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            );
-            let files: Vec<String> = state::current_files(&cat.rows_where(&filter).await?).into_iter().filter_map(|r| r.path).collect();
-            if !files.is_empty() {
-                self.lookback.insert(key, files);
+            floors.insert(key, floor.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+        // ...and one read of the catalogue for them all.
+        let Some(lowest) = floors.values().min() else { return Ok(()) };
+        let filter = format!("source = {} AND path IS NOT NULL AND max_cursor >= {}", state::sql_text(source), state::sql_text(lowest));
+        for r in state::current_files(&cat.rows_where(&filter).await?) {
+            let key = (r.partition.clone(), r.stream.clone());
+            let reaches = floors.get(&key).is_some_and(|f| r.max_cursor.as_deref().is_some_and(|m| m >= f.as_str()));
+            if let (true, Some(path)) = (reaches, r.path) {
+                self.lookback.entry(key).or_default().push(path);
             }
         }
         Ok(())
