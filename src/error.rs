@@ -42,6 +42,8 @@ pub enum Error {
     Store(#[from] object_store::Error),
     #[error("arrow: {0}")]
     Arrow(#[from] deltalake::arrow::error::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] deltalake::parquet::errors::ParquetError),
     #[error("query: {0}")]
     DataFusion(#[from] deltalake::datafusion::error::DataFusionError),
     #[error("io: {0}")]

@@ -445,7 +445,7 @@ async fn run_model(
         let (df, clustered) = write::dedupe(ctx, m, df, fits).await?;
         let df = write::normalize(df)?;
         let meta = serde_json::json!({"run_id": run_id, "model": m.target, "mode": format!("{:?}", m.mode).to_lowercase(), "catalogue_seq": max_seq, "files": files_read});
-        let commit = write::Commit { txn: Transaction::new(state::model_txn_app(&m.target), max_seq), meta };
+        let commit = write::Commit { txn: Some(Transaction::new(state::model_txn_app(&m.target), max_seq)), meta };
         let written = match write::write(lake, m, existing, (df, clustered), commit, opts.full_refresh).await {
             Ok(w) => w,
             Err(Error::Delta(e)) if state::is_conflict(&e) => {

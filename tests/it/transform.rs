@@ -4,7 +4,7 @@
 use crate::common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -770,4 +770,78 @@ fn a_day_merged_into_a_clustered_table_rewrites_only_the_files_holding_its_keys(
         table.display()
     ));
     assert_eq!(overlaps, format!("0\n{}\n", want.len()));
+}
+
+/// Every commit of a table's log, oldest first: (commitInfo, txn actions).
+fn commits(table: &Path) -> Vec<(Value, Vec<Value>)> {
+    let mut logs: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    logs.sort();
+    logs.iter()
+        .map(|p| {
+            let actions: Vec<Value> = std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            let info = actions.iter().find_map(|a| a.get("commitInfo").cloned()).unwrap();
+            (info, actions.iter().filter_map(|a| a.get("txn").cloned()).collect())
+        })
+        .collect()
+}
+
+/// New rows past the MERGE's share of the memory limit are spilled and merged in slices by
+/// key: the table ends equal to a one-commit MERGE's, only the last slice carries the txn,
+/// and a run killed between slices is finished by the next (nothing twice, nothing lost).
+#[test]
+fn a_merge_larger_than_its_memory_share_lands_in_slices_and_survives_a_kill_between_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = pulled(dir.path(), &["--rate-window", "1", "--days", "10", "--seed", "5"]);
+    let model = ["transform", "silver.pancake_conversations"];
+    ok(&ingest_sql(&lake, &shipped_sql(), &model));
+    {
+        let sim = Sim::start(&["--rate-window", "1", "--days", "10", "--seed", "5"]);
+        ok(&ingest(Some(&sim), &lake, &["pull", "pancake", "--streams", "conversations", "--from", "2023-09-05", "--to", "2023-09-10"]));
+    }
+    let seq = catalogue(&lake).iter().map(|r| r.seq).max().unwrap();
+    let copies: Vec<PathBuf> = ["whole", "sliced", "killed"].iter().map(|n| dir.path().join(n)).collect();
+    for c in &copies {
+        copy_dir(&lake, c);
+    }
+    let table = |l: &Path| query(l, "SELECT * FROM silver.pancake_conversations ORDER BY id");
+    let sliced = |l: &Path| {
+        let mut c = Command::new(BIN);
+        c.arg("--lake").arg(l).arg("--sql").arg(shipped_sql()).args(model).env_remove("INGEST_LAKE").env("INGEST_MERGE_SLICE_BYTES", "2000").env("INGEST_LOG", "ingest=info");
+        c
+    };
+
+    ok(&ingest_sql(&copies[0], &shipped_sql(), &model));
+    let want = table(&copies[0]);
+    let before = commits(&copies[0].join("silver/pancake_conversations")).len();
+    assert!(want.len() > 100, "{}", want.len());
+
+    let out = sliced(&copies[1]).output().unwrap();
+    ok(&out);
+    let log = commits(&copies[1].join("silver/pancake_conversations"));
+    let slices = &log[before - 1..];
+    assert!(slices.len() >= 4, "the new rows were merged in {} commit(s): {}", slices.len(), text(&out));
+    let app = serde_json::json!({"appId": "ingest-model/silver.pancake_conversations", "version": seq});
+    for (i, (info, txns)) in slices.iter().enumerate() {
+        assert_eq!(info["ingest"]["slice"], format!("{}/{}", i + 1, slices.len()), "{info}");
+        assert_eq!(txns, &if i + 1 == slices.len() { vec![app.clone()] } else { vec![] }, "commit {i}");
+    }
+    assert_eq!(table(&copies[1]), want, "a sliced MERGE ends where a whole one does");
+
+    // Killed once the first slice is in, the txn not yet moved: the rerun finishes the job.
+    let t = copies[2].join("silver/pancake_conversations");
+    let mut child = spawn_quiet(sliced(&copies[2]));
+    kill_when(&mut child, "the sliced transform", Duration::from_millis(5), Duration::from_secs(120), || {
+        commits(&t).iter().any(|(info, _)| info["ingest"]["slice"].is_string())
+    });
+    let after_kill = commits(&t);
+    assert!(!after_kill.iter().any(|(_, txns)| txns.contains(&app)), "killed after the last slice");
+    let out = ok(&ingest_sql(&copies[2], &shipped_sql(), &model));
+    assert!(!out.contains("up to date"), "{out}");
+    assert_eq!(table(&copies[2]), want, "the run after the kill finishes the job: nothing twice, nothing lost");
+    assert_eq!(commits(&t).last().unwrap().1, vec![app]);
 }

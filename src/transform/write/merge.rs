@@ -3,12 +3,15 @@
 //! when no row of the table can match, a plain append that reads and rewrites nothing.
 use super::output::writer_properties;
 use super::rewrite::{self, Outcome};
+use super::slices::{self, Source};
 use super::{column, file_size_property, stream_write, Commit, Written};
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::transform::model::{Mode, Model};
 use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::execution::SessionState;
 use deltalake::datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
 use std::collections::BTreeSet;
@@ -24,12 +27,44 @@ pub(super) async fn merge(lake: &Lake, m: &Model, t: DeltaTable, new: (DataFrame
 async fn merge_with(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered): (DataFrame, bool), commit: Commit, ours: bool) -> Result<Written> {
     let t = file_size_property(m, t).await?;
     // The deduplicated source is computed once: the merge reads it several times
-    // (its early filter's min/max, the join), so does the partition list below.
+    // (its early filter's min/max, the join), so does the partition list below. Past a
+    // quarter of --memory-limit it is spilled and merged in slices (`slices.rs`).
     let (state, plan) = df.into_parts();
     let started = std::time::Instant::now();
-    let batches = DataFrame::new(state.clone(), plan.clone()).collect().await?;
+    let budget = slices::share(&state);
+    let source = slices::compute(&state, plan, &m.unique_key, budget).await?;
     tracing::debug!(model = %m.target, ms = started.elapsed().as_millis() as u64, "merge source computed");
-    let schema = Arc::new(plan.schema().as_arrow().clone());
+    match source {
+        Source::Whole(schema, batches) => merge_batches(lake, m, t, &state, (schema, batches), clustered, commit, ours).await,
+        Source::Sliced { schema, files } => {
+            let n = files.len();
+            let (mut t, mut rows, mut stats) = (t, 0, MergeStats::default());
+            for (i, f) in files.iter().enumerate() {
+                let batches = slices::read(f)?;
+                let w = merge_batches(lake, m, t, &state, (schema.clone(), batches), false, commit.slice(i, n), ours).await?;
+                tracing::info!(model = %m.target, slice = i + 1, of = n, rows = w.rows, "slice merged");
+                rows += w.rows;
+                stats.add(w.merge.unwrap_or_default());
+                t = w.table;
+            }
+            Ok(Written { table: t, rows, merge: Some(stats) })
+        }
+    }
+}
+
+/// MERGE `batches` (deduplicated new rows, distinct keys) into `t` in one commit.
+#[allow(clippy::too_many_arguments)]
+async fn merge_batches(
+    lake: &Lake,
+    m: &Model,
+    t: DeltaTable,
+    state: &SessionState,
+    (schema, batches): (SchemaRef, Vec<RecordBatch>),
+    clustered: bool,
+    commit: Commit,
+    ours: bool,
+) -> Result<Written> {
+    let started = std::time::Instant::now();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let cols: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut pred: Vec<String> = m
@@ -70,7 +105,7 @@ async fn merge_with(lake: &Lake, m: &Model, t: DeltaTable, (df, clustered): (Dat
         }
     }
     let sample = batches.first().cloned();
-    let source = SessionContext::new_with_state(state).read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+    let source = SessionContext::new_with_state(state.clone()).read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?;
     if let Some(c) = &m.cluster_by {
         let no_match = match no_match {
             Some(n) => n,
@@ -186,6 +221,20 @@ pub struct MergeStats {
     pub files_after: usize,
 }
 
+impl MergeStats {
+    /// Sum of the slices of one MERGE (`files_after`: the last one's).
+    fn add(&mut self, o: MergeStats) {
+        self.inserted += o.inserted;
+        self.updated += o.updated;
+        self.copied += o.copied;
+        self.files_scanned += o.files_scanned;
+        self.files_skipped += o.files_skipped;
+        self.files_removed += o.files_removed;
+        self.files_added += o.files_added;
+        self.files_after = o.files_after;
+    }
+}
+
 impl std::fmt::Display for MergeStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -285,7 +334,7 @@ mod tests {
             let url = url::Url::from_directory_path(&copy).unwrap();
             let mut t = deltalake::DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
             t.load().await.unwrap();
-            let commit = Commit { txn: Transaction::new("test", 1), meta: serde_json::json!({}) };
+            let commit = Commit { txn: Some(Transaction::new("test", 1)), meta: serde_json::json!({}) };
             let w = if ours {
                 match rewrite::merge(&m, &t, std::slice::from_ref(&new), &commit).await.unwrap() {
                     Outcome::Done(w) => w,
@@ -315,11 +364,91 @@ mod tests {
         let again = batch(&[(Some("k24"), 24, Some(300), "second"), (Some("n2"), 28, Some(1), "second new")]);
         let mut after = Vec::new();
         for t in &tables {
-            let commit = Commit { txn: Transaction::new("test", 2), meta: serde_json::json!({}) };
+            let commit = Commit { txn: Some(Transaction::new("test", 2)), meta: serde_json::json!({}) };
             let Outcome::Done(w) = rewrite::merge(&m, t, std::slice::from_ref(&again), &commit).await.unwrap() else { panic!("ours applies to a table delta-rs's MERGE wrote") };
             after.push(rows_of(&w.table).await);
         }
         assert_eq!(after[0], after[1]);
         assert!(after[0].iter().any(|r| r.contains("second new")) && !after[0].iter().any(|r| r.contains("old24")));
+    }
+
+    /// A store whose log PUTs land and then answer as S3 answers a retried conditional PUT
+    /// that had succeeded (412 → `AlreadyExists`), once armed.
+    #[derive(Debug)]
+    struct LostReply {
+        inner: Arc<dyn object_store::ObjectStore>,
+        armed: std::sync::atomic::AtomicBool,
+    }
+
+    impl std::fmt::Display for LostReply {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "LostReply({})", self.inner)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for LostReply {
+        async fn put_opts(&self, p: &object_store::path::Path, payload: object_store::PutPayload, o: object_store::PutOptions) -> object_store::Result<object_store::PutResult> {
+            let log = p.as_ref().contains("_delta_log/") && p.as_ref().ends_with(".json") && o.mode == object_store::PutMode::Create;
+            let r = self.inner.put_opts(p, payload, o).await?;
+            if log && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(object_store::Error::AlreadyExists { path: p.to_string(), source: "412 Precondition Failed (the first attempt's PUT had landed)".into() });
+            }
+            Ok(r)
+        }
+        async fn put_multipart_opts(&self, p: &object_store::path::Path, o: object_store::PutMultipartOptions) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(p, o).await
+        }
+        async fn get_opts(&self, p: &object_store::path::Path, o: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(p, o).await
+        }
+        fn delete_stream(&self, l: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+            self.inner.delete_stream(l)
+        }
+        fn list(&self, p: Option<&object_store::path::Path>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(p)
+        }
+        async fn list_with_delimiter(&self, p: Option<&object_store::path::Path>) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(p).await
+        }
+        async fn copy_opts(&self, a: &object_store::path::Path, b: &object_store::path::Path, o: object_store::CopyOptions) -> object_store::Result<()> {
+            self.inner.copy_opts(a, b, o).await
+        }
+    }
+
+    /// Issue 26, item 2: the log PUT of our MERGE lands but the client is told 412. The
+    /// version is ours (its txn), so the files it references must stay: the merge reports
+    /// done and the table reads whole, with the new rows.
+    #[tokio::test]
+    async fn a_commit_reported_failed_but_landed_keeps_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("t");
+        std::fs::create_dir_all(&base).unwrap();
+        let url = url::Url::from_directory_path(&base).unwrap();
+        let store = Arc::new(LostReply { inner: Arc::new(object_store::local::LocalFileSystem::new()), armed: false.into() });
+        let mut t = deltalake::DeltaTableBuilder::from_url(url.clone()).unwrap().with_storage_backend(store.clone(), url).build().unwrap();
+        for f in 0..2i64 {
+            let rows: Vec<(String, i64, Option<i64>, String)> = (0..10).map(|i| (format!("k{}", f * 10 + i), f * 10 + i, Some(100), format!("old{}", f * 10 + i))).collect();
+            let refs: Vec<(Option<&str>, i64, Option<i64>, &str)> = rows.iter().map(|r| (Some(r.0.as_str()), r.1, r.2, r.3.as_str())).collect();
+            t = t.write(vec![batch(&refs)]).await.unwrap();
+        }
+        let m = crate::transform::model::parse("x.sql", "-- target: silver.t\n-- unique_key: id\n-- order_by: o\n-- cluster_by: c\nSELECT 1").unwrap();
+        let new = batch(&[(Some("k3"), 3, Some(101), "newer"), (Some("n1"), 4, Some(1), "brand new")]);
+        store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let commit = Commit { txn: Some(Transaction::new("test", 7)), meta: serde_json::json!({}) };
+        let w = match rewrite::merge(&m, &t, std::slice::from_ref(&new), &commit).await.unwrap() {
+            Outcome::Done(w) => w,
+            _ => panic!("ours did not apply"),
+        };
+        store.armed.store(false, std::sync::atomic::Ordering::SeqCst);
+        let snap = w.table.snapshot().unwrap();
+        let files: Vec<String> = snap.log_data().iter().map(|f| f.path().to_string()).collect();
+        assert!(!files.is_empty());
+        for f in &files {
+            assert!(base.join(f).is_file(), "{f}: referenced by the committed version but deleted");
+        }
+        assert_eq!(snap.transaction_version(w.table.log_store().as_ref(), "test").await.unwrap(), Some(7));
+        let rows = rows_of(&w.table).await;
+        assert!(rows.iter().any(|r| r.contains("newer")) && rows.iter().any(|r| r.contains("brand new")), "{rows:#?}");
     }
 }

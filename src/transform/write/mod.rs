@@ -17,6 +17,7 @@ use std::sync::Arc;
 mod merge;
 mod output;
 mod rewrite;
+mod slices;
 
 /// Keep one row per unique key: the latest by `order_by`, then by `_ingest_order`. `hash`:
 /// the input fits in memory, so keep the winners in a hash table ([`super::latest::latest`])
@@ -228,12 +229,17 @@ async fn align(m: &Model, t: DeltaTable, df: DataFrame) -> Result<(DeltaTable, D
     }
     let names: Vec<&str> = tgt_cast.iter().map(|(n, _)| n.as_str()).collect();
     tracing::warn!(model = %m.target, columns = ?names, "a column's type widened; rewriting the table with the wider type");
-    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    // Streamed from the table's files into the writer, in the run's session (its memory
+    // limit): the table is never held whole.
+    let ctx = deltalake::datafusion::prelude::SessionContext::new_with_state(df.clone().into_parts().0);
     t.update_datafusion_session(&ctx.state())?;
     let current = recast(ctx.read_table(t.table_provider().await?)?, &tgt_cast)?;
-    let batches = current.collect().await?;
+    let (state, plan, _, props) = output::one_stream(current).await?;
     let mut w = t
-        .write(batches)
+        .write(Vec::new())
+        .with_input_plan(plan)
+        .with_session_state(Arc::new(state))
+        .with_writer_properties(props)
         .with_save_mode(SaveMode::Overwrite)
         .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
     if !m.partition_by.is_empty() {
@@ -244,9 +250,10 @@ async fn align(m: &Model, t: DeltaTable, df: DataFrame) -> Result<(DeltaTable, D
 
 /// What a model's commit carries besides its data: the model's txn (its consumed catalogue
 /// position) and the run's metadata; never rebased onto a concurrent commit (two runs of one
-/// model cannot both apply).
+/// model cannot both apply). `txn` is None only on the first slices of a sliced MERGE
+/// ([`slices`]): the last slice's commit carries it.
 pub struct Commit {
-    pub txn: deltalake::kernel::Transaction,
+    pub txn: Option<deltalake::kernel::Transaction>,
     pub meta: serde_json::Value,
 }
 
@@ -255,10 +262,18 @@ impl Commit {
     pub fn props(&self, extra: impl IntoIterator<Item = (String, serde_json::Value)>) -> CommitProperties {
         let mut info = vec![("ingest".to_string(), self.meta.clone())];
         info.extend(extra);
-        CommitProperties::default()
-            .with_application_transaction(self.txn.clone())
-            .with_metadata(info)
-            .with_max_retries(0)
+        let mut p = CommitProperties::default();
+        if let Some(t) = &self.txn {
+            p = p.with_application_transaction(t.clone());
+        }
+        p.with_metadata(info).with_max_retries(0)
+    }
+
+    /// The commit of slice `i` of `n`: without the txn but for the last.
+    pub fn slice(&self, i: usize, n: usize) -> Commit {
+        let mut meta = self.meta.clone();
+        meta["slice"] = serde_json::json!(format!("{}/{n}", i + 1));
+        Commit { txn: self.txn.clone().filter(|_| i + 1 == n), meta }
     }
 }
 

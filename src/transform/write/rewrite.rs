@@ -259,9 +259,10 @@ pub(super) async fn merge(m: &Model, t: &DeltaTable, source: &[RecordBatch], com
             // files go; an unreadable log keeps them (vacuum removes what nothing references).
             let mut reloaded = t.clone();
             let applied = match reloaded.update_incremental(None).await {
-                Ok(()) => match reloaded.snapshot() {
-                    Ok(s) => s.transaction_version(reloaded.log_store().as_ref(), &commit.txn.app_id).await.ok().map(|v| v == Some(commit.txn.version)),
-                    Err(_) => None,
+                // A slice's commit without the txn cannot be told from the log: kept.
+                Ok(()) => match (reloaded.snapshot(), &commit.txn) {
+                    (Ok(s), Some(txn)) => s.transaction_version(reloaded.log_store().as_ref(), &txn.app_id).await.ok().map(|v| v == Some(txn.version)),
+                    _ => None,
                 },
                 Err(_) => None,
             };
