@@ -3,6 +3,7 @@
 //! `validate.rs`; nothing here does I/O beyond reading the file.
 pub mod declare;
 pub mod interp;
+pub mod schedule;
 mod sink;
 mod validate;
 
@@ -28,6 +29,8 @@ pub struct PipelineFile {
     /// `[schemas.<raw stream>]` tables of field = type (see `declare.rs`).
     #[serde(default)]
     pub schemas: BTreeMap<String, toml::Value>,
+    /// When `ingest serve` pulls this source and what follows (see `schedule.rs`).
+    pub schedule: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,8 @@ pub struct Pipeline {
     pub sinks: Vec<(String, SinkConfig)>,
     /// Declared schemas and contracts per raw stream name (see `declare.rs`).
     pub declared: BTreeMap<String, super::declare::Declared>,
+    /// `[schedule]`: when `ingest serve` runs this pipeline.
+    pub schedule: Option<super::schedule::Schedule>,
 }
 
 #[derive(Debug, Clone)]
@@ -310,6 +312,13 @@ impl Checker<'_> {
                 }
             }
         }
+        let schedule = match &p.schedule {
+            Some(v) => Some(super::schedule::parse(v).map_err(|(field, m)| match field {
+                "schedule" => self.err(&["schedule"], m),
+                f => self.err(&["schedule", f], m),
+            })?),
+            None => None,
+        };
         let mut sinks = Vec::new();
         for (name, mut k) in p.sinks {
             let at = |f: &'static str| -> Vec<String> { vec!["sinks".into(), name.clone(), f.into()] };
@@ -364,6 +373,7 @@ impl Checker<'_> {
             path_template: s.path_template,
             sinks,
             declared: BTreeMap::new(),
+            schedule,
         })
     }
 
