@@ -171,6 +171,22 @@ pub enum Command {
     /// Uses the pipelines built into the binary, so it works from any folder; the lake is
     /// --lake (default ./lake).
     Demo,
+    /// Run schedules and an HTTP API on this lake (seed 004's control plane): start, watch and
+    /// cancel pulls, transforms and pushes; manage API keys; read and change pipeline files
+    /// and models (each change recorded in _ingest/config_history); /metrics; a status page.
+    ///
+    /// Needs INGEST_ROOT_KEY (a secret of 16+ characters; it creates the other keys). Each
+    /// pipeline file's [schedule] (cron, timezone, then, catch_up) runs while it is up. Every
+    /// route but /healthz needs a key: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+    /// SIGTERM: no new runs, running ones get --grace to end, then SIGTERM; exit 0.
+    Serve {
+        /// Address to listen on (loopback unless you say otherwise; port 0 picks a free one)
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Seconds running work may take to end after SIGTERM
+        #[arg(long, default_value_t = 60)]
+        grace: u64,
+    },
 }
 
 #[derive(Args, Debug)]

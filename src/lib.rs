@@ -13,6 +13,7 @@ pub mod pull;
 pub mod push;
 pub mod query;
 pub mod secret;
+pub mod serve;
 pub mod sim;
 pub mod status;
 pub mod transform;

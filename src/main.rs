@@ -280,5 +280,16 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
         Command::Demo => demo::run(&cli.lake).await,
+        Command::Serve { addr, grace } => {
+            let opts = ingest::serve::ServeOptions {
+                addr,
+                lake: cli.lake.clone(),
+                pipelines: cli.pipelines.clone(),
+                sql: cli.sql.clone(),
+                grace: std::time::Duration::from_secs(grace),
+            };
+            ingest::serve::serve(opts).await?;
+            Ok(0)
+        }
     }
 }

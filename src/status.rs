@@ -20,7 +20,7 @@ struct Line {
 pub async fn orphans(
     lake: &Lake,
     rows: &[LandedFile],
-    template: &dyn Fn(&str) -> String,
+    template: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<BTreeMap<String, Vec<String>>> {
     let current: std::collections::HashSet<String> =
         state::current_files(rows).into_iter().filter_map(|r| r.path).collect();
@@ -35,7 +35,7 @@ pub async fn orphans(
     Ok(out)
 }
 
-pub async fn render(lake: &Lake, source: Option<&str>, template: &dyn Fn(&str) -> String) -> Result<String> {
+pub async fn render(lake: &Lake, source: Option<&str>, template: &(dyn Fn(&str) -> String + Sync)) -> Result<String> {
     let rows: Vec<LandedFile> = state::read_catalogue(lake, source).await?;
     let version = state::open_table(lake, state::CATALOGUE)
         .await?

@@ -118,6 +118,30 @@ pub fn cron(expr: &str) -> Result<croner::Cron, String> {
     Ok(c)
 }
 
+/// The `[schedule]` of every pipeline file in `dir` that has one, by source, read from the
+/// files alone (no secret or environment needed); an invalid one is an error naming the
+/// file, line and field.
+pub fn load_all(dir: &std::path::Path) -> crate::error::Result<Vec<(String, Schedule)>> {
+    let mut out = Vec::new();
+    for source in super::list_sources(dir) {
+        let file = dir.join(format!("{source}.toml"));
+        let shown = file.display().to_string();
+        let raw = std::fs::read_to_string(&file).map_err(|e| crate::error::Error::config(&shown, None, None, e.to_string()))?;
+        // As the declarations are read: an unset `${env:…}` elsewhere in the file is no concern here.
+        let text = super::interp::substitute_env_or(&shown, &raw, "0")?;
+        let text = super::interp::substitute_self(&shown, &text)?;
+        let v: toml::Value = toml::from_str(&text).map_err(|e| crate::error::Error::config(&shown, None, None, e.message().to_string()))?;
+        if let Some(t) = v.get("schedule") {
+            let s = parse(t).map_err(|(field, m)| {
+                let path: Vec<&str> = if field == "schedule" { vec!["schedule"] } else { vec!["schedule", field] };
+                crate::error::Error::config(&shown, super::interp::line_of(&text, &path), Some(&path.join(".")), m)
+            })?;
+            out.push((source, s));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,15 @@ pub const RUNS: &str = "_ingest/runs";
 /// requests, `records` the records sent, `files` its jobs, `last` the sink's `latest` answer).
 pub const PUSH: &str = "push";
 
+/// The id of this process's run: `INGEST_RUN_ID` when a caller chose it (`ingest serve` gives
+/// each child its own, so the server links its run to these rows), else a new UUID.
+pub fn new_run_id() -> String {
+    std::env::var("INGEST_RUN_ID")
+        .ok()
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunRow {
     pub run_id: String,

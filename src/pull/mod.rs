@@ -432,7 +432,7 @@ pub fn current_paths(known: &Known) -> std::collections::HashSet<String> {
 
 async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Client, lease: &lease::Leases) -> Result<PullReport> {
     let started = std::time::Instant::now();
-    let run_id = uuid::Uuid::new_v4().to_string();
+    let run_id = crate::lake::runs::new_run_id();
     let now = Utc::now();
     let mut jobs = Vec::new();
     for part in &p.partitions {

@@ -204,7 +204,7 @@ pub async fn push(p: &Pipeline, lake: &Lake, opts: &PushOptions) -> Result<Vec<S
         )));
     }
     let client = Client::new(p).map_err(|e| Error::Other(e.to_string()))?;
-    let run_id = uuid::Uuid::new_v4().to_string();
+    let run_id = crate::lake::runs::new_run_id();
     let mut reports = Vec::new();
     for (name, k) in sinks {
         // One push of a sink at a time (a dry run sends nothing and takes no lease).

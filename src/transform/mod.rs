@@ -334,7 +334,7 @@ pub async fn transform(lake: &Lake, sql_dir: &std::path::Path, opts: &TransformO
         return Ok(reports);
     }
 
-    let run_id = uuid::Uuid::new_v4().to_string();
+    let run_id = crate::lake::runs::new_run_id();
     let mut changed: BTreeSet<String> = BTreeSet::new();
     for m in &runnable {
         let started = Instant::now();
