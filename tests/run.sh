@@ -7,15 +7,22 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ingest-target}"
 export CARGO_TERM_COLOR=never
 
-# DuckDB 1.4.4 with its delta and httpfs extensions, Python's deltalake and polars (reader checks), and
-# moto's S3 server (the S3-compatible store the S3 tests run against, on loopback).
+# DuckDB 1.4.4 with its delta and httpfs extensions, Python's deltalake and polars (reader checks),
+# moto's S3 server (the S3-compatible store the S3 tests run against, on loopback), and
+# prometheus_client (parses /metrics) and selenium (drives Chromium) for `ingest serve`.
 VENV="${INGEST_VENV:-$HOME/.cache/ingest-venv}"
 ext() { ls "$VENV"/lib/python*/site-packages/duckdb_ext/extensions/v1.4.4/*/"$1".duckdb_extension 2>/dev/null | head -1; }
-if ! "$VENV/bin/python" -c "import duckdb, pytz, moto.server, deltalake, flask_cors, polars" 2>/dev/null || [ -z "$(ext delta)" ] || [ -z "$(ext httpfs)" ]; then
-  echo "== installing DuckDB, deltalake and moto into $VENV"
+if ! "$VENV/bin/python" -c "import duckdb, pytz, moto.server, deltalake, flask_cors, polars, prometheus_client, selenium" 2>/dev/null || [ -z "$(ext delta)" ] || [ -z "$(ext httpfs)" ]; then
+  echo "== installing DuckDB, deltalake, moto, prometheus_client and selenium into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb==1.4.4 duckdb-ext-delta duckdb-ext-httpfs pytz \
-    deltalake polars "moto[server]"
+    deltalake polars "moto[server]" prometheus-client selenium
+fi
+# Debian's Chromium and its driver: `ingest serve`'s status page is checked in a real browser.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "== installing chromium and chromium-driver"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get install -y -q chromium chromium-driver >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }
 fi
 export INGEST_PYTHON="$VENV/bin/python"
 INGEST_DUCKDB_DELTA="$(ext delta)"

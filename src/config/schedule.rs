@@ -5,7 +5,7 @@
 //! cron = "0 1 * * ? *"          # seed 004's EventBridge form, or "0 1 * * *" (5 fields),
 //!                               # or 6 fields with seconds first ("*/5 * * * * *")
 //! timezone = "America/Sao_Paulo" # default UTC
-//! then = ["transform", "push milvus.clients"]
+//! then = ["transform", "push milvus.clients"]   # or "transform silver.c2s_leads"
 //! catch_up = "once"              # a run missed while the server was down: "once" or "skip"
 //! ```
 //!
@@ -41,8 +41,8 @@ pub enum CatchUp {
 /// A step after the scheduled pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// `ingest transform` (every model).
-    Transform,
+    /// `ingest transform` (every model, or the named ones and what they need).
+    Transform(Vec<String>),
     /// `ingest push <target>` (`<source>` or `<source>.<sink>`).
     Push(String),
 }
@@ -51,7 +51,7 @@ impl Step {
     /// The step as `ingest` arguments.
     pub fn args(&self) -> Vec<String> {
         match self {
-            Step::Transform => vec!["transform".into()],
+            Step::Transform(models) => std::iter::once("transform".to_string()).chain(models.iter().cloned()).collect(),
             Step::Push(t) => vec!["push".into(), t.clone()],
         }
     }
@@ -88,9 +88,9 @@ pub fn parse(v: &toml::Value) -> Result<Schedule, (&'static str, String)> {
         .map(|s| {
             let words: Vec<&str> = s.split_whitespace().collect();
             match words.as_slice() {
-                ["transform"] => Ok(Step::Transform),
+                ["transform", models @ ..] if models.iter().all(|m| !m.starts_with('-')) => Ok(Step::Transform(models.iter().map(|m| m.to_string()).collect())),
                 ["push", t] => Ok(Step::Push(t.to_string())),
-                _ => Err(("then", format!("`{s}`: expected \"transform\" or \"push <source>[.<sink>]\""))),
+                _ => Err(("then", format!("`{s}`: expected \"transform [<schema.table> …]\" or \"push <source>[.<sink>]\""))),
             }
         })
         .collect::<Result<_, _>>()?;
@@ -166,7 +166,7 @@ mod tests {
     fn schedule_fields() {
         let v: toml::Value = toml::from_str("cron = \"0 1 * * ? *\"\ntimezone = \"America/Sao_Paulo\"\nthen = [\"transform\", \"push milvus.clients\"]\ncatch_up = \"skip\"").unwrap();
         let s = parse(&v).unwrap();
-        assert_eq!(s.then, vec![Step::Transform, Step::Push("milvus.clients".into())]);
+        assert_eq!(s.then, vec![Step::Transform(vec![]), Step::Push("milvus.clients".into())]);
         assert_eq!(s.catch_up, CatchUp::Skip);
         // 01:00 in São Paulo is 04:00 UTC.
         assert_eq!(s.next_after(Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap()), Some(Utc.with_ymd_and_hms(2026, 12, 7, 4, 0, 0).unwrap()));

@@ -167,6 +167,27 @@ impl Runner {
         record
     }
 
+    /// Record `job` as `skipped` without running it (`why`: another run held its source).
+    pub async fn record_skipped(&self, job: &Job, why: &str) {
+        let now = chrono::Utc::now().to_rfc3339();
+        let r = RunRecord {
+            run_id: uuid::Uuid::new_v4().to_string(),
+            command: job.command.clone(),
+            source: job.source.clone(),
+            args: serde_json::to_string(&job.args).unwrap_or_default(),
+            trigger: job.trigger.clone(),
+            key_name: job.key_name.clone(),
+            state: "skipped".into(),
+            error: Some(why.to_string()),
+            started: now.clone(),
+            ended: Some(now),
+            records: 0,
+        };
+        if let Err(e) = self.append(&r).await {
+            tracing::error!(error = %e, "could not record a skipped run in {SERVE_RUNS}");
+        }
+    }
+
     fn cancelled(&self, run_id: &str) -> bool {
         self.live.lock().unwrap().get(run_id).is_some_and(|l| l.record.state == "cancelling")
     }
@@ -190,6 +211,10 @@ impl Runner {
         let mut child = cmd.spawn()?;
         if let Some(l) = self.live.lock().unwrap().get_mut(run_id) {
             l.pid = child.id();
+            // Cancelled before it started: stopped at once.
+            if let (Some(pid), "cancelling") = (l.pid, l.record.state.as_str()) {
+                terminate(pid);
+            }
         }
         let mut last_error = None;
         if let Some(err) = child.stderr.take() {

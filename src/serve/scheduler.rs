@@ -61,12 +61,15 @@ async fn chain(runner: &Runner, source: &str, s: &Schedule) {
     let mut steps = vec![("pull".to_string(), source.to_string(), vec!["pull".to_string(), source.to_string()])];
     for st in &s.then {
         let args = st.args();
-        let src = args.get(1).map(|t| t.split('.').next().unwrap_or_default().to_string()).unwrap_or_default();
+        let src = match st {
+            crate::config::schedule::Step::Push(t) => t.split('.').next().unwrap_or_default().to_string(),
+            crate::config::schedule::Step::Transform(_) => String::new(),
+        };
         steps.push((args[0].clone(), src, args));
     }
     for (command, src, args) in steps {
         let job = Job { command: command.clone(), source: src, args, trigger: "schedule".into(), key_name: "schedule".into() };
-        match runner.start(job) {
+        match runner.start(job.clone()) {
             Ok((id, handle)) => match handle.await {
                 Ok(r) if r.state == "success" => continue,
                 Ok(r) => {
@@ -79,7 +82,12 @@ async fn chain(runner: &Runner, source: &str, s: &Schedule) {
                 }
             },
             Err(why) => {
-                tracing::warn!(source, command = %command, ?why, "scheduled step not started: the rest of the chain is skipped");
+                let why = match why {
+                    super::runner::Refused::Busy(other) => format!("run {other} of the same command and source was running"),
+                    super::runner::Refused::Stopping => "the server is stopping".to_string(),
+                };
+                tracing::warn!(source, command = %command, why, "scheduled step skipped, and the rest of its chain");
+                runner.record_skipped(&job, &why).await;
                 return;
             }
         }

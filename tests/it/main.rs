@@ -13,6 +13,7 @@ mod push;
 mod push_faults;
 mod runs;
 mod s3;
+mod serve;
 mod transform;
 mod transform_traps;
 mod zoho;
