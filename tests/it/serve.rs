@@ -160,6 +160,22 @@ fn runs_keys_and_changes_over_http_hold_to_the_cli_and_keep_secrets_out() {
     };
     assert_eq!(ids(&lake), ids(&cli_lake));
 
+    // A CLI pull of pancake holds its lease: the server's pull of pancake is recorded `skipped`,
+    // naming the holder, and never runs beside it.
+    let mut cli = spawn_quiet(ingest_cmd(Some(&sim), &lake, &pipelines, &["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-03"]));
+    let lease = lake.join("_ingest/leases/pancake.json");
+    let t0 = Instant::now();
+    while !lease.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60) && cli.try_wait().unwrap().is_none(), "the CLI pull took no lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, r) = srv.json("POST", "/api/runs", Some(&ana), Some(json!({"command": "pull", "source": "pancake", "to": "2023-09-03"})));
+    let skipped = srv.wait_run(r["run_id"].as_str().unwrap());
+    assert!(cli.try_wait().unwrap().is_none(), "the CLI pull ended before the server's run: nothing was tested");
+    assert_eq!(skipped["state"], "skipped", "{skipped}");
+    assert!(skipped["error"].as_str().unwrap().contains("a pull of pancake is running since"), "{skipped}");
+    assert!(cli.wait().unwrap().success());
+
     // A cancelled pull: the child gets SIGTERM; the CLI then pulls the source to the end.
     let (_, r) = srv.json("POST", "/api/runs", Some(ROOT), Some(json!({"command": "pull", "source": "pancake", "from": "2023-09-01", "to": "2023-09-03"})));
     let pid = r["run_id"].as_str().unwrap().to_string();
