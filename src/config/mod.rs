@@ -8,7 +8,7 @@ mod sink;
 mod validate;
 
 pub use validate::{
-    list_sources, load, parse_date, parse_duration, Auth, Details, Incremental, OAuth2, Output, Partition,
+    list_sources, load, parse_date, parse_duration, Auth, Details, Grant, Incremental, OAuth2, Output, Partition,
     Pipeline, Stream, Window, WireFormat,
 };
 
@@ -181,6 +181,30 @@ pub enum AuthConfig {
         #[serde(default)]
         params: BTreeMap<String, String>,
         refresh_token_file: Option<String>,
+    },
+    /// Seed 004's `auth.refresh_token`: an access token from any endpoint — its `url`, `method`
+    /// (default POST), `query_params`, `headers` and JSON `body`, each value taking
+    /// `${secret:…}` — read at `response_token_key` (a JSON path), with its lifetime at
+    /// `expires_key` when the answer has it (else an hour), and sent as
+    /// `<header>: <prefix><token>` (the seed's `"Authorization": "Bearer ${self::auth.access_token}"`).
+    /// Refreshed like `oauth2_refresh`: shortly before it expires and once on a 401, one
+    /// refresh shared by every stream. Zoho's grant is one instance of it.
+    Refresh {
+        url: String,
+        #[serde(default = "default_post")]
+        method: String,
+        #[serde(default)]
+        query_params: BTreeMap<String, String>,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        body: Option<toml::Value>,
+        response_token_key: String,
+        #[serde(default = "default_expires_key")]
+        expires_key: String,
+        #[serde(default = "default_auth_header")]
+        header: String,
+        #[serde(default = "default_bearer_prefix")]
+        prefix: String,
     },
 }
 fn default_auth_header() -> String {

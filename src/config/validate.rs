@@ -48,20 +48,51 @@ pub struct Details {
     pub batch: usize,
 }
 
-/// An OAuth2 refresh-token grant, as configured (see `AuthConfig::Oauth2Refresh`).
+/// An access token asked from a token endpoint (`AuthConfig::Oauth2Refresh` or
+/// `AuthConfig::Refresh`), sent as `<header>: <prefix><token>`.
 #[derive(Debug, Clone)]
 pub struct OAuth2 {
     pub token_url: String,
     pub method: String,
-    pub client_id: Secret,
-    pub client_secret: Secret,
-    pub refresh_token: Secret,
     pub header: String,
     pub prefix: String,
     pub token_key: String,
     pub expires_key: String,
-    pub params: Vec<(String, String)>,
-    pub refresh_token_file: Option<std::path::PathBuf>,
+    pub grant: Grant,
+}
+
+/// What the token request carries.
+#[derive(Debug, Clone)]
+pub enum Grant {
+    /// OAuth2's refresh-token grant: `grant_type=refresh_token`, the refresh token, the client
+    /// id and secret and `params` (a form body for POST, the query for GET); a refresh token the
+    /// provider rotates is kept in `refresh_token_file`.
+    RefreshToken {
+        client_id: Secret,
+        client_secret: Secret,
+        refresh_token: Secret,
+        params: Vec<(String, String)>,
+        refresh_token_file: Option<std::path::PathBuf>,
+    },
+    /// Seed 004's endpoint form: query parameters, headers and a JSON body as declared.
+    Endpoint {
+        query: Vec<(String, Secret)>,
+        headers: Vec<(String, Secret)>,
+        body: Option<Secret>,
+    },
+}
+
+impl OAuth2 {
+    /// What tells one grant from another (two sources sharing one share a token).
+    pub fn identity(&self) -> String {
+        match &self.grant {
+            Grant::RefreshToken { client_id, .. } => format!("{}\u{1}{}", self.token_url, client_id.expose()),
+            Grant::Endpoint { query, headers, .. } => {
+                let q: Vec<String> = query.iter().chain(headers).map(|(k, v)| format!("{k}={}", v.expose())).collect();
+                format!("{}\u{1}{}", self.token_url, q.join("&"))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -425,17 +456,64 @@ impl Checker<'_> {
                 Auth::OAuth2(Box::new(OAuth2 {
                     token_url: token_url.replace("{partition}", partition),
                     method,
-                    client_id: secret("client_id", client_id)?,
-                    client_secret: secret("client_secret", client_secret)?,
-                    refresh_token: secret("refresh_token", refresh_token)?,
                     header: header.clone(),
                     prefix: prefix.clone(),
                     token_key: token_key.clone(),
                     expires_key: expires_key.clone(),
-                    params: params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                    refresh_token_file: refresh_token_file
-                        .as_ref()
-                        .map(|f| std::path::PathBuf::from(f.replace("{partition}", partition))),
+                    grant: Grant::RefreshToken {
+                        client_id: secret("client_id", client_id)?,
+                        client_secret: secret("client_secret", client_secret)?,
+                        refresh_token: secret("refresh_token", refresh_token)?,
+                        params: params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        refresh_token_file: refresh_token_file
+                            .as_ref()
+                            .map(|f| std::path::PathBuf::from(f.replace("{partition}", partition))),
+                    },
+                }))
+            }
+            AuthConfig::Refresh { url, method, query_params, headers, body, response_token_key, expires_key, header, prefix } => {
+                let method = method.to_uppercase();
+                if method != "GET" && method != "POST" {
+                    return Err(self.err(&["source", "auth", "method"], format!("`{method}`: expected GET or POST")));
+                }
+                let url = url.replace("{partition}", partition);
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(self.err(&["source", "auth", "url"], format!("`{url}` is not an http(s) URL")));
+                }
+                if response_token_key.is_empty() {
+                    return Err(self.err(&["source", "auth", "response_token_key"], "must name the answer's token field (a JSON path, e.g. access_token)"));
+                }
+                let pairs = |field: &'static str, m: &BTreeMap<String, String>| -> Result<Vec<(String, Secret)>> {
+                    m.iter()
+                        .map(|(k, v)| resolve_secret(&v.replace("{partition}", partition)).map(|s| (k.clone(), s)).map_err(|e| self.err(&["source", "auth", field, k], e)))
+                        .collect()
+                };
+                let body = match body {
+                    None => None,
+                    Some(b) => {
+                        // Each string resolved on its own, then the JSON written (a secret
+                        // holding a quote stays one string).
+                        fn walk(v: &toml::Value, f: &dyn Fn(&str) -> std::result::Result<String, String>) -> std::result::Result<serde_json::Value, String> {
+                            Ok(match v {
+                                toml::Value::String(s) => serde_json::Value::String(f(s)?),
+                                toml::Value::Array(a) => serde_json::Value::Array(a.iter().map(|x| walk(x, f)).collect::<std::result::Result<_, _>>()?),
+                                toml::Value::Table(t) => serde_json::Value::Object(t.iter().map(|(k, x)| Ok((k.clone(), walk(x, f)?))).collect::<std::result::Result<_, String>>()?),
+                                other => serde_json::to_value(other).map_err(|e| e.to_string())?,
+                            })
+                        }
+                        let json = walk(b, &|s| resolve_secret(&s.replace("{partition}", partition)).map(|x| x.expose().to_string()))
+                            .map_err(|e| self.err(&["source", "auth", "body"], e))?;
+                        Some(Secret::new(json.to_string()))
+                    }
+                };
+                Auth::OAuth2(Box::new(OAuth2 {
+                    token_url: url,
+                    method,
+                    header: header.clone(),
+                    prefix: prefix.clone(),
+                    token_key: response_token_key.clone(),
+                    expires_key: expires_key.clone(),
+                    grant: Grant::Endpoint { query: pairs("query_params", query_params)?, headers: pairs("headers", headers)?, body },
                 }))
             }
         })

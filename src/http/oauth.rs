@@ -5,7 +5,7 @@
 //! fresh one). Tokens are registered as secrets: they never reach logs or errors, and the
 //! token endpoint is named by host and path only (its query carries the refresh token).
 use super::HttpError;
-use crate::config::OAuth2;
+use crate::config::{Grant as GrantConfig, OAuth2};
 use crate::secret::Secret;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub struct Tokens {
 }
 
 fn key(o: &OAuth2) -> String {
-    format!("{}\u{1}{}", o.token_url, o.client_id.expose())
+    o.identity()
 }
 
 /// The token endpoint as errors may show it: scheme, host, port and path, no query.
@@ -98,21 +98,40 @@ impl Tokens {
     }
 
     async fn refresh(&self, o: &OAuth2, g: &mut Grant) -> Result<Token, HttpError> {
-        let refresh_token = match (&g.rotated, &o.refresh_token_file) {
-            (Some(r), _) => r.clone(),
-            (None, Some(f)) => match std::fs::read_to_string(f) {
-                Ok(s) if !s.trim().is_empty() => Secret::new(s.trim().to_string()),
-                _ => o.refresh_token.clone(),
-            },
-            (None, None) => o.refresh_token.clone(),
+        // What the request carries: (query, form body, headers, JSON body).
+        let (query, form, headers, json, refresh_token) = match &o.grant {
+            GrantConfig::RefreshToken { client_id, client_secret, refresh_token, params, refresh_token_file } => {
+                let refresh_token = match (&g.rotated, refresh_token_file) {
+                    (Some(r), _) => r.clone(),
+                    (None, Some(f)) => match std::fs::read_to_string(f) {
+                        Ok(s) if !s.trim().is_empty() => Secret::new(s.trim().to_string()),
+                        _ => refresh_token.clone(),
+                    },
+                    (None, None) => refresh_token.clone(),
+                };
+                let mut pairs: Vec<(String, String)> = vec![
+                    ("grant_type".into(), "refresh_token".into()),
+                    ("refresh_token".into(), refresh_token.expose().into()),
+                    ("client_id".into(), client_id.expose().into()),
+                    ("client_secret".into(), client_secret.expose().into()),
+                ];
+                pairs.extend(params.iter().cloned());
+                // POST carries the credentials in a form body (URLs end up in proxy logs); GET
+                // can only put them in the query.
+                if o.method == "POST" {
+                    (Vec::new(), Some(pairs), Vec::new(), None, Some(refresh_token))
+                } else {
+                    (pairs, None, Vec::new(), None, Some(refresh_token))
+                }
+            }
+            GrantConfig::Endpoint { query, headers, body } => (
+                query.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect(),
+                None,
+                headers.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect::<Vec<_>>(),
+                body.as_ref().map(|b| b.expose().to_string()),
+                None,
+            ),
         };
-        let mut query: Vec<(String, String)> = vec![
-            ("grant_type".into(), "refresh_token".into()),
-            ("refresh_token".into(), refresh_token.expose().into()),
-            ("client_id".into(), o.client_id.expose().into()),
-            ("client_secret".into(), o.client_secret.expose().into()),
-        ];
-        query.extend(o.params.iter().cloned());
         let at = endpoint(&o.token_url);
         let method = if o.method == "GET" { reqwest::Method::GET } else { reqwest::Method::POST };
         let mut last = String::new();
@@ -120,15 +139,19 @@ impl Tokens {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
             }
-            // POST carries the credentials in a form body (URLs end up in proxy logs); GET
-            // can only put them in the query.
-            let req = self.http().request(method.clone(), &o.token_url);
-            let req = if method == reqwest::Method::POST {
-                let form = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query.iter()).finish();
-                req.header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(form)
-            } else {
-                req.query(&query)
-            };
+            let mut req = self.http().request(method.clone(), &o.token_url);
+            if !query.is_empty() {
+                req = req.query(&query);
+            }
+            for (k, v) in &headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            if let Some(pairs) = &form {
+                let form = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs.iter()).finish();
+                req = req.header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(form);
+            } else if let Some(j) = &json {
+                req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(j.clone());
+            }
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -161,7 +184,7 @@ impl Tokens {
                 .clamp(1.0, 86_400.0);
             // Refresh a little before the provider's expiry (a tenth of the lifetime, ≤ 60 s).
             let margin = (lifetime / 10.0).min(60.0);
-            if let Some(new) = body.get("refresh_token").and_then(|v| v.as_str()) {
+            if let (Some(new), Some(refresh_token)) = (body.get("refresh_token").and_then(|v| v.as_str()), &refresh_token) {
                 if new != refresh_token.expose() {
                     let new = Secret::new(new.to_string());
                     self.keep_rotated(o, &new);
@@ -185,7 +208,8 @@ impl Tokens {
 
     /// Write a rotated refresh token where the pipeline says (mode 0600, replaced atomically).
     fn keep_rotated(&self, o: &OAuth2, new: &Secret) {
-        let Some(path) = &o.refresh_token_file else {
+        let GrantConfig::RefreshToken { refresh_token_file, .. } = &o.grant else { return };
+        let Some(path) = refresh_token_file else {
             tracing::warn!("the provider rotated the refresh token but the pipeline sets no `refresh_token_file`: a later run will present the old one");
             return;
         };

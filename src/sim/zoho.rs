@@ -48,6 +48,9 @@ pub fn handle(
 ) -> (String, Result<Reply, Reply>) {
     match segs {
         ["oauth", "v2", "token"] => ("zoho/token".into(), token(sim, q)),
+        // Seed 004's own refresh example: `GET …/oauth/v2/?refresh_token=…` → `{"mytoken": …}`.
+        // (the router trims the trailing slash of `/oauth/v2/`)
+        ["oauth", "v2"] => ("zoho/token/seed-example".into(), seed_example_token(sim, q)),
         ["crm", "v2", module] => (format!("zoho/crm/{module}"), crm(sim, module, q, headers)),
         ["crm", "v2", "Deals", id] => ("zoho/crm/Deals/detail".into(), deal(sim, id, headers)),
         ["desk", "api", "v1", "tickets"] => ("zoho/desk/tickets".into(), desk(sim, q, headers)),
@@ -81,6 +84,20 @@ fn token(sim: &Sim, q: &HashMap<String, String>) -> Result<Reply, Reply> {
         st.refresh = Some(next);
     }
     Ok(Reply::ok(body, 0))
+}
+
+/// The answer of seed 004's example endpoint: the token under `mytoken`, for the refresh token
+/// alone (the example sends nothing else).
+fn seed_example_token(sim: &Sim, q: &HashMap<String, String>) -> Result<Reply, Reply> {
+    let mut st = sim.zoho.lock().unwrap();
+    let current = st.refresh.clone().unwrap_or_else(|| initial_refresh(sim));
+    if q.get("refresh_token") != Some(&current) {
+        return Err(Reply::err(401, "invalid refresh token"));
+    }
+    st.count += 1;
+    let access = format!("fa{:016x}-{}", data::mix(sim.cfg.seed, &[56, st.count]), st.count);
+    st.issued.insert(access.clone(), Instant::now());
+    Ok(Reply::ok(json!({"mytoken": access, "api_domain": "https://www.api.com", "token_type": "Bearer", "expires_in": sim.cfg.token_ttl.round().max(1.0) as u64}), 0))
 }
 
 fn authorized(sim: &Sim, headers: &HeaderMap) -> Result<(), Reply> {

@@ -288,3 +288,38 @@ fn a_stream_can_post_a_templated_json_body() {
     let tickets: usize = raw_files(&lake).values().map(Vec::len).sum();
     assert_eq!(tickets, 30);
 }
+
+/// Seed 004's own refresh form: `GET …/oauth/v2/?refresh_token=…` answering `{"mytoken": …}`,
+/// read with `response_token_key = "mytoken"`; tokens die mid-pull and are refreshed through
+/// the same endpoint. The records equal the OAuth2 grant's pull.
+#[test]
+fn the_seeds_refresh_endpoint_form_pulls_what_the_oauth2_grant_pulls() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "3", "--scale", "30", "--token-ttl", "1", "--slow-every", "1", "--slow-ms", "150"]);
+    let dir = tempfile::tempdir().unwrap();
+    let grant = "type = \"oauth2_refresh\"\ntoken_url = \"${env:ZOHO_ACCOUNTS_URL:-https://accounts.zoho.com}/oauth/v2/token\"\nclient_id = \"${secret:ZOHO_CLIENT_ID}\"\nclient_secret = \"${secret:ZOHO_CLIENT_SECRET}\"\nrefresh_token = \"${secret:ZOHO_REFRESH_TOKEN}\"\nheader = \"Authorization\"\nprefix = \"Zoho-oauthtoken \"\nrefresh_token_file = \"${env:ZOHO_REFRESH_TOKEN_FILE:-.ingest/zoho_refresh_token}\"";
+    let form = "type = \"refresh\"\nurl = \"${env:ZOHO_ACCOUNTS_URL}/oauth/v2/\"\nmethod = \"GET\"\nquery_params = { refresh_token = \"${secret:ZOHO_REFRESH_TOKEN}\" }\nresponse_token_key = \"mytoken\"\nheader = \"Authorization\"\nprefix = \"Zoho-oauthtoken \"";
+    let p = edited_pipelines(dir.path(), "zoho_crm.toml", grant, form);
+    let lake = dir.path().join("lake");
+    let o = zoho(&sim, &p, &lake, &dir.path().join("rt"), &["pull", "zoho_crm", "--streams", "leads,contacts"]);
+    ok(&o);
+    let stats = sim.stats();
+    let refreshes = stats["by_route"]["zoho/token/seed-example"]["requests"].as_u64().unwrap_or(0);
+    assert!(refreshes >= 2, "the token was asked {refreshes} time(s) from the seed's endpoint: {}", text(&o));
+    assert!(stats["by_route"]["zoho/token"].is_null(), "the OAuth2 endpoint was used");
+    let reference = dir.path().join("reference");
+    ok(&zoho(&sim, &pipelines(), &reference, &dir.path().join("rt2"), &["pull", "zoho_crm", "--streams", "leads,contacts"]));
+    for s in ["leads", "contacts"] {
+        let (mut a, mut b) = (ids(&lake, s), ids(&reference, s));
+        a.sort();
+        b.sort();
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "{s}");
+    }
+    assert_no_secrets(&secrets(&sim), &[&text(&o)], &lake);
+    // A token field the answer lacks is a clear failure naming the endpoint, not the token.
+    let bad = edited_pipelines(&dir.path().join("bad"), "zoho_crm.toml", grant, &form.replace("\"mytoken\"", "\"access_token\""));
+    let o = zoho(&sim, &bad, &dir.path().join("lake-bad"), &dir.path().join("rt3"), &["pull", "zoho_crm", "--streams", "leads"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("gave no access token"), "{}", text(&o));
+    assert_no_secrets(&secrets(&sim), &[&text(&o)], &dir.path().join("lake-bad"));
+}
