@@ -92,6 +92,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                     return Err(Error::Usage(format!("--from {f} is after --to {to}")));
                 }
             }
+            config::aws_secrets::prefetch(&cli.pipelines, &a.source).await?;
             let mut p = config::load(&cli.pipelines, &a.source)?;
             pull::check_streams(&p, &a.streams)?;
             let partitions = pull::select_partitions(&mut p, a.partitions.as_deref(), a.shard.as_deref())?;
@@ -182,6 +183,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 Some((s, k)) => (s.to_string(), Some(k.to_string())),
                 None => (target.clone(), None),
             };
+            config::aws_secrets::prefetch(&cli.pipelines, &source).await?;
             let p = config::load(&cli.pipelines, &source)?;
             let lake = Lake::open(&cli.lake)?;
             if !dry_run {

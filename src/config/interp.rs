@@ -94,7 +94,8 @@ pub fn substitute_self(file: &str, text: &str) -> Result<String> {
 /// Resolve a string that may hold `${secret:NAME}` references (NAME may contain `{partition}`,
 /// already expanded by the caller). A secret is the environment variable NAME, else the file
 /// `NAME` (or `name`, lower-cased) in `INGEST_SECRETS_DIR` (default `/run/secrets`: where
-/// Kubernetes and Docker mount secrets), its content without the trailing newline.
+/// Kubernetes and Docker mount secrets), its content without the trailing newline, else a key of
+/// the AWS secret the pipeline names (`aws_secrets.rs`, fetched before the pipeline loads).
 pub fn resolve_secret(value: &str) -> std::result::Result<Secret, String> {
     let out = replace_refs(value, "secret", |name| {
         if let Some(v) = std::env::var(name).ok().filter(|v| !v.is_empty()) {
@@ -111,10 +112,19 @@ pub fn resolve_secret(value: &str) -> std::result::Result<Secret, String> {
                 }
             }
         }
-        Err(format!(
-            "secret {name} is not set (export it as an environment variable, or put it in the file {}/{name})",
-            dir.display()
-        ))
+        match super::aws_secrets::lookup(name) {
+            Ok(v) => Ok(v.expose().to_string()),
+            Err(ids) if !ids.is_empty() => Err(format!(
+                "secret {name} is not set: no environment variable, no file {}/{name}, and no key `{name}` (or `{}`) in AWS secret {}",
+                dir.display(),
+                name.to_lowercase(),
+                ids.join(", ")
+            )),
+            Err(_) => Err(format!(
+                "secret {name} is not set (export it as an environment variable, or put it in the file {}/{name}, or name an AWS secret holding it in [source.secrets])",
+                dir.display()
+            )),
+        }
     })?;
     Ok(Secret::new(out))
 }

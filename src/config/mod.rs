@@ -1,6 +1,7 @@
 //! Pipeline files (`pipelines/<source>.toml`): the serde types a user writes. The doc comment
 //! on each field is the user reference. Validation into a runnable [`Pipeline`] lives in
 //! `validate.rs`; nothing here does I/O beyond reading the file.
+pub mod aws_secrets;
 pub mod declare;
 pub mod interp;
 pub mod schedule;
@@ -56,6 +57,8 @@ pub struct SourceConfig {
     pub auth: AuthConfig,
     /// Partitions (pages, apps, accounts): each stream runs once per value.
     pub partitions: Option<PartitionsConfig>,
+    /// Where `${secret:…}` values come from besides the environment and secret files.
+    pub secrets: Option<SecretsConfig>,
     /// Fields injected into every record of every stream (values are templates:
     /// `{partition}`, `{window_start}`, `{window_end}`, `{stream}`).
     #[serde(default)]
@@ -212,6 +215,14 @@ fn default_auth_header() -> String {
 }
 fn default_bearer_prefix() -> String {
     "Bearer ".into()
+}
+
+/// `[source.secrets]`: an AWS Secrets Manager JSON secret whose keys `${secret:NAME}` reads
+/// (see `aws_secrets.rs`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    pub aws_secret_id: String,
 }
 
 #[derive(Debug, Deserialize, Clone)]

@@ -466,3 +466,54 @@ fn a_store_without_conditional_writes_is_refused_unless_the_user_opts_in() {
     ok(&c.output().unwrap());
     assert!(s3.objects("lake").iter().any(|(k, _)| k.starts_with("unsafe/c2s/")));
 }
+
+/// `${secret:…}` from an AWS Secrets Manager JSON secret (moto's, on loopback): a pipeline
+/// naming the seed's secret pulls with its token from there; the value reaches no output, lake
+/// file or run-log row; a missing key or secret exits 2 naming the reference, not a value.
+#[test]
+fn secrets_from_aws_secrets_manager_pull_and_never_show() {
+    let s3 = S3::start();
+    let sim = Sim::start(&["--rate-window", "1", "--days", "2", "--seed", "41"]);
+    let token = sim.var("C2S_TOKEN");
+    let id = "api-extractor-config/prod/extractor-secrets";
+    python(&format!(
+        "import boto3, json\nsm = boto3.client('secretsmanager', endpoint_url='{}', aws_access_key_id='x', aws_secret_access_key='y', region_name='us-east-1')\n\
+         sm.create_secret(Name='{id}', SecretString=json.dumps({{'c2s_token': '{token}', 'other': 'x'}}))\n\
+         sm.create_secret(Name='not-json', SecretString='plain')\n",
+        s3.endpoint
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let named = |dir: &Path, secret: &str| edited_pipelines(dir, "c2s.toml", "[source.auth]", &format!("[source.secrets]\naws_secret_id = \"{secret}\"\n\n[source.auth]"));
+    let run = |pipelines: &Path, lake: &Path| {
+        let mut c = Command::new(BIN);
+        c.arg("--lake").arg(lake).arg("--pipelines").arg(pipelines).args(["pull", "c2s", "--from", "2023-09-01", "--to", "2023-09-02"]);
+        c.env_remove("INGEST_LAKE").env("INGEST_SECRETS_DIR", dir.path().join("no-secret-files"));
+        c.envs(sim.env.iter().filter(|(k, _)| k != "C2S_TOKEN").map(|(k, v)| (k.clone(), v.clone())));
+        c.envs(s3.env());
+        c.output().unwrap()
+    };
+    let lake = dir.path().join("lake");
+    let o = run(&named(&dir.path().join("ok"), id), &lake);
+    let out = ok(&o);
+    assert!(out.contains("leads"), "{out}");
+    let landed: usize = raw_files(&lake).values().map(Vec::len).sum();
+    assert!(landed > 0);
+    assert_no_secrets(&[token.clone()], &[&text(&o)], &lake);
+
+    // A secret without the key, a secret that does not exist, one that is not JSON: exit 2,
+    // nothing landed, the reference named.
+    let cases = [("nokey", "other-secret", "C2S_TOKEN"), ("missing", "no/such/secret", "no/such/secret"), ("plain", "not-json", "not a JSON object")];
+    python(&format!(
+        "import boto3, json\nsm = boto3.client('secretsmanager', endpoint_url='{}', aws_access_key_id='x', aws_secret_access_key='y', region_name='us-east-1')\n\
+         sm.create_secret(Name='other-secret', SecretString=json.dumps({{'unrelated': 'v'}}))\n",
+        s3.endpoint
+    ));
+    for (name, secret, named_in_error) in cases {
+        let l = dir.path().join(format!("lake-{name}"));
+        let o = run(&named(&dir.path().join(name), secret), &l);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+        assert!(text(&o).contains(named_in_error), "{name}: {}", text(&o));
+        assert!(raw_files(&l).is_empty(), "{name}: something landed");
+        assert_no_secrets(&[token.clone()], &[&text(&o)], &l);
+    }
+}
