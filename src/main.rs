@@ -135,9 +135,28 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 lake.ready_for_writes().await?;
             }
             let pipelines = Some(cli.pipelines.clone());
+            // Models declaring an output (`-- output:`): positioned before, written after.
+            let with_output: Vec<_> = if check {
+                Vec::new()
+            } else {
+                transform::model::load_dir(&cli.sql).unwrap_or_default().into_iter().filter(|m| m.output.is_some()).collect()
+            };
+            ingest::export::outputs::prepare_outputs(&lake, &with_output).await?;
             let opts = transform::TransformOptions { models, full_refresh, memory_limit, temp_dir, pipelines, check };
             let reports = transform::transform(&lake, &cli.sql, &opts).await?;
             print!("{}", transform::render(&reports));
+            match ingest::export::outputs::write_outputs(&lake, &with_output).await {
+                Ok(done) => {
+                    for (model, e) in done {
+                        println!("output of {model}: {} ({} rows, {} bytes)", e.location, e.rows, e.bytes);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: outputs: {}", secret::redact(&e.to_string()));
+                    eprintln!("error: the tables committed; the next transform writes the missing outputs");
+                    return Ok(1);
+                }
+            }
             if check && transform::any_failed(&reports) {
                 for r in reports.iter().filter(|r| r.failed.is_some()) {
                     eprintln!("error: {}", r.failed.as_deref().unwrap_or_default());

@@ -35,6 +35,9 @@ pub struct Model {
     /// `-- reads: all`: raw streams are read whole (every current file), not only the files
     /// the model has not consumed — for joins between raw streams.
     pub reads_all: bool,
+    /// `-- output: csv sep=; to=s3://bucket/folder/ name=deals`: every transform that changes
+    /// the table writes the rows it merged to a file (see `export::outputs`).
+    pub output: Option<OutputSpec>,
     pub sql: String,
     /// 1-based line where the SQL body starts in the file.
     pub sql_line: usize,
@@ -63,6 +66,47 @@ impl Model {
     }
 }
 
+/// A model's declared output (seed 004's per-run CSV/JSON file in `s3_destiny`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSpec {
+    /// `csv`, `json` or `parquet`.
+    pub format: String,
+    pub sep: u8,
+    /// A folder: a path or `s3://bucket/folder/` (default: seed 004's bucket
+    /// `s3://api-extractor-output-prod/<table>/`).
+    pub to: String,
+    /// Files are `<name>_<UTC time of the commit>.<ext>` (default: the table's name).
+    pub name: String,
+}
+
+/// Seed 004's default output bucket.
+pub const DEFAULT_OUTPUT_BUCKET: &str = "api-extractor-output-prod";
+
+fn output_spec(v: &str, target: Option<&str>) -> std::result::Result<OutputSpec, String> {
+    let mut words = v.split_whitespace();
+    let format = words.next().unwrap_or_default().to_lowercase();
+    if !["csv", "json", "parquet"].contains(&format.as_str()) {
+        return Err(format!("`{format}`: expected csv, json or parquet, then sep=<char> to=<folder> name=<name>"));
+    }
+    let table = target.and_then(|t| t.split('.').nth(1)).unwrap_or("output").to_string();
+    let mut spec = OutputSpec { format, sep: b',', to: format!("s3://{DEFAULT_OUTPUT_BUCKET}/{table}/"), name: table };
+    for w in words {
+        match w.split_once('=') {
+            Some(("sep", x)) => {
+                let x = if x == "\\t" || x == "tab" { "\t" } else { x };
+                match x.as_bytes() {
+                    [b] if *b != b'"' && *b != b'\n' && *b != b'\r' => spec.sep = *b,
+                    _ => return Err(format!("sep=`{x}`: one character (not a quote or line break; `tab` for a tab)")),
+                }
+            }
+            Some(("to", x)) if !x.is_empty() => spec.to = if x.ends_with('/') { x.to_string() } else { format!("{x}/") },
+            Some(("name", x)) if column_ok(x) => spec.name = x.to_string(),
+            _ => return Err(format!("`{w}`: expected sep=<char>, to=<folder> or name=<letters, digits, _>")),
+        }
+    }
+    Ok(spec)
+}
+
 /// A column name as a model may output it (mixed case allowed: `erpId`).
 fn column_ok(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -85,6 +129,7 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
     let mut mode = None;
     let mut partition_by = Vec::new();
     let mut reads_all = false;
+    let mut output_text: Option<(String, usize)> = None;
     let mut cluster_by = None;
     let mut target_file_size = None;
     let mut body_start = None;
@@ -161,10 +206,11 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
                     o => return Err(err(format!("`{o}`: expected all or new"))),
                 }
             }
+            "output" => output_text = Some((v.to_string(), i + 1)),
             "description" | "owner" | "note" => {}
             other => {
                 return Err(err(format!(
-                    "unknown header key `{other}` (target, unique_key, order_by, mode, partition_by, cluster_by, target_file_size, reads, description, note)"
+                    "unknown header key `{other}` (target, unique_key, order_by, mode, partition_by, cluster_by, target_file_size, reads, output, description, note)"
                 )))
             }
         }
@@ -189,6 +235,10 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
             "mode merge needs `-- unique_key: col[, col]`",
         ));
     }
+    let output = match output_text {
+        Some((v, line)) => Some(output_spec(&v, Some(&target)).map_err(|m| Error::config(file, Some(line), Some("output"), m))?),
+        None => None,
+    };
     let sql: String = text.lines().skip(start).collect::<Vec<_>>().join("\n");
     let sql = sql.trim().trim_end_matches(';').to_string();
     Ok(Model {
@@ -201,6 +251,7 @@ pub fn parse(file: &str, text: &str) -> Result<Model> {
         target_file_size: target_file_size.or(cluster_by.as_ref().map(|_| DEFAULT_CLUSTERED_FILE_SIZE)),
         cluster_by,
         reads_all,
+        output,
         sql,
         sql_line: start + 1,
     })

@@ -845,3 +845,87 @@ fn a_merge_larger_than_its_memory_share_lands_in_slices_and_survives_a_kill_betw
     assert_eq!(table(&copies[2]), want, "the run after the kill finishes the job: nothing twice, nothing lost");
     assert_eq!(commits(&t).last().unwrap().1, vec![app]);
 }
+
+/// Seed 004's per-run output: a model declaring `-- output: csv sep=; …` gets, for each
+/// transform that changed it, one file with exactly the rows that run merged; nothing for a
+/// run with nothing new; a run whose output could not be written (after its commit) gets its
+/// file from the next run, once. DuckDB's `read_csv` of each file equals `ingest query`.
+#[test]
+fn a_models_output_holds_exactly_the_rows_each_run_merged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let shipped = std::fs::read_to_string(shipped_sql().join("silver/c2s_leads.sql")).unwrap();
+    let model = shipped.replacen("-- mode: merge\n", &format!("-- mode: merge\n-- output: csv sep=; to={}/ name=leads\n", out.display()), 1);
+    assert_ne!(model, shipped);
+    let sql = write_models(dir.path(), &[("silver/c2s_leads.sql", &model)]);
+    let files = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&out).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        v.sort();
+        v
+    };
+    let csv_ids = |f: &Path| -> Vec<String> {
+        let got = duckdb(&format!(
+            "for r in con.execute(\"SELECT id FROM read_csv('{}', delim=';', header=true, all_varchar=true) ORDER BY id\").fetchall(): print(r[0])",
+            f.display()
+        ));
+        got.lines().map(str::to_string).collect()
+    };
+    let model_ids = |cond: &str| -> Vec<String> {
+        let mut v: Vec<String> = query(&lake, &format!("SELECT id FROM silver.c2s_leads WHERE {cond}")).iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+        v.sort();
+        v
+    };
+    // The simulator's data runs up to its last day: a new one with more days (same seed)
+    // serves the leads created and updated since.
+    let pull_to = |day: &str| {
+        let days = day.rsplit('-').next().unwrap().trim_start_matches('0');
+        let sim = Sim::start(&["--rate-window", "1", "--days", days, "--seed", "51"]);
+        ok(&ingest(Some(&sim), &lake, &["pull", "c2s"]))
+    };
+
+    pull_to("2023-09-02");
+    let seq1 = catalogue(&lake).iter().map(|r| r.seq).max().unwrap();
+    ok(&ingest_sql(&lake, &sql, &["transform"]));
+    assert_eq!(files().len(), 1, "{:?}", files());
+    let header = std::fs::read_to_string(&files()[0]).unwrap().lines().next().unwrap().to_string();
+    assert!(header.starts_with("id;customer_name;") && !header.contains("_ingest_order") && !header.contains("_landed_at"), "{header}");
+    assert_eq!(csv_ids(&files()[0]), model_ids("true"));
+
+    // Nothing new: no file.
+    ok(&ingest_sql(&lake, &sql, &["transform"]));
+    assert_eq!(files().len(), 1);
+
+    // New and updated leads: one more file with exactly the rows this run merged.
+    pull_to("2023-09-04");
+    let seq2 = catalogue(&lake).iter().map(|r| r.seq).max().unwrap();
+    ok(&ingest_sql(&lake, &sql, &["transform"]));
+    assert_eq!(files().len(), 2, "{:?}", files());
+    let merged = model_ids(&format!("_ingest_order >= {}", (seq1 + 1) * 10_000_000));
+    assert!(!merged.is_empty() && merged.len() < model_ids("true").len(), "{} of {}", merged.len(), model_ids("true").len());
+    assert_eq!(csv_ids(&files()[1]), merged);
+
+    // The output folder cannot be written: the table commits, the run exits 1; the next run
+    // (with nothing new to merge) writes the missing file, once.
+    pull_to("2023-09-06");
+    std::fs::rename(&out, dir.path().join("out-aside")).unwrap();
+    std::fs::write(&out, "not a folder").unwrap();
+    let o = ingest_sql(&lake, &sql, &["transform"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("the next transform writes the missing outputs"), "{}", text(&o));
+    std::fs::remove_file(&out).unwrap();
+    std::fs::rename(dir.path().join("out-aside"), &out).unwrap();
+    assert_eq!(files().len(), 2);
+    let o = ok(&ingest_sql(&lake, &sql, &["transform"]));
+    assert!(o.contains("up to date"), "{o}");
+    assert_eq!(files().len(), 3, "{:?}", files());
+    assert_eq!(csv_ids(&files()[2]), model_ids(&format!("_ingest_order >= {}", (seq2 + 1) * 10_000_000)));
+    ok(&ingest_sql(&lake, &sql, &["transform"]));
+    assert_eq!(files().len(), 3, "written once");
+    // A bad output declaration is refused before anything runs, naming file, line and field.
+    let bad = write_models(&dir.path().join("bad"), &[("silver/c2s_leads.sql", &model.replace("csv sep=;", "xml"))]);
+    let o = ingest_sql(&lake, &bad, &["transform", "--check"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("c2s_leads.sql:5") && text(&o).contains("output"), "{}", text(&o));
+}

@@ -27,11 +27,14 @@ mod slices;
 pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) -> Result<(DataFrame, bool)> {
     let cols: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
     let has_order = cols.iter().any(|c| c == "_ingest_order");
+    // A model with an output keeps `_ingest_order` in its table: it tells which rows each
+    // commit merged (`export::outputs`).
+    let drop_order = has_order && m.output.is_none();
     if let Some(c) = m.cluster_by.as_ref().filter(|c| !cols.contains(c)) {
         return Err(m.err_at(Some(1), format!("cluster_by column `{c}` is not in the model's output ({})", cols.join(", "))));
     }
     if m.mode != Mode::Merge {
-        return Ok((if has_order { df.drop_columns(&["_ingest_order"])? } else { df }, false));
+        return Ok((if drop_order { df.drop_columns(&["_ingest_order"])? } else { df }, false));
     }
     for k in &m.unique_key {
         if !cols.contains(k) {
@@ -80,7 +83,7 @@ pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) 
             super::latest::sorted(plan, &spec, ctx.state().config().target_partitions(), task)?
         };
         let df = ctx.read_table(Arc::new(one_shot(schema, parts)?))?;
-        let df = if has_order { df.drop_columns(&["_ingest_order"])? } else { df };
+        let df = if drop_order { df.drop_columns(&["_ingest_order"])? } else { df };
         return Ok((df, clustered));
     }
     // Keys without a row format (nested types): DataFusion's window.
@@ -104,7 +107,7 @@ pub async fn dedupe(ctx: &SessionContext, m: &Model, df: DataFrame, hash: bool) 
         order.join(", ")
     );
     let mut drop = vec!["__rn"];
-    if has_order {
+    if drop_order {
         drop.push("_ingest_order");
     }
     Ok((ctx.sql(&sql).await?.drop_columns(&drop)?, false))
