@@ -273,6 +273,11 @@ pub struct StreamConfig {
     pub context: BTreeMap<String, String>,
     /// One detail request per landed record (seed 004's `mapping_fetch`).
     pub details: Option<DetailsConfig>,
+    /// Seed 003's "lấy về 1 lần": land on the first pull, then again only with `--full-refresh`
+    /// or once `refresh_every` (e.g. `"30d"`) has passed since the last successful landing.
+    #[serde(default)]
+    pub once: bool,
+    pub refresh_every: Option<String>,
     /// The API silently stops at this many records a response (Milvus `cliente/busca`: 1000):
     /// a response that size is logged as a warning (records beyond it were not returned).
     pub cap: Option<usize>,

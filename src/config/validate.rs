@@ -120,6 +120,9 @@ pub struct Stream {
     pub incremental: Option<Incremental>,
     pub primary_key: Option<Vec<String>>,
     pub context: BTreeMap<String, String>,
+    /// `once = true`: landed again only with `--full-refresh` or after `refresh_every`
+    /// (`Some(None)`: never by itself).
+    pub once: Option<Option<chrono::Duration>>,
 }
 
 #[derive(Debug, Clone)]
@@ -629,7 +632,23 @@ impl Checker<'_> {
             }
             None => None,
         };
+        let once = match (sc.once, &sc.refresh_every) {
+            (false, None) => None,
+            (false, Some(_)) => return Err(self.err(&at("refresh_every"), "applies to a `once = true` stream")),
+            (true, _) if window.is_some() || incremental.is_some() => {
+                return Err(self.err(&at("once"), "a stream landed once has no windows or incremental cursor"))
+            }
+            (true, None) => Some(None),
+            (true, Some(r)) => {
+                let d = parse_duration(r).map_err(|m| self.err(&at("refresh_every"), m))?;
+                if d < chrono::Duration::hours(1) {
+                    return Err(self.err(&at("refresh_every"), "must be at least 1h"));
+                }
+                Some(Some(d))
+            }
+        };
         Ok(Stream {
+            once,
             name: name.to_string(),
             path: sc.path,
             details,

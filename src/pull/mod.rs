@@ -446,6 +446,28 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
             }
         }
     }
+    // Streams landed once (seed 003's "lấy về 1 lần"): skipped while their last successful
+    // landing (the run log's) stands — until `refresh_every` has passed, or `--full-refresh`.
+    if !opts.full_refresh && jobs.iter().any(|(_, s)| s.once.is_some()) {
+        let logged = runs::read(lake, Some(&p.name), false).await?;
+        jobs.retain(|(part, s)| {
+            let Some(every) = s.once else { return true };
+            let last = logged
+                .iter()
+                .filter(|r| r.success && r.partition == part.id && r.stream == s.name)
+                .filter_map(|r| DateTime::parse_from_rfc3339(&r.ended).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .max();
+            match (last, every) {
+                (None, _) => true,
+                (Some(t), Some(d)) if now - t >= d => true,
+                (Some(t), _) => {
+                    tracing::info!(partition = %part.id, stream = %s.name, landed = %t.format("%Y-%m-%d %H:%M UTC"), "landed once already: skipped (once = true; --full-refresh lands it again)");
+                    false
+                }
+            }
+        });
+    }
     let t0 = std::time::Instant::now();
     let parts = opts.partitions.as_deref();
     let unfinished = state::Unfinished::read(lake, &p.name).await?;

@@ -135,8 +135,13 @@ fn pancake_lands_every_stream_then_resumes_from_the_watermark() {
     // asks for 09-07, 09-08 and 09-09; conversations too.
     let posts_before = requests(&sim, "posts");
     let conv_before = requests(&sim, "conversations");
+    let once_before = (requests(&sim, "tags"), requests(&sim, "users"));
+    assert_eq!(once_before, (pages.len() as u64, pages.len() as u64));
     let o2 = ingest(Some(&sim), &lake, &["pull", "pancake", "--to", "2023-09-09"]);
     ok(&o2);
+    // Seed 003's tags and user_list are landed once: not asked again.
+    assert_eq!((requests(&sim, "tags"), requests(&sim, "users")), once_before);
+    assert!(text(&o2).contains("landed once already: skipped"), "{}", text(&o2));
     assert_eq!(requests(&sim, "posts") - posts_before, 3 * pages.len() as u64);
     assert!(requests(&sim, "conversations") - conv_before >= 3 * pages.len() as u64);
     let cat2 = catalogue(&lake);
@@ -194,4 +199,19 @@ fn pancake_lands_every_stream_then_resumes_from_the_watermark() {
     );
 
     assert_no_secrets(&sim.secrets(), &[&text(&o1), &text(&o2), &status], &lake);
+
+    // --full-refresh lands the once-streams again.
+    ok(&ingest(Some(&sim), &lake, &["pull", "pancake", "--streams", "tags,user_list", "--full-refresh"]));
+    assert_eq!((requests(&sim, "tags"), requests(&sim, "users")), (once_before.0 * 2, once_before.1 * 2));
+    // `refresh_every` belongs to a once-stream; a once-stream has no window.
+    let dir2 = tempfile::tempdir().unwrap();
+    for (from, to, field) in [
+        ("records = \"tags\"\nonce = true", "records = \"tags\"\nrefresh_every = \"7d\"", "streams.tags.refresh_every"),
+        ("records = \"tags\"\nonce = true", "records = \"tags\"\nonce = true\nrefresh_every = \"5m\"", "streams.tags.refresh_every"),
+    ] {
+        let p = edited_pipelines(&dir2.path().join(field.replace('.', "_") + to.len().to_string().as_str()), "pancake.toml", from, to);
+        let o = ingest_cmd(Some(&sim), &dir2.path().join("lake"), &p, &["pull", "pancake"]).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(field), "{}", text(&o));
+    }
 }
