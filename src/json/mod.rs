@@ -4,6 +4,7 @@ use serde_json::Value;
 
 pub mod raw;
 pub mod scan;
+pub mod template;
 
 /// Split a dotted path into segments. A segment holding dots is quoted or bracketed:
 /// `"@odata.nextLink"`, `['@odata.nextLink']`, `a.["b.c"].d`.

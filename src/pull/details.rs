@@ -49,20 +49,13 @@ fn pair(key: &str, cursor: &str) -> u128 {
     u128::from_le_bytes(h.finalize()[..16].try_into().expect("16 bytes"))
 }
 
-/// Fill `{record.<path>}` from a record.
+/// Fill `{record.<path>}` from a record, each value one percent-encoded path segment.
 fn fill(tpl: &str, record: &Value) -> String {
-    let mut out = String::new();
-    let mut rest = tpl;
-    while let Some(p) = rest.find("{record.") {
-        out.push_str(&rest[..p]);
-        let after = &rest[p + 8..];
-        let end = after.find('}').unwrap_or(after.len());
-        let v = json::at_str(record, &after[..end]).filter(|v| !v.is_null()).map(json::text).unwrap_or_default();
-        out.push_str(&url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>());
-        rest = &after[(end + 1).min(after.len())..];
-    }
-    out.push_str(rest);
-    out
+    use crate::json::template;
+    template::render(tpl, |k| {
+        k.strip_prefix("record.")
+            .map(|p| template::path_segment(&json::at_str(record, p).filter(|v| !v.is_null()).map(json::text).unwrap_or_default()))
+    })
 }
 
 /// What one stream run needs to fetch and land details.
@@ -153,5 +146,14 @@ impl DetailRun<'_> {
         self.writer.land(Landing { rows: vec![row], txns: vec![], remove: vec![] }).await?;
         self.pending.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod fill_tests {
+    #[test]
+    fn record_values_are_path_segments_filled_in_one_pass() {
+        let r = serde_json::json!({"id": "a b/c+{record.x}", "x": "no", "n": 7});
+        assert_eq!(super::fill("/deals/{record.id}/{record.n}/{partition}", &r), "/deals/a%20b%2Fc%2B%7Brecord.x%7D/7/{partition}");
     }
 }

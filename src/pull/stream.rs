@@ -196,18 +196,19 @@ impl StreamRun<'_> {
     fn fill(&self, tpl: &str, pass: &Pass) -> String {
         // `${last:…}` were checked before the run started.
         let tpl = super::fill_last(tpl, self.last).unwrap_or_else(|_| tpl.to_string());
-        let mut v = tpl.replace("{partition}", &self.part.id).replace("{stream}", &self.s.name);
-        if let Some(sp) = pass.span {
-            v = v.replace("{window_start}", &rfc(sp.start)).replace("{window_end}", &rfc(sp.end));
-        }
-        if v.contains("{cursor}") {
+        // One pass (json/template.rs): a partition value holding `{window_start}` is text.
+        let mut v = crate::json::template::render(&tpl, |k| match k {
+            "partition" => Some(self.part.id.clone()),
+            "stream" => Some(self.s.name.clone()),
+            "window_start" => pass.span.map(|sp| rfc(sp.start)),
+            "window_end" => pass.span.map(|sp| rfc(sp.end)),
             // The incremental bound of this pass in the stream's wire format (empty on a full load).
-            let c = match (&self.s.incremental, pass.floor) {
+            "cursor" => Some(match (&self.s.incremental, pass.floor) {
                 (Some(i), Some(f)) => window::format_instant(f, &i.format, &i.tz),
                 _ => String::new(),
-            };
-            v = v.replace("{cursor}", &c);
-        }
+            }),
+            _ => None,
+        });
         if v.contains("${secret:") {
             // Resolved at the wire only (checked when the pipeline loaded; the value is
             // registered, so every log line and error scrubs it).

@@ -120,24 +120,8 @@ fn key_text(v: &Value) -> Option<String> {
 /// Every string of `tpl` with `{row.<col>}` replaced by the row's value.
 fn fill_row(tpl: &Value, row: &Map<String, Value>) -> Value {
     match tpl {
-        Value::String(s) => {
-            // One pass over the template: a value holding `{row.x}` is text, not a template.
-            let mut out = String::with_capacity(s.len());
-            let mut rest = s.as_str();
-            while let Some(p) = rest.find("{row.") {
-                out.push_str(&rest[..p]);
-                let Some(end) = rest[p..].find('}') else {
-                    out.push_str(&rest[p..]);
-                    rest = "";
-                    break;
-                };
-                let col = &rest[p + 5..p + end];
-                out.push_str(&row.get(col).and_then(key_text).unwrap_or_default());
-                rest = &rest[p + end + 1..];
-            }
-            out.push_str(rest);
-            Value::String(out)
-        }
+        // One pass over the template (json/template.rs): a value holding `{row.x}` is text.
+        Value::String(s) => Value::String(json::template::render(s, |k| k.strip_prefix("row.").map(|c| row.get(c).and_then(key_text).unwrap_or_default()))),
         Value::Array(a) => Value::Array(a.iter().map(|x| fill_row(x, row)).collect()),
         Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), fill_row(x, row))).collect()),
         other => other.clone(),

@@ -159,18 +159,7 @@ pub fn check_tables(lake: &Path) {
 
 /// The `commitInfo` and `txn` actions of a table's latest commit.
 fn last_commit(table: &Path) -> (Value, Vec<Value>) {
-    let mut logs: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    logs.sort();
-    let text = std::fs::read_to_string(logs.last().unwrap()).unwrap();
-    let actions: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let info = actions.iter().find_map(|a| a.get("commitInfo").cloned()).unwrap();
-    let txns = actions.iter().filter_map(|a| a.get("txn").cloned()).collect();
-    (info, txns)
+    commits(table).pop().unwrap()
 }
 
 const TABLES: &[&str] = &[
