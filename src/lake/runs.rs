@@ -41,6 +41,11 @@ pub struct RunRow {
     pub bytes: i64,
     /// JSON object: the declared fields of the last landed record.
     pub last: Option<String>,
+    /// Requests retried, and of those the 429s (None on rows logged before these columns).
+    #[serde(default)]
+    pub retries: Option<i64>,
+    #[serde(default)]
+    pub throttled: Option<i64>,
 }
 
 fn schema() -> SchemaRef {
@@ -59,6 +64,8 @@ fn schema() -> SchemaRef {
         Field::new("files", DataType::Int64, false),
         Field::new("bytes", DataType::Int64, false),
         Field::new("last", DataType::Utf8, true),
+        Field::new("retries", DataType::Int64, true),
+        Field::new("throttled", DataType::Int64, true),
     ]))
 }
 
@@ -69,7 +76,9 @@ pub async fn append(lake: &Lake, rows: &[RunRow]) -> Result<()> {
     }
     let t = open_or_create_table(lake, RUNS, "runs", schema()).await?;
     let batch = to_batch(schema(), rows)?;
+    // A log written before `retries`/`throttled` existed gains them (NULL on its old rows).
     t.write(vec![batch])
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
         .with_commit_properties(CommitProperties::default().with_max_retries(50))
         .await?;
     Ok(())
@@ -129,4 +138,42 @@ pub fn render(rows: &[RunRow]) -> String {
         out.push_str("no run logged\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run log written before `retries`/`throttled` existed takes rows that have them; its
+    /// old rows read back with None.
+    #[tokio::test]
+    async fn an_older_run_log_gains_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let old: Vec<_> = schema().fields().iter().filter(|f| f.name() != "retries" && f.name() != "throttled").cloned().collect();
+        let old = Arc::new(Schema::new(old));
+        let t = open_or_create_table(&lake, RUNS, "runs", old.clone()).await.unwrap();
+        let row = serde_json::json!({"run_id": "old", "source": "c2s", "partition": "_", "stream": "leads", "started": "2026-01-01T00:00:00Z", "ended": "2026-01-01T00:00:01Z", "success": true, "pages": 1, "records": 5, "files": 1, "bytes": 9});
+        t.write(vec![to_batch(old, &[row]).unwrap()]).await.unwrap();
+        let new = RunRow {
+            run_id: "new".into(),
+            source: "c2s".into(),
+            partition: "_".into(),
+            stream: "leads".into(),
+            started: "2026-01-02T00:00:00Z".into(),
+            ended: "2026-01-02T00:00:01Z".into(),
+            success: true,
+            error: None,
+            pages: 2,
+            records: 7,
+            files: 1,
+            bytes: 10,
+            last: None,
+            retries: Some(3),
+            throttled: Some(1),
+        };
+        append(&lake, &[new]).await.unwrap();
+        let rows = read(&lake, Some("c2s"), false).await.unwrap();
+        assert_eq!(rows.iter().map(|r| (r.run_id.as_str(), r.retries, r.throttled)).collect::<Vec<_>>(), vec![("old", None, None), ("new", Some(3), Some(1))]);
+    }
 }

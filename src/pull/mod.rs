@@ -596,6 +596,8 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
                 files: r.files as i64,
                 bytes: r.bytes as i64,
                 last,
+                retries: Some(r.retries as i64),
+                throttled: Some(r.throttled as i64),
             }
         })
         .collect();

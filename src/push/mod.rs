@@ -476,6 +476,8 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
             }
             (l, None) => l.clone(),
         },
+        retries: None,
+        throttled: None,
     };
     if let Err(e) = runs::append(lake, &[run]).await {
         tracing::warn!("cannot append to the run log: {e}");

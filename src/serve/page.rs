@@ -53,6 +53,10 @@ pub(super) async fn metrics(State(app): State<App>) -> Response {
     reg.register("ingest_records", "Records landed by successful pulls (run log), by source and stream", records.clone());
     let requests = Family::<Labels, Counter>::default();
     reg.register("ingest_requests", "Pages requested by pulls (run log), by source", requests.clone());
+    let throttled = Family::<Labels, Counter>::default();
+    reg.register("ingest_throttled", "Requests of pulls answered 429 (run log), by source", throttled.clone());
+    let retries = Family::<Labels, Counter>::default();
+    reg.register("ingest_retries", "Requests of pulls retried (run log), by source", retries.clone());
     let pulls = Family::<Labels, Counter>::default();
     reg.register("ingest_pull_streams", "Run-log rows of pulls, by source and outcome", pulls.clone());
     let pushed = Family::<Labels, Counter>::default();
@@ -65,6 +69,8 @@ pub(super) async fn metrics(State(app): State<App>) -> Response {
         }
         pulls.get_or_create(&vec![("source".into(), r.source.clone()), ("outcome".into(), outcome.into())]).inc();
         requests.get_or_create(&vec![("source".into(), r.source.clone())]).inc_by(r.pages.max(0) as u64);
+        throttled.get_or_create(&vec![("source".into(), r.source.clone())]).inc_by(r.throttled.unwrap_or(0).max(0) as u64);
+        retries.get_or_create(&vec![("source".into(), r.source.clone())]).inc_by(r.retries.unwrap_or(0).max(0) as u64);
         if r.success {
             records.get_or_create(&vec![("source".into(), r.source.clone()), ("stream".into(), r.stream.clone())]).inc_by(r.records.max(0) as u64);
         }

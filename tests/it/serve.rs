@@ -225,6 +225,9 @@ fn runs_keys_and_changes_over_http_hold_to_the_cli_and_keep_secrets_out() {
     assert_eq!(m[r#"ingest_runs_total{"command": "pull", "state": "cancelled"}"#], 1.0, "{m}");
     let log = query(&lake, "SELECT sum(records) AS n FROM _ingest.runs WHERE source = 'c2s' AND success");
     assert_eq!(m[r#"ingest_records_total{"source": "c2s", "stream": "leads"}"#].as_f64().unwrap() as i64, log[0]["n"].as_i64().unwrap(), "{m}");
+    let log = query(&lake, "SELECT sum(throttled) AS t, sum(pages) AS p FROM _ingest.runs WHERE source = 'c2s' AND partition <> 'push'");
+    assert_eq!(m[r#"ingest_throttled_total{"source": "c2s"}"#].as_f64().unwrap() as i64, log[0]["t"].as_i64().unwrap(), "{m}");
+    assert_eq!(m[r#"ingest_requests_total{"source": "c2s"}"#].as_f64().unwrap() as i64, log[0]["p"].as_i64().unwrap(), "{m}");
 
     let bodies = srv.bodies.borrow().clone();
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
