@@ -61,6 +61,8 @@ impl Keys {
         if root.chars().count() < 16 {
             return Err(Error::Usage("INGEST_ROOT_KEY must be set to a secret of at least 16 characters".into()));
         }
+        // Registered: scrubbed from every log line and error like any secret.
+        let _ = crate::secret::Secret::new(root.to_string());
         let mut keys = HashMap::new();
         let listed: Vec<_> = futures::TryStreamExt::try_collect(lake.store.list(Some(&lake.path(KEYS)))).await?;
         for m in listed {

@@ -204,6 +204,8 @@ impl Runner {
             .arg(&self.sql)
             .args(&job.args)
             .env("INGEST_RUN_ID", run_id)
+            // The server's root key is the server's alone.
+            .env_remove("INGEST_ROOT_KEY")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
