@@ -20,7 +20,11 @@ struct Server {
 
 impl Server {
     fn start(sim: &Sim, lake: &Path, pipelines: &Path, env: &[(&str, &str)]) -> Server {
-        let mut c = ingest_cmd(Some(sim), lake, pipelines, &["--sql", shipped_sql().to_str().unwrap(), "serve", "--addr", "127.0.0.1:0", "--grace", "30"]);
+        Server::start_with_grace(sim, lake, pipelines, env, "30")
+    }
+
+    fn start_with_grace(sim: &Sim, lake: &Path, pipelines: &Path, env: &[(&str, &str)], grace: &str) -> Server {
+        let mut c = ingest_cmd(Some(sim), lake, pipelines, &["--sql", shipped_sql().to_str().unwrap(), "serve", "--addr", "127.0.0.1:0", "--grace", grace]);
         c.env("INGEST_ROOT_KEY", ROOT).envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         // The server prints its address once it listens: the event every call waits for.
@@ -391,4 +395,40 @@ d.quit()
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
     assert!(!out.contains("wrong-token"));
     assert!(srv.stop().success());
+}
+
+
+/// SIGTERM while a pull started over HTTP runs: the server exits 0 once the grace is over
+/// (the pull, cut short, is a CLI pull cut short), and the next CLI pull — no `--wait` — takes
+/// the dead run's lease over and ends with the lake a clean pull makes.
+#[test]
+fn sigterm_mid_pull_exits_0_and_a_cli_pull_then_ends_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let slow = Sim::start(&["--days", "3", "--seed", "35", "--rate-window", "1", "--reply-delay-ms", "300"]);
+    let fast = Sim::start(&["--days", "3", "--seed", "35", "--rate-window", "1"]);
+    let srv = Server::start_with_grace(&slow, &lake, &pipelines(), &[], "1");
+    let args = ["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-03"];
+    let (st, r) = srv.json("POST", "/api/runs", Some(ROOT), Some(json!({"command": "pull", "source": "pancake", "from": "2023-09-01", "to": "2023-09-03"})));
+    assert_eq!(st, 202, "{r}");
+    // Mid-pull: its first raw file has landed.
+    let t0 = Instant::now();
+    while !walk(&lake.join("pancake")).iter().any(|p| p.extension().is_some_and(|x| x == "json")) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "nothing landed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, now) = srv.json("GET", &format!("/api/runs/{}", r["run_id"].as_str().unwrap()), Some(ROOT), None);
+    assert_eq!(now["state"], "running", "the pull ended before the SIGTERM: nothing was tested");
+    let status = srv.stop();
+    assert!(status.success(), "{status:?}");
+    ok(&ingest_cmd(Some(&fast), &lake, &pipelines(), &args).output().unwrap());
+    let clean = dir.path().join("clean");
+    ok(&ingest_cmd(Some(&fast), &clean, &pipelines(), &args).output().unwrap());
+    let records = |l: &Path| -> Vec<String> {
+        let mut v: Vec<String> = raw_files(l).into_iter().flat_map(|(p, rs)| rs.into_iter().map(move |r| format!("{p} {r}"))).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(records(&lake), records(&clean));
+    assert!(walk(&lake.join("_ingest/leases")).is_empty(), "the CLI pull released the lease it took over");
 }
