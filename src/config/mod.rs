@@ -300,12 +300,17 @@ pub struct StreamConfig {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct DetailsConfig {
+    /// A path under the base URL, or a whole `http(s)://` URL (seed 004's `mapping_fetch` may
+    /// point at another host: the source's auth then stays home, `headers` go instead).
     pub path: String,
     #[serde(default)]
     pub records: String,
     pub stream: String,
     #[serde(default = "default_detail_batch")]
     pub batch: usize,
+    /// Headers of every detail request (values may hold `${secret:…}`, resolved when sent).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 fn default_detail_batch() -> usize {

@@ -46,6 +46,7 @@ pub struct Details {
     pub records: Vec<String>,
     pub stream: String,
     pub batch: usize,
+    pub headers: Vec<(String, String)>,
 }
 
 /// An access token asked from a token endpoint (`AuthConfig::Oauth2Refresh` or
@@ -622,13 +623,28 @@ impl Checker<'_> {
                 if sc.primary_key.is_none() {
                     return Err(self.err(&dp("path"), "detail fetches need the stream's `primary_key` (the parent key)"));
                 }
-                if !d.path.starts_with('/') || !d.path.contains("{record.") {
-                    return Err(self.err(&dp("path"), "must start with `/` and name the record, e.g. `/Deals/{record.id}`"));
+                let absolute = d.path.starts_with("http://") || d.path.starts_with("https://");
+                if !(d.path.starts_with('/') || absolute) || !d.path.contains("{record.") {
+                    return Err(self.err(&dp("path"), "must start with `/` (or be a whole http(s) URL) and name the record, e.g. `/Deals/{record.id}`"));
+                }
+                if absolute && url::Url::parse(&d.path.replace("{record.", "x").replace('}', "")).is_err() {
+                    return Err(self.err(&dp("path"), format!("`{}` is not a URL", d.path)));
                 }
                 if d.batch == 0 {
                     return Err(self.err(&dp("batch"), "must be 1 or more"));
                 }
-                Some(Details { path: d.path.clone(), records: split_path(&d.records), stream: d.stream.clone(), batch: d.batch })
+                for (k, v) in &d.headers {
+                    if v.contains("${secret:") {
+                        resolve_secret(v).map_err(|m| self.err(&["streams", name, "details", "headers", k.as_str()], m))?;
+                    }
+                }
+                Some(Details {
+                    path: d.path.clone(),
+                    records: split_path(&d.records),
+                    stream: d.stream.clone(),
+                    batch: d.batch,
+                    headers: d.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                })
             }
             None => None,
         };

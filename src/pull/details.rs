@@ -58,6 +58,18 @@ fn fill(tpl: &str, record: &Value) -> String {
     })
 }
 
+/// Scheme, host and port of a URL (None when it does not parse).
+fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
+    let u = url::Url::parse(url).ok()?;
+    Some((u.scheme().to_string(), u.host_str()?.to_string(), u.port_or_known_default()))
+}
+
+/// Whether `url` is on the source's own origin (`home`): only there go its credentials.
+fn same_origin(url: &str, home: &Option<(String, String, Option<u16>)>) -> bool {
+    let o = origin(url);
+    o.is_some() && &o == home
+}
+
 /// What one stream run needs to fetch and land details.
 pub struct DetailRun<'a> {
     pub cfg: &'a Details,
@@ -82,15 +94,30 @@ impl DetailRun<'_> {
         key: &dyn Fn(&Value) -> String,
         cursor: &dyn Fn(&Value) -> String,
     ) -> Result<()> {
+        let url_of = |r: &Value| -> String {
+            let filled = fill(&self.cfg.path, r);
+            if filled.starts_with('/') { format!("{}{filled}", self.base_url) } else { filled }
+        };
         let todo: Vec<(String, String, String)> = records
             .iter()
-            .map(|r| (key(r), cursor(r), format!("{}{}", self.base_url, fill(&self.cfg.path, r))))
+            .map(|r| (key(r), cursor(r), url_of(r)))
             .filter(|(k, c, _)| !self.done.contains(&pair(k, c)))
             .collect();
-        let (client, auth, what) = (self.client, self.auth, self.what.as_str());
+        // The declared headers, `${secret:…}` resolved at the wire (checked when the pipeline loaded).
+        let headers: Vec<(String, String)> = self
+            .cfg
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), crate::config::interp::resolve_secret(v).map(|s| s.expose().to_string()).unwrap_or_else(|_| v.clone())))
+            .collect();
+        let (client, what, headers) = (self.client, self.what.as_str(), &headers);
+        let home = &origin(self.base_url);
+        let (auth, none) = (self.auth, &crate::config::Auth::None);
         let results: Vec<(String, String, std::result::Result<Value, HttpError>)> = futures::stream::iter(todo)
             .map(|(k, c, url)| async move {
-                let req = Request { method: "GET", url: &url, query: &[], headers: &[], body: None, split: None, effect: Effect::Safe };
+                // The source's credentials go to the source's own origin only.
+                let auth = if same_origin(&url, home) { auth } else { none };
+                let req = Request { method: "GET", url: &url, query: &[], headers, body: None, split: None, effect: Effect::Safe };
                 let r = client.send(&req, auth, what).await.map(|f| f.body);
                 (k, c, r)
             })
@@ -151,6 +178,16 @@ impl DetailRun<'_> {
 
 #[cfg(test)]
 mod fill_tests {
+    #[test]
+    fn credentials_stay_on_the_sources_origin() {
+        let home = super::origin("https://www.zohoapis.com");
+        assert!(super::same_origin("https://www.zohoapis.com/crm/v2/Deals/1", &home));
+        assert!(super::same_origin("https://www.zohoapis.com:443/x", &home));
+        for other in ["https://www.zohoapis.com:8443/x", "http://www.zohoapis.com/x", "https://evil.com/www.zohoapis.com", "https://www.zohoapis.com.evil.com/x", "not a url"] {
+            assert!(!super::same_origin(other, &home), "{other}");
+        }
+    }
+
     #[test]
     fn record_values_are_path_segments_filled_in_one_pass() {
         let r = serde_json::json!({"id": "a b/c+{record.x}", "x": "no", "n": 7});

@@ -323,3 +323,43 @@ fn the_seeds_refresh_endpoint_form_pulls_what_the_oauth2_grant_pulls() {
     assert!(text(&o).contains("gave no access token"), "{}", text(&o));
     assert_no_secrets(&secrets(&sim), &[&text(&o)], &dir.path().join("lake-bad"));
 }
+
+/// Seed 004's `mapping_fetch` on another host: each Ploomes contact's Milvus client, asked from
+/// a second simulator's `cliente/busca` with its own `Authorization` header (a secret), lands as
+/// a detail stream; the detail fields sit beside the contact's in a model joining the two
+/// under a prefix. The source's own credentials are not sent there.
+#[test]
+fn details_on_another_host_carry_their_own_headers_and_join_under_a_prefix() {
+    let a = Sim::start(&["--rate-window", "1", "--days", "3", "--seed", "61"]);
+    let b = Sim::start(&["--rate-window", "1", "--days", "3", "--seed", "61", "--milvus-clients", "40"]);
+    let dir = tempfile::tempdir().unwrap();
+    let details = "[streams.contacts]\ndetails = { path = \"${env:OTHER_MILVUS_URL}/api/cliente/busca?documento={record.CNPJ}\", records = \"lista\", stream = \"contact_clients\", headers = { Authorization = \"${secret:OTHER_MILVUS_TOKEN}\" } }\npath = \"/Contacts\"";
+    let p = edited_pipelines(dir.path(), "ploomes.toml", "[streams.contacts]\npath = \"/Contacts\"", details);
+    let lake = dir.path().join("lake");
+    let o = ingest_cmd(Some(&a), &lake, &p, &["pull", "ploomes", "--streams", "contacts"])
+        .env("OTHER_MILVUS_URL", b.var("MILVUS_BASE_URL"))
+        .env("OTHER_MILVUS_TOKEN", b.var("MILVUS_TOKEN"))
+        .output()
+        .unwrap();
+    ok(&o);
+    let contacts: usize = raw_files(&lake).iter().filter(|(k, _)| k.contains("/contacts/")).map(|(_, v)| v.len()).sum();
+    let fetched = b.stats()["by_route"]["milvus/cliente/busca"]["requests"].as_u64().unwrap_or(0) as usize;
+    assert!(contacts > 0);
+    assert_eq!(fetched, contacts, "one detail request per contact, to the other host");
+    assert!(a.stats()["by_route"]["milvus/cliente/busca"].is_null());
+    let joined = query(
+        &lake,
+        "SELECT c.\"Id\" AS id, c.\"CNPJ\" AS cnpj, d.cnpj_cpf AS client_cnpj_cpf, d.nome_fantasia AS client_nome_fantasia \
+         FROM raw.ploomes_contacts c JOIN raw.ploomes_contact_clients d ON CAST(c.\"Id\" AS VARCHAR) = d._parent_key WHERE c.\"CNPJ\" IS NOT NULL",
+    );
+    assert!(!joined.is_empty());
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    let matched = joined.iter().filter(|r| r["client_cnpj_cpf"].as_str().is_some_and(|d| digits(d) == digits(r["cnpj"].as_str().unwrap()))).count();
+    assert!(matched > 0, "no contact found its Milvus client: {joined:?}");
+    assert_no_secrets(&[a.var("PLOOMES_USER_KEY"), b.var("MILVUS_TOKEN")], &[&text(&o)], &lake);
+    // A detail URL that is not one is refused before any request.
+    let bad = edited_pipelines(&dir.path().join("bad"), "ploomes.toml", "[streams.contacts]\npath = \"/Contacts\"", &details.replace("${env:OTHER_MILVUS_URL}", "http://bad host"));
+    let o = ingest_cmd(Some(&a), &dir.path().join("lake-bad"), &bad, &["pull", "ploomes", "--streams", "contacts"]).env("OTHER_MILVUS_TOKEN", "x").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("details.path"), "{}", text(&o));
+}
