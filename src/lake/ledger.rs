@@ -86,6 +86,28 @@ pub async fn append(lake: &Lake, rows: &[Entry]) -> Result<()> {
 }
 
 /// The latest entry of each (source, sink, key), of one source or all, by sink and key.
+/// Keys per (source, sink, state) of the latest entry of each key: counted by the engine, not
+/// read into memory (for `/metrics`).
+pub async fn counts(lake: &Lake) -> Result<Vec<StateCount>> {
+    if !super::state::table_exists(lake, SENT).await? {
+        return Ok(Vec::new());
+    }
+    super::state::select_sql(
+        lake,
+        SENT,
+        "SELECT source, sink, state, count(*) AS n FROM (SELECT source, sink, state, row_number() OVER (PARTITION BY source, sink, key ORDER BY at DESC) AS rn FROM state) WHERE rn = 1 GROUP BY source, sink, state ORDER BY source, sink, state",
+    )
+    .await
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct StateCount {
+    pub source: String,
+    pub sink: String,
+    pub state: String,
+    pub n: i64,
+}
+
 pub async fn current(lake: &Lake, source: Option<&str>) -> Result<Vec<Entry>> {
     let filter = source.map_or(String::new(), |s| format!("WHERE source = {} ", super::state::sql_text(s)));
     let rows: Vec<Entry> = select(lake, SENT, &format!("{filter}ORDER BY at")).await?;
@@ -170,3 +192,35 @@ pub async fn seen(lake: &Lake, source: &str, sink: &str) -> Result<std::collecti
     Ok(out)
 }
 
+
+#[cfg(test)]
+mod count_tests {
+    use super::*;
+
+    /// `counts` counts each key once, by its latest entry, as `current` sees it.
+    #[tokio::test]
+    async fn counts_agree_with_the_latest_entry_of_each_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let e = |key: &str, state: &str, at: &str| Entry {
+            source: "retail_portal".into(),
+            sink: "products".into(),
+            key: key.into(),
+            hash: "00".repeat(32),
+            state: state.into(),
+            job_id: None,
+            attempts: 1,
+            error: None,
+            response: None,
+            run_id: "r".into(),
+            at: at.into(),
+        };
+        append(&lake, &[e("1", "pending", "2026-01-01T00:00:00Z"), e("2", "pending", "2026-01-01T00:00:00Z"), e("3", "pending", "2026-01-01T00:00:00Z")]).await.unwrap();
+        append(&lake, &[e("1", "sent", "2026-01-01T00:00:01Z"), e("2", "failed", "2026-01-01T00:00:01Z")]).await.unwrap();
+        let got: Vec<(String, i64)> = counts(&lake).await.unwrap().into_iter().map(|c| (c.state, c.n)).collect();
+        assert_eq!(got, vec![("failed".into(), 1), ("pending".into(), 1), ("sent".into(), 1)]);
+        let mut by_current: Vec<String> = current(&lake, None).await.unwrap().into_iter().map(|e| e.state).collect();
+        by_current.sort();
+        assert_eq!(by_current, vec!["failed", "pending", "sent"]);
+    }
+}

@@ -75,6 +75,16 @@ pub(super) async fn metrics(State(app): State<App>) -> Response {
             records.get_or_create(&vec![("source".into(), r.source.clone()), ("stream".into(), r.stream.clone())]).inc_by(r.records.max(0) as u64);
         }
     }
+    let ledger = Family::<Labels, Gauge>::default();
+    reg.register("ingest_push_ledger_records", "Records of each sink's push ledger by their latest state (sent, failed, pending, uncertain)", ledger.clone());
+    match crate::lake::ledger::counts(&app.lake).await {
+        Ok(counts) => {
+            for c in counts {
+                ledger.get_or_create(&vec![("source".into(), c.source), ("sink".into(), c.sink), ("state".into(), c.state)]).set(c.n);
+            }
+        }
+        Err(e) => return internal(e),
+    }
     let last = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     reg.register("ingest_last_success_timestamp_seconds", "When the last successful pull of a stream ended", last.clone());
     let fresh = Family::<Labels, Gauge<f64, AtomicU64>>::default();

@@ -54,7 +54,7 @@ use tokio::sync::mpsc;
 
 mod read;
 mod unfinished;
-pub use read::{int_column, read_catalogue, select, sql_text, stream_batches, stream_rows, text_column, Catalogue, StreamSchema, Txns, SCHEMA_CACHE};
+pub use read::{int_column, read_catalogue, select, select_sql, sql_text, stream_batches, stream_rows, text_column, Catalogue, StreamSchema, Txns, SCHEMA_CACHE};
 pub use unfinished::Unfinished;
 
 pub const CATALOGUE: &str = "_ingest/catalogue";

@@ -355,6 +355,11 @@ fn times(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>> {
 
 /// Rows of the state table at `rel` (`tail`: a WHERE / ORDER BY clause), as `T`.
 pub async fn select<T: serde::de::DeserializeOwned>(lake: &Lake, rel: &str, tail: &str) -> Result<Vec<T>> {
-    let batches = query(lake, rel, &format!("SELECT * FROM state {tail}")).await?;
+    select_sql(lake, rel, &format!("SELECT * FROM state {tail}")).await
+}
+
+/// The rows of any statement over the state table at `rel` (registered as `state`), as `T`.
+pub async fn select_sql<T: serde::de::DeserializeOwned>(lake: &Lake, rel: &str, sql: &str) -> Result<Vec<T>> {
+    let batches = query(lake, rel, sql).await?;
     json_rows(&batches.iter().collect::<Vec<_>>(), rel)
 }
