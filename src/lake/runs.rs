@@ -97,6 +97,15 @@ pub async fn read(lake: &Lake, source: Option<&str>, failed: bool) -> Result<Vec
     select(lake, RUNS, &format!("{filter} ORDER BY started, source, partition, stream")).await
 }
 
+/// The rows of the runs `run_ids` (one query however many), oldest first.
+pub async fn of_runs(lake: &Lake, run_ids: &[&str]) -> Result<Vec<RunRow>> {
+    if run_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = run_ids.iter().map(|r| super::state::sql_text(r)).collect();
+    select(lake, RUNS, &format!("WHERE run_id IN ({}) ORDER BY started, source, partition, stream", ids.join(", "))).await
+}
+
 /// The last-record fields of the latest successful run of each (partition, stream) of `source`.
 pub async fn last_values(
     lake: &Lake,

@@ -286,14 +286,12 @@ fn job_of(app: &App, v: &Value, caller: &Caller) -> std::result::Result<Job, Str
     Ok(Job { command, source, args, trigger: "api".into(), key_name: caller.name.clone() })
 }
 
-/// A run as the API shows it, with the engine's run-log rows for it under seed 004's names.
-async fn shown(app: &App, r: &runner::RunRecord, log: Vec<String>) -> Value {
-    let rows = match crate::lake::runs::read(&app.lake, (!r.source.is_empty()).then_some(r.source.as_str()), false).await {
-        Ok(rows) => rows.into_iter().filter(|x| x.run_id == r.run_id).collect::<Vec<_>>(),
-        Err(_) => Vec::new(),
-    };
-    let extractions: Vec<Value> = rows
+/// A run as the API shows it, with the engine's run-log rows for it (those of `logged` with its
+/// run id) under seed 004's names.
+fn shown(app: &App, r: &runner::RunRecord, log: Vec<String>, logged: &[crate::lake::runs::RunRow]) -> Value {
+    let extractions: Vec<Value> = logged
         .iter()
+        .filter(|x| x.run_id == r.run_id)
         .map(|x| {
             json!({
                 "extraction_name": x.stream,
@@ -321,7 +319,10 @@ async fn shown(app: &App, r: &runner::RunRecord, log: Vec<String>) -> Value {
 
 async fn get_run(State(app): State<App>, UrlPath(id): UrlPath<String>) -> Response {
     match app.runner.get(&id).await {
-        Ok(Some((r, log))) => Json(shown(&app, &r, log).await).into_response(),
+        Ok(Some((r, log))) => {
+            let logged = crate::lake::runs::of_runs(&app.lake, &[r.run_id.as_str()]).await.unwrap_or_default();
+            Json(shown(&app, &r, log, &logged)).into_response()
+        }
         Ok(None) => fail(StatusCode::NOT_FOUND, format!("no run {id}")),
         Err(e) => internal(e),
     }
@@ -333,11 +334,11 @@ async fn list_runs(State(app): State<App>, Query(q): Query<HashMap<String, Strin
     let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(100);
     match app.runner.list(q.get("source").map(String::as_str), failed).await {
         Ok(runs) => {
-            let skip = runs.len().saturating_sub(limit);
-            let mut out = Vec::new();
-            for r in &runs[skip..] {
-                out.push(shown(&app, r, Vec::new()).await);
-            }
+            let page = &runs[runs.len().saturating_sub(limit)..];
+            // The run log read once for the whole page.
+            let ids: Vec<&str> = page.iter().map(|r| r.run_id.as_str()).collect();
+            let logged = crate::lake::runs::of_runs(&app.lake, &ids).await.unwrap_or_default();
+            let out: Vec<Value> = page.iter().map(|r| shown(&app, r, Vec::new(), &logged)).collect();
             Json(json!({"runs": out})).into_response()
         }
         Err(e) => internal(e),

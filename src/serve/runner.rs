@@ -150,8 +150,8 @@ impl Runner {
             Ok((code, err)) => ("failed", Some(err.unwrap_or_else(|| format!("exit code {code}")))),
             Err(e) => ("failed", Some(e.to_string())),
         };
-        let records = match runs::read(&self.lake, (!job.source.is_empty()).then_some(job.source.as_str()), false).await {
-            Ok(rows) => rows.iter().filter(|r| r.run_id == run_id).map(|r| r.records).sum(),
+        let records = match runs::of_runs(&self.lake, &[run_id.as_str()]).await {
+            Ok(rows) => rows.iter().map(|r| r.records).sum(),
             Err(_) => 0,
         };
         let mut record = self.live.lock().unwrap().get(&run_id).map(|l| l.record.clone()).expect("live run");
