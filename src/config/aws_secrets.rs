@@ -31,8 +31,7 @@ fn declared(dir: &std::path::Path, source: &str) -> Result<Option<String>> {
     let file = dir.join(format!("{source}.toml"));
     let Ok(raw) = std::fs::read_to_string(&file) else { return Ok(None) };
     let shown = file.display().to_string();
-    let text = super::interp::substitute_env_or(&shown, &raw, "0")?;
-    let Ok(v) = toml::from_str::<toml::Value>(&text) else { return Ok(None) };
+    let (_, v) = super::interp::offline(&shown, &raw)?;
     Ok(v.get("source").and_then(|s| s.get("secrets")).and_then(|s| s.get("aws_secret_id")).and_then(|s| s.as_str()).map(str::to_string))
 }
 

@@ -202,12 +202,7 @@ pub fn declarations(dir: &Path) -> Result<BTreeMap<String, Declared>> {
         if !raw.contains("schema") && !raw.contains("contract") {
             continue;
         }
-        let text = super::interp::substitute_env_or(&file, &raw, "0")?;
-        let text = super::interp::substitute_self(&file, &text)?;
-        let doc: toml::Value = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            Error::config(&file, line, None, e.message().to_string())
-        })?;
+        let (text, doc) = super::interp::offline(&file, &raw)?;
         for (stream, mut d) in of_file(&file, &text, &doc)? {
             if d.source.is_empty() {
                 d.source = source.clone();

@@ -129,6 +129,20 @@ pub fn resolve_secret(value: &str) -> std::result::Result<Secret, String> {
     Ok(Secret::new(out))
 }
 
+/// A pipeline file's text and TOML as read without the environment a pull needs — an unset
+/// `${env:…}` reads as `0`, `${self:…}` substituted, no secret resolved: what the transform
+/// (declarations), the server (schedules) and the AWS secret prefetch read. A TOML error
+/// names the file and line.
+pub fn offline(file: &str, raw: &str) -> crate::error::Result<(String, toml::Value)> {
+    let text = substitute_env_or(file, raw, "0")?;
+    let text = substitute_self(file, &text)?;
+    let doc: toml::Value = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        crate::error::Error::config(file, line, None, e.message().to_string())
+    })?;
+    Ok((text, doc))
+}
+
 /// Find the 1-based line where a dotted key (`streams.leads.pagination.total`) is written.
 pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();

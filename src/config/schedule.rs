@@ -128,9 +128,7 @@ pub fn load_all(dir: &std::path::Path) -> crate::error::Result<Vec<(String, Sche
         let shown = file.display().to_string();
         let raw = std::fs::read_to_string(&file).map_err(|e| crate::error::Error::config(&shown, None, None, e.to_string()))?;
         // As the declarations are read: an unset `${env:…}` elsewhere in the file is no concern here.
-        let text = super::interp::substitute_env_or(&shown, &raw, "0")?;
-        let text = super::interp::substitute_self(&shown, &text)?;
-        let v: toml::Value = toml::from_str(&text).map_err(|e| crate::error::Error::config(&shown, None, None, e.message().to_string()))?;
+        let (text, v) = super::interp::offline(&shown, &raw)?;
         if let Some(t) = v.get("schedule") {
             let s = parse(t).map_err(|(field, m)| {
                 let path: Vec<&str> = if field == "schedule" { vec!["schedule"] } else { vec!["schedule", field] };

@@ -455,8 +455,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
             let last = logged
                 .iter()
                 .filter(|r| r.success && r.partition == part.id && r.stream == s.name)
-                .filter_map(|r| DateTime::parse_from_rfc3339(&r.ended).ok())
-                .map(|t| t.with_timezone(&Utc))
+                .filter_map(|r| crate::time::parse_instant(&r.ended, &chrono_tz::UTC))
                 .max();
             match (last, every) {
                 (None, _) => true,

@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicU64;
 type Labels = Vec<(String, String)>;
 
 fn when(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+    crate::time::parse_instant(s, &chrono_tz::UTC)
 }
 
 /// The last successful run-log row of each (source, stream), pushes left out.

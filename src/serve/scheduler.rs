@@ -21,7 +21,7 @@ fn state_path(source: &str) -> String {
 async fn last_fired(lake: &Lake, source: &str) -> Option<DateTime<Utc>> {
     let bytes = lake.store.get(&lake.path(&state_path(source))).await.ok()?.bytes().await.ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v["last"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|d| d.with_timezone(&Utc))
+    v["last"].as_str().and_then(|s| crate::time::parse_instant(s, &chrono_tz::UTC))
 }
 
 async fn record_fired(lake: &Lake, source: &str, at: DateTime<Utc>) {
