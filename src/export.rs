@@ -90,16 +90,29 @@ pub async fn export(lake: &Lake, target: &str, fmt: Format, sep: u8, to: Option<
     let ctx = crate::query::context(lake, &sql).await?;
     let df = ctx.sql(&sql).await.map_err(|e| Error::Usage(format!("export: {e}")))?;
     let (folder, file) = destination(to, &name, fmt);
-    write(df, fmt, sep, &folder, &file).await
+    let e = write(df, fmt, sep, &folder, &file, true).await?;
+    e.ok_or_else(|| Error::Other("export: no file written".into()))
 }
 
 /// Stream `df` into the file `file` of `folder` (a path or URL), visible only once complete.
-async fn write(df: deltalake::datafusion::prelude::DataFrame, fmt: Format, sep: u8, folder: &str, file: &str) -> Result<Exported> {
+/// No row: a file all the same when `empty_file` (a CSV holds its header), else none (None).
+async fn write(df: deltalake::datafusion::prelude::DataFrame, fmt: Format, sep: u8, folder: &str, file: &str, empty_file: bool) -> Result<Option<Exported>> {
     let schema = Arc::new(df.schema().as_arrow().clone());
     let out = Lake::open(folder)?;
     let path = out.path(file);
     let location = format!("{}{file}", out.url);
-    let mut stream = df.execute_stream().await?;
+    let mut stream = df.execute_stream().await?.boxed();
+    if !empty_file {
+        // The first row decides whether there is a file: the query runs once either way.
+        let first = loop {
+            match stream.next().await.transpose()? {
+                Some(b) if b.num_rows() == 0 => continue,
+                other => break other,
+            }
+        };
+        let Some(first) = first else { return Ok(None) };
+        stream = futures::stream::iter([Ok(first)]).chain(stream).boxed();
+    }
     let upload = out.store.put_multipart(&path).await?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, 8 * 1024 * 1024);
     let (mut rows, mut bytes) = (0usize, 0usize);
@@ -165,7 +178,7 @@ async fn write(df: deltalake::datafusion::prelude::DataFrame, fmt: Format, sep: 
     match res {
         Ok(()) => {
             w.finish().await?;
-            Ok(Exported { location, rows, bytes })
+            Ok(Some(Exported { location, rows, bytes }))
         }
         Err(e) => {
             let _ = w.abort().await;
@@ -287,10 +300,10 @@ pub mod outputs {
                     let order = || col(r#""_ingest_order""#);
                     let keep: Vec<_> = names.iter().filter(|n| !n.starts_with('_')).map(|n| col(format!("\"{n}\""))).collect();
                     let df = df.filter(order().gt_eq(lit(lo)).and(order().lt(lit(hi))))?.sort(vec![order().sort(true, true)])?.select(keep)?;
-                    if df.clone().count().await? > 0 {
-                        let when = chrono::DateTime::from_timestamp_millis(ts).unwrap_or_default().format("%Y%m%dT%H%M%S%3fZ");
-                        let file = format!("{}_{when}.{}", spec.name, match fmt { Format::Csv => "csv", Format::Json => "json", Format::Parquet => "parquet" });
-                        let e = write(df, fmt, spec.sep, &spec.to, &file).await?;
+                    let when = chrono::DateTime::from_timestamp_millis(ts).unwrap_or_default().format("%Y%m%dT%H%M%S%3fZ");
+                    let file = format!("{}_{when}.{}", spec.name, fmt.ext());
+                    // A commit that merged no row writes no file.
+                    if let Some(e) = write(df, fmt, spec.sep, &spec.to, &file, false).await? {
                         tracing::info!(model = %m.target, version = v, rows = e.rows, location = %e.location, "output written");
                         done.push((m.target.clone(), e));
                     }
