@@ -161,6 +161,11 @@ pub enum Command {
         /// A table (schema.table) or a source; default: every table and source
         target: Option<String>,
     },
+    /// Turn existing configs of other tools into pipeline files and SQL models.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// The bundled API simulator.
     Fixtures {
         #[command(subcommand)]
@@ -236,6 +241,28 @@ pub enum PipelineCommand {
     Schema {
         /// <source>.<stream>, e.g. pancake.conversations
         name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// Seed 004's api extractor config (JSON: name, auth, extractions[]) → pipelines/<name>.toml
+    /// and one model per extraction, sql/silver/<name>_<extraction>.sql, whose `-- output:`
+    /// writes each run's new rows as the extractor's CSV/JSON file (columns: the data_schema's,
+    /// in its order). Every part of the config maps or the import stops (exit 2) naming its
+    /// JSON path and line; the files are validated (pipeline loaded, models planned) before any
+    /// is written. Point the result elsewhere with <NAME>_BASE_URL, <NAME>_AUTH_URL and
+    /// <NAME>_OUTPUT_URL; `${secret::x}` becomes `${secret:X}` (environment, secret files, or
+    /// the AWS secret named in [source.secrets]).
+    Extractor {
+        /// The config file (JSON)
+        config: PathBuf,
+        /// Source name (default: the config's `name`, lower-cased, `_` for other characters)
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace files that exist
+        #[arg(long)]
+        force: bool,
     },
 }
 

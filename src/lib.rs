@@ -8,6 +8,7 @@ pub mod export;
 pub mod json;
 pub mod time;
 pub mod http;
+pub mod import;
 pub mod lake;
 pub mod pull;
 pub mod push;

@@ -238,6 +238,21 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             print!("{}", transform::scaffold::declaration(&lake, source, stream).await?);
             Ok(0)
         }
+        Command::Import {
+            command: ingest::cli::ImportCommand::Extractor { config, name, force },
+        } => {
+            let done = ingest::import::extractor(&config, name.as_deref(), &cli.pipelines, &cli.sql, force).await?;
+            println!("imported {} as source `{}`:", config.display(), done.source);
+            for f in &done.files {
+                println!("  wrote {}", f.display());
+            }
+            if !done.secrets.is_empty() {
+                println!("secrets it reads (environment, files in $INGEST_SECRETS_DIR, or [source.secrets]): {}", done.secrets.join(", "));
+            }
+            println!("environment that points it elsewhere: {}", done.env.join(", "));
+            println!("next: ingest pull {0} && ingest transform", done.source);
+            Ok(0)
+        }
         Command::Export { target, format, sep, to } => {
             let sep = match sep.as_bytes() {
                 [b] => *b,

@@ -69,6 +69,12 @@ pub struct SourceConfig {
     /// Where raw files land, relative to the lake root.
     #[serde(default = "default_path_template")]
     pub path_template: String,
+    /// Where a `--from` backfill lands instead, e.g. seed 003's date-less
+    /// `"{source}/{partition}/{stream}/file_.json"` ("historic data has no date suffix"). Each
+    /// window of the backfill is its own file (`file_.json`, `file__2.json`, …): a re-pull of a
+    /// window — by a later backfill or by the daily pull's `file_<date>.json` — supersedes
+    /// only that window's file, as with `path_template`.
+    pub backfill_template: Option<String>,
 }
 
 fn default_concurrency() -> usize {
@@ -189,7 +195,8 @@ pub enum AuthConfig {
     /// (default POST), `query_params`, `headers` and JSON `body`, each value taking
     /// `${secret:…}` — read at `response_token_key` (a JSON path), with its lifetime at
     /// `expires_key` when the answer has it (else an hour), and sent as
-    /// `<header>: <prefix><token>` (the seed's `"Authorization": "Bearer ${self::auth.access_token}"`).
+    /// `<header>: <prefix><token>` (the seed's `"Authorization": "Bearer ${self::auth.access_token}"`),
+    /// or as the query parameter `param` when one is given (`?token=${self::auth.access_token}`).
     /// Refreshed like `oauth2_refresh`: shortly before it expires and once on a 401, one
     /// refresh shared by every stream. Zoho's grant is one instance of it.
     Refresh {
@@ -208,6 +215,7 @@ pub enum AuthConfig {
         header: String,
         #[serde(default = "default_bearer_prefix")]
         prefix: String,
+        param: Option<String>,
     },
 }
 fn default_auth_header() -> String {
@@ -527,6 +535,10 @@ pub struct IncrementalConfig {
     /// Re-read this far before the watermark (`1h`); records older than that are dropped client-side.
     #[serde(default = "default_zero")]
     pub lookback: String,
+    /// The bound of a pull with no watermark and no `--from` (an RFC 3339 instant: seed 004's
+    /// `$(last::Modified_Time, 2020-09-03T17:40:53-05:00)` default); without it such a pull
+    /// sends no bound and takes everything.
+    pub start: Option<String>,
 }
 
 /// `512MiB`, `2GiB`, `1.5GB`, `100000000` → bytes (`--memory-limit`, a model's `target_file_size`).

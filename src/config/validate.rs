@@ -25,6 +25,8 @@ pub struct Pipeline {
     pub context: BTreeMap<String, String>,
     pub headers: BTreeMap<String, String>,
     pub path_template: String,
+    /// Where a `--from` backfill lands (see `SourceConfig::backfill_template`).
+    pub backfill_template: Option<String>,
     pub sinks: Vec<(String, SinkConfig)>,
     /// Declared schemas and contracts per raw stream name (see `declare.rs`).
     pub declared: BTreeMap<String, super::declare::Declared>,
@@ -57,6 +59,8 @@ pub struct OAuth2 {
     pub method: String,
     pub header: String,
     pub prefix: String,
+    /// The token goes in this query parameter instead of the header.
+    pub param: Option<String>,
     pub token_key: String,
     pub expires_key: String,
     pub grant: Grant,
@@ -162,6 +166,8 @@ pub struct Incremental {
     pub format: WireFormat,
     pub tz: Tz,
     pub lookback: chrono::Duration,
+    /// The bound when there is no watermark and no `--from`.
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Read, substitute, parse and validate `<dir>/<source>.toml`.
@@ -280,6 +286,15 @@ impl Checker<'_> {
         }
         if s.path_template.split('/').any(|seg| seg.starts_with('_') && !seg.starts_with('{')) {
             return Err(self.err(&["source", "path_template"], "no folder of it may start with `_` (the lake's own: _ingest, _delta_log)"));
+        }
+        if let Some(b) = &s.backfill_template {
+            let same_partitioning = s.path_template.contains("{partition}") == b.contains("{partition}");
+            if !b.contains("{stream}") || !b.ends_with(".json") || !same_partitioning {
+                return Err(self.err(&["source", "backfill_template"], "must contain {stream} (and {partition} when path_template does) and end in .json"));
+            }
+            if b.split('/').any(|seg| seg.starts_with('_') && !seg.starts_with('{')) {
+                return Err(self.err(&["source", "backfill_template"], "no folder of it may start with `_` (the lake's own: _ingest, _delta_log)"));
+            }
         }
         if ["raw", "_ingest"].contains(&s.name.as_str()) || s.name.starts_with('_') {
             return Err(self.err(&["source", "name"], format!("`{}` is reserved (raw tables, the lake's state)", s.name)));
@@ -406,6 +421,7 @@ impl Checker<'_> {
             context: s.context,
             headers: s.headers,
             path_template: s.path_template,
+            backfill_template: s.backfill_template,
             sinks,
             declared: BTreeMap::new(),
             schedule,
@@ -462,6 +478,7 @@ impl Checker<'_> {
                     method,
                     header: header.clone(),
                     prefix: prefix.clone(),
+                    param: None,
                     token_key: token_key.clone(),
                     expires_key: expires_key.clone(),
                     grant: Grant::RefreshToken {
@@ -475,7 +492,7 @@ impl Checker<'_> {
                     },
                 }))
             }
-            AuthConfig::Refresh { url, method, query_params, headers, body, response_token_key, expires_key, header, prefix } => {
+            AuthConfig::Refresh { url, method, query_params, headers, body, response_token_key, expires_key, header, prefix, param } => {
                 let method = method.to_uppercase();
                 if method != "GET" && method != "POST" {
                     return Err(self.err(&["source", "auth", "method"], format!("`{method}`: expected GET or POST")));
@@ -515,6 +532,7 @@ impl Checker<'_> {
                     method,
                     header: header.clone(),
                     prefix: prefix.clone(),
+                    param: param.clone().filter(|p| !p.is_empty()),
                     token_key: response_token_key.clone(),
                     expires_key: expires_key.clone(),
                     grant: Grant::Endpoint { query: pairs("query_params", query_params)?, headers: pairs("headers", headers)?, body },
@@ -599,6 +617,13 @@ impl Checker<'_> {
                         .parse()
                         .map_err(|_| self.err(&ip("timezone"), format!("unknown time zone `{}`", i.timezone)))?,
                     lookback: parse_duration(&i.lookback).map_err(|m| self.err(&ip("lookback"), m))?,
+                    start: match &i.start {
+                        Some(s) => Some(
+                            crate::time::parse_instant(s, &chrono_tz::UTC)
+                                .ok_or_else(|| self.err(&ip("start"), format!("`{s}`: an instant like 2020-09-03T17:40:53-05:00")))?,
+                        ),
+                        None => None,
+                    },
                 })
             }
             None => None,

@@ -250,6 +250,9 @@ impl Client {
                 let Some(t) = token else {
                     return Attempt::Fail(HttpError::Build("no OAuth2 token".into()));
                 };
+                if let Some(p) = &o.param {
+                    req.query(&[(p.as_str(), t.value.expose())])
+                } else {
                 match (
                     HeaderName::try_from(o.header.as_str()),
                     HeaderValue::from_str(&format!("{}{}", o.prefix, t.value.expose())),
@@ -264,6 +267,7 @@ impl Client {
                             o.header
                         )))
                     }
+                }
                 }
             }
             Auth::Header { name, value } => match (

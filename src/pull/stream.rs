@@ -169,7 +169,7 @@ impl StreamRun<'_> {
             let floor = match (self.opts.from, wm) {
                 (Some(d), _) => Some(window::day_start(d)),
                 (None, Some(wm)) => Some(wm - inc.lookback),
-                (None, None) => None,
+                (None, None) => inc.start,
             };
             let bound = |name: &Option<String>| match (name, floor) {
                 (Some(p), Some(f)) => vec![(p.clone(), window::format_instant(f, &inc.format, &inc.tz))],
@@ -258,14 +258,21 @@ impl StreamRun<'_> {
     /// The slot a landing of `stream` for `date` fills, and a path for it that no catalogue
     /// row ever named and nothing occupies: a file is never overwritten in place. A window's
     /// slot is its base path (a re-pull supersedes it); each cursor-stream landing is its own.
+    /// A `--from` backfill names its files by `backfill_template` (seed 003's date-less
+    /// `file_.json`) while its slots stay `path_template`'s, so each window still supersedes
+    /// only its own earlier landing.
     async fn fresh_rel(&self, stream: &str, date: &str, additive: bool) -> Result<(String, String)> {
-        let base = self
-            .p
-            .path_template
-            .replace("{source}", &self.p.name)
-            .replace("{partition}", &self.part.id)
-            .replace("{stream}", stream)
-            .replace("{date}", date);
+        let fill = |t: &str| {
+            t.replace("{source}", &self.p.name)
+                .replace("{partition}", &self.part.id)
+                .replace("{stream}", stream)
+                .replace("{date}", date)
+        };
+        let slot_base = fill(&self.p.path_template);
+        let base = match (&self.p.backfill_template, self.opts.from) {
+            (Some(b), Some(_)) => fill(b),
+            _ => slot_base.clone(),
+        };
         let dot = base.rfind('.').filter(|d| *d > base.rfind('/').map_or(0, |s| s + 1)).unwrap_or(base.len());
         let (stem, ext) = base.split_at(dot);
         for n in 1u32.. {
@@ -278,7 +285,7 @@ impl StreamRun<'_> {
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            let slot = if additive || self.s.incremental.is_some() { rel.clone() } else { base };
+            let slot = if additive || self.s.incremental.is_some() { rel.clone() } else { slot_base };
             return Ok((rel, slot));
         }
         unreachable!()

@@ -503,6 +503,12 @@ async fn handle(
             Err(r) => respond(r.status, &r.body, None, false),
         };
     }
+    if path == "_sim/zoho/touch" {
+        return match zoho::touch(&sim, &query) {
+            Ok(v) => respond(200, &v, None, false),
+            Err(r) => respond(r.status, &r.body, None, false),
+        };
+    }
     if let Some(source) = path.strip_prefix("_sim/truth/") {
         return match source {
             "c2s" => respond(200, &c2s::truth(&sim), None, false),

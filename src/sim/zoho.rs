@@ -1,8 +1,11 @@
 //! Zoho (seed 004's examples): the accounts token endpoint (`POST /oauth/v2/token`,
 //! refresh-token grant, `expires_in`, `{"error":"invalid_code"}` for a bad refresh token, optional
-//! rotation), CRM v2 modules (`Authorization: Zoho-oauthtoken`, `page`/`per_page` ≤ 200,
-//! `If-Modified-Since` (records modified after it) → 304 when nothing changed, 204 when empty, `info.more_records`) and Desk
-//! tickets (`orgId` header, `from`/`limit`, 422 above 100). An access token stops working
+//! rotation), CRM v2 modules (`Authorization: Zoho-oauthtoken` — or `Bearer`, as seed 004's deals
+//! config sends it —, module names in any case as the config writes them (`/crm/v2/deals`),
+//! `page`/`per_page` ≤ 200, `sort_by`/`sort_order`, `If-Modified-Since` (records modified after
+//! it) → 304 when nothing changed, 204 when empty, `info.more_records`) and Desk tickets (`orgId`
+//! header — checked when sent: seed 004's tickets config sends none —, `from` counted from 1,
+//! `limit` ≤ 100 else 422, `sortBy` with `-` for descending). An access token stops working
 //! `--token-ttl` seconds after it was issued (401 `INVALID_TOKEN`).
 use super::data::{self, pick};
 use super::{query_num as num, Reply, Sim};
@@ -25,6 +28,31 @@ pub struct State {
     count: u64,
     /// Detail requests per record id (`GET /_sim/truth/zoho_details`).
     pub detail_hits: HashMap<String, u64>,
+    /// Deals changed by `GET /_sim/zoho/touch?n=N`: id → when (after every generated version).
+    touched: HashMap<String, DateTime<Utc>>,
+}
+
+/// `GET /_sim/zoho/touch?n=N`: N deals not changed this way yet (lowest ids first) get a new
+/// stage and a Modified_Time after everything the API holds; answers their ids.
+pub fn touch(sim: &Sim, q: &HashMap<String, String>) -> Result<Value, Reply> {
+    let n = num(q, "n", 1)? as usize;
+    let mut rows = all(sim, DEALS, 20);
+    rows.sort_by(|a, b| a.1["id"].as_str().cmp(&b.1["id"].as_str()));
+    let mut st = sim.zoho.lock().unwrap();
+    let latest = rows.iter().map(|r| r.0).max().unwrap_or_else(|| data::sim_now(sim.cfg.days));
+    let fresh: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.1["id"].as_str())
+        .filter(|id| !st.touched.contains_key(*id))
+        .take(n)
+        .map(str::to_string)
+        .collect();
+    for id in &fresh {
+        let at = latest.max(st.touched.values().max().copied().unwrap_or(latest)) + chrono::Duration::seconds(1);
+        st.touched.insert(id.clone(), at);
+    }
+    let ids = fresh;
+    Ok(json!({"touched": ids}))
 }
 
 pub fn client_id(sim: &Sim) -> String {
@@ -51,7 +79,10 @@ pub fn handle(
         // Seed 004's own refresh example: `GET …/oauth/v2/?refresh_token=…` → `{"mytoken": …}`.
         // (the router trims the trailing slash of `/oauth/v2/`)
         ["oauth", "v2"] => ("zoho/token/seed-example".into(), seed_example_token(sim, q)),
-        ["crm", "v2", module] => (format!("zoho/crm/{module}"), crm(sim, module, q, headers)),
+        ["crm", "v2", module] => {
+            let module = canonical(module);
+            (format!("zoho/crm/{module}"), crm(sim, &module, q, headers))
+        }
         ["crm", "v2", "Deals", id] => ("zoho/crm/Deals/detail".into(), deal(sim, id, headers)),
         ["desk", "api", "v1", "tickets"] => ("zoho/desk/tickets".into(), desk(sim, q, headers)),
         _ => ("zoho/unknown".into(), Err(Reply::err(404, "not found"))),
@@ -100,11 +131,24 @@ fn seed_example_token(sim: &Sim, q: &HashMap<String, String>) -> Result<Reply, R
     Ok(Reply::ok(json!({"mytoken": access, "api_domain": "https://www.api.com", "token_type": "Bearer", "expires_in": sim.cfg.token_ttl.round().max(1.0) as u64}), 0))
 }
 
+/// A module as the API names it whatever the case it was asked in (`deals` → `Deals`).
+fn canonical(module: &str) -> String {
+    ["Leads", "Contacts", "Deals", "Tasks"]
+        .into_iter()
+        .find(|m| m.eq_ignore_ascii_case(module))
+        .map_or_else(|| module.to_string(), str::to_string)
+}
+
+/// CRM takes `Zoho-oauthtoken <t>` or `Bearer <t>`; Desk only the first.
 fn authorized(sim: &Sim, headers: &HeaderMap) -> Result<(), Reply> {
-    let t = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Zoho-oauthtoken "))
+    token_ok(sim, headers, false)
+}
+
+fn token_ok(sim: &Sim, headers: &HeaderMap, bearer: bool) -> Result<(), Reply> {
+    let h = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let t = h
+        .strip_prefix("Zoho-oauthtoken ")
+        .or_else(|| h.strip_prefix("Bearer ").filter(|_| bearer))
         .unwrap_or("");
     let st = sim.zoho.lock().unwrap();
     match st.issued.get(t) {
@@ -152,7 +196,17 @@ fn record(sim: &Sim, kind: u64, e: &data::Entity, v: usize) -> Value {
             "Stage": pick(h >> 17 ^ v as u64, &["Qualification", "Negotiation", "Closed Won", "Closed Lost"]),
             "Amount": 1000 + (h >> 19) % 90_000,
             "Closing_Date": (e.versions[0] + chrono::Duration::days(30)).format("%Y-%m-%d").to_string(),
+            "Description": description(e),
         })),
+    }
+}
+
+/// A deal's free text; some hold `;` (seed 004's deals config replaces it before its `;` CSV).
+fn description(e: &data::Entity) -> String {
+    match e.h % 3 {
+        0 => format!("Detalhes do negócio {}; retorno em {} dias", e.idx + 1, 1 + e.h % 9),
+        1 => format!("Detalhes do negócio {}", e.idx + 1),
+        _ => format!("Proposta {}; desconto; aguardando \"ok\"", e.idx + 1),
     }
 }
 
@@ -166,12 +220,22 @@ fn all(sim: &Sim, kind: u64, per_day: u64) -> Vec<(DateTime<Utc>, Value)> {
                 Some((e.versions[v], record(sim, kind, &e, v)))
             })
             .collect();
+    if kind == DEALS {
+        let st = sim.zoho.lock().unwrap();
+        for (m, r) in rows.iter_mut() {
+            if let Some(at) = r["id"].as_str().and_then(|id| st.touched.get(id)) {
+                *m = *at;
+                r["Modified_Time"] = json!(ist(*at));
+                r["Stage"] = json!("Closed Won");
+            }
+        }
+    }
     rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1["id"].as_str().cmp(&b.1["id"].as_str())));
     rows
 }
 
 fn crm(sim: &Sim, module: &str, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Reply, Reply> {
-    authorized(sim, headers)?;
+    token_ok(sim, headers, true)?;
     sim.limit("zoho:crm", 100, "too many requests")?;
     let (kind, per_day) = match module {
         "Leads" => (LEADS, 30),
@@ -193,7 +257,16 @@ fn crm(sim: &Sim, module: &str, q: &HashMap<String, String>, headers: &HeaderMap
         ),
         None => None,
     };
-    let rows: Vec<Value> = if kind == 0 {
+    let sort_by = q.get("sort_by").map(String::as_str).unwrap_or("Modified_Time");
+    if !["id", "Created_Time", "Modified_Time"].contains(&sort_by) {
+        return Err(Reply::err(400, "INVALID_DATA: sort_by must be id, Created_Time or Modified_Time"));
+    }
+    let desc = match q.get("sort_order").map(String::as_str) {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return Err(Reply::err(400, "INVALID_DATA: sort_order must be asc or desc")),
+    };
+    let mut rows: Vec<Value> = if kind == 0 {
         Vec::new()
     } else {
         all(sim, kind, per_day)
@@ -202,6 +275,14 @@ fn crm(sim: &Sim, module: &str, q: &HashMap<String, String>, headers: &HeaderMap
             .map(|(_, r)| r)
             .collect()
     };
+    // `all` is by Modified_Time; the others sort on their text (ids have one length, times
+    // one offset), ties by id.
+    if sort_by != "Modified_Time" {
+        rows.sort_by(|a, b| a[sort_by].as_str().cmp(&b[sort_by].as_str()).then_with(|| a["id"].as_str().cmp(&b["id"].as_str())));
+    }
+    if desc {
+        rows.reverse();
+    }
     if rows.is_empty() {
         // Nothing modified since the header: 304; a module with no record at all: 204.
         let status = if since.is_some() && kind != 0 { 304 } else { 204 };
@@ -220,7 +301,7 @@ fn crm(sim: &Sim, module: &str, q: &HashMap<String, String>, headers: &HeaderMap
 /// `GET /crm/v2/Deals/{id}`: the deal with its detail-only fields; some deals listed in the
 /// module answer 404 here (deleted between the list and the detail request).
 fn deal(sim: &Sim, id: &str, headers: &HeaderMap) -> Result<Reply, Reply> {
-    authorized(sim, headers)?;
+    token_ok(sim, headers, true)?;
     sim.limit("zoho:crm", 100, "too many requests")?;
     *sim.zoho.lock().unwrap().detail_hits.entry(id.to_string()).or_default() += 1;
     let now = data::sim_now(sim.cfg.days);
@@ -235,7 +316,6 @@ fn deal(sim: &Sim, id: &str, headers: &HeaderMap) -> Result<Reply, Reply> {
         return Err(Reply::err(404, "record not found"));
     };
     let mut d = record(sim, DEALS, &e, v);
-    d["Description"] = json!(format!("Detalhes do negócio {}", e.idx + 1));
     d["Contact_Name"] = json!({"id": format!("{}", 4_876_000_100_000_000_000u64 + e.h % 1_000_000), "name": pick(e.h >> 3, data::FIRST)});
     Ok(Reply::ok(json!({"data": [d]}), 1))
 }
@@ -246,10 +326,15 @@ pub fn detail_hits(sim: &Sim) -> Value {
 
 fn desk(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Reply, Reply> {
     authorized(sim, headers)?;
-    if headers.get("orgid").and_then(|v| v.to_str().ok()) != Some(org_id(sim).as_str()) {
-        return Err(Reply::err(400, "orgId header missing or wrong"));
+    if headers.get("orgid").is_some_and(|v| v.to_str().ok() != Some(org_id(sim).as_str())) {
+        return Err(Reply::err(400, "orgId header wrong"));
     }
-    let from = num(q, "from", 0)?;
+    let from = num(q, "from", 1)?;
+    if from < 1 {
+        let mut r = Reply::err(422, "from starts at 1");
+        r.body = json!({"errorCode": "INVALID_DATA", "message": "from must be 1 or more"});
+        return Err(r);
+    }
     let limit = num(q, "limit", 10)?;
     if limit == 0 || limit > 100 {
         let mut r = Reply::err(422, "limit must be 1..100");
@@ -276,7 +361,23 @@ fn desk(sim: &Sim, q: &HashMap<String, String>, headers: &HeaderMap) -> Result<R
             })
             .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1["id"].as_str().cmp(&b.1["id"].as_str())));
-    let items: Vec<Value> = rows.into_iter().skip(from as usize).take(limit as usize).map(|r| r.1).collect();
+    if let Some(by) = q.get("sortBy") {
+        let (field, desc) = by.strip_prefix('-').map_or((by.as_str(), false), |f| (f, true));
+        let number = |r: &Value| r["ticketNumber"].as_str().and_then(|n| n.parse::<u64>().ok());
+        match field {
+            "ticketNumber" => rows.sort_by_key(|r| number(&r.1)),
+            "createdTime" | "modifiedTime" => rows.sort_by(|a, b| a.1[field].as_str().cmp(&b.1[field].as_str())),
+            _ => {
+                let mut r = Reply::err(422, "sortBy");
+                r.body = json!({"errorCode": "INVALID_DATA", "message": "sortBy must be ticketNumber, createdTime or modifiedTime"});
+                return Err(r);
+            }
+        }
+        if desc {
+            rows.reverse();
+        }
+    }
+    let items: Vec<Value> = rows.into_iter().skip(from as usize - 1).take(limit as usize).map(|r| r.1).collect();
     let n = items.len();
     Ok(Reply::ok(json!({"data": items}), n))
 }

@@ -5,6 +5,7 @@ mod declared;
 mod exactly_once;
 mod faults;
 mod hostile;
+mod import;
 mod input;
 mod pipeline_fuzz;
 mod pull_c2s;
