@@ -7,8 +7,10 @@
 //! and only then written, each to a temporary name and renamed into place. A file that
 //! exists is replaced only with `--force`. An error names the config's file, line and JSON
 //! path, and nothing is written.
+mod cx;
 pub mod extractor;
 mod json_at;
+mod model;
 mod refs;
 
 use crate::error::{Error, Result};

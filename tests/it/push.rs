@@ -277,10 +277,10 @@ fn without_a_lookup_a_crash_leaves_uncertain_records_that_status_lists() {
 }
 
 /// Seed 001, tickets: tagged Ploomes tasks/interactions of contacts who are Milvus clients become
-/// one Milvus ticket each, even with `kill -9` at seeded points mid-push (Milvus would make a
+/// one Milvus ticket each, even with `kill -9` right after ticket creations mid-push (Milvus would make a
 /// second ticket if asked twice: the rerun reconciles through `chamado/listagem`).
 #[test]
-fn seed_001_tickets_exist_once_after_kills_at_seeded_points() {
+fn seed_001_tickets_exist_once_after_kills_mid_creation() {
     let sim = Sim::start(&["--rate-window", "1", "--days", "5", "--reply-delay-ms", "80"]);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
@@ -309,16 +309,19 @@ fn seed_001_tickets_exist_once_after_kills_at_seeded_points() {
             assert_eq!(n, 1, "point {point}: ticket `{d}` exists {n} times");
         }
     };
-    // Twenty pushes killed at seeded moments, one after the other: each resumes from the
-    // ledger (reconciling what the previous one left pending) and is killed again.
-    let mut seed: u64 = 0xdecaf;
+    // Pushes killed one after the other, each as soon as the portal has created a ticket
+    // (its reply is still on the way: `--reply-delay-ms`), so the kill lands between a
+    // creation and its ledger row; each run resumes from the ledger, reconciling what the
+    // previous one left pending. (An event, not a clock: a fixed delay let a fast machine
+    // finish every ticket before any kill.)
+    let count = || tickets()["tickets"].as_u64().unwrap();
     for point in 0..20 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let delay = Duration::from_millis(150 + (seed >> 33) % 250);
+        let before = count();
+        if before + 3 >= want {
+            break;
+        }
         let mut child = spawn_quiet(ingest_cmd(Some(&sim), &lake, &pipelines(), &["-q", "push", "milvus.tickets"]));
-        std::thread::sleep(delay);
-        let _ = child.kill();
-        child.wait().unwrap();
+        kill_when(&mut child, "the push", Duration::from_millis(2), Duration::from_secs(60), || count() > before);
         no_duplicates(point);
     }
     let done_before = tickets()["tickets"].as_u64().unwrap();
