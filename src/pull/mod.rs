@@ -5,6 +5,8 @@ pub mod paginate;
 pub mod progress;
 pub mod records;
 pub mod details;
+mod last;
+pub use last::fill_last;
 mod stream;
 pub mod window;
 
@@ -303,80 +305,6 @@ pub fn names_per_partition(template: &str, partitions: &[String]) -> bool {
         && partitions.iter().all(|x| !x.is_empty() && !x.contains('/'))
 }
 
-/// The previous successful run's last-record fields per (partition, stream), checked to
-/// resolve every `${last:…}` of the pipeline.
-async fn check_last(p: &Pipeline, lake: &Lake) -> Result<HashMap<(String, String), serde_json::Map<String, serde_json::Value>>> {
-    // Most pipelines read nothing back: then the run log (which grows by a row per stream and
-    // pull) is not read at all.
-    if !p.streams.iter().any(|s| templates(s).iter().any(|t| t.contains("${last:"))) {
-        return Ok(HashMap::new());
-    }
-    let last = runs::last_values(lake, &p.name).await?;
-    for part in &p.partitions {
-        for s in &p.streams {
-            let prev = last.get(&(part.id.clone(), s.name.clone()));
-            for tpl in templates(s) {
-                fill_last(&tpl, prev).map_err(|m| Error::Usage(format!("{}: stream `{}`: {m}", p.file, s.name)))?;
-            }
-        }
-    }
-    Ok(last)
-}
-
-/// Every request template of a stream (path, params, headers, body strings).
-fn templates(s: &crate::config::Stream) -> Vec<String> {
-    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::String(x) => out.push(x.clone()),
-            serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-            serde_json::Value::Object(m) => m.values().for_each(|x| strings(x, out)),
-            _ => {}
-        }
-    }
-    let mut out = vec![s.path.clone()];
-    out.extend(s.params.values().cloned());
-    out.extend(s.headers.values().cloned());
-    if let Some(b) = &s.body {
-        strings(b, &mut out);
-    }
-    out
-}
-
-/// The fields a stream reads back from its previous run's last record (`${last:<field>}`).
-fn declared_last(s: &crate::config::Stream) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for t in templates(s) {
-        // (An unterminated reference was already refused by `check_last`.)
-        let _ = crate::config::interp::replace_refs(&t, "last", |body| {
-            let field = body.split(":-").next().unwrap_or_default().to_string();
-            if !out.contains(&field) {
-                out.push(field);
-            }
-            Ok(String::new())
-        });
-    }
-    out
-}
-
-/// Replace `${last:<field>}` / `${last:<field>:-default}` with the previous successful run's
-/// value (seed 004's `last::`). No value and no default is an input error.
-pub fn fill_last(tpl: &str, prev: Option<&serde_json::Map<String, serde_json::Value>>) -> Result<String, String> {
-    crate::config::interp::replace_refs(tpl, "last", |body| {
-        let (field, default) = match body.split_once(":-") {
-            Some((f, d)) => (f, Some(d)),
-            None => (body, None),
-        };
-        match (prev.and_then(|m| m.get(field)).filter(|v| !v.is_null()), default) {
-            (Some(serde_json::Value::String(s)), _) => Ok(s.clone()),
-            (Some(other), _) => Ok(other.to_string()),
-            (None, Some(d)) => Ok(d.to_string()),
-            (None, None) => Err(format!(
-                "`${{last:{field}}}` has no value yet (no successful run landed a record with it); give a default: `${{last:{field}:-…}}`"
-            )),
-        }
-    })
-}
-
 /// Check `--streams` against the pipeline before anything runs.
 pub fn check_streams(p: &Pipeline, wanted: &Option<Vec<String>>) -> Result<()> {
     if let Some(w) = wanted {
@@ -412,7 +340,7 @@ pub async fn pull(p: &Pipeline, lake: &Lake, opts: &PullOptions) -> Result<PullR
     let started = std::time::Instant::now();
     let client = Client::new(p).map_err(|e| Error::Other(e.to_string()))?;
     // `${last:…}` without a value is an input error: found before anything is written.
-    check_last(p, lake).await?;
+    last::check_last(p, lake).await?;
     let scope = match &opts.partitions {
         Some(parts) => lease::Scope::Partitions(parts),
         None => lease::Scope::Source,
@@ -522,7 +450,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
         unfinished.scanned(lake, &p.name, parts).await?;
         tracing::debug!(ms = t0.elapsed().as_millis() as u64, "orphan scan");
     }
-    let last = check_last(p, lake).await?;
+    let last = last::check_last(p, lake).await?;
     state::Unfinished::start(lake, &p.name, &run_id, parts).await?;
     let writer = StateWriter::start(lake, cat.table, Some(lease.fence()));
     let prog = progress::Progress::new(opts.progress);
@@ -571,7 +499,7 @@ async fn pull_leased(p: &Pipeline, lake: &Lake, opts: &PullOptions, client: &Cli
     let rows: Vec<runs::RunRow> = streams
         .iter()
         .map(|r| {
-            let declared = p.streams.iter().find(|s| s.name == r.stream).map(declared_last).unwrap_or_default();
+            let declared = p.streams.iter().find(|s| s.name == r.stream).map(last::declared_last).unwrap_or_default();
             let rec = r.last.as_deref().filter(|_| !declared.is_empty()).and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
             let last = rec.map(|rec| {
                 let m: serde_json::Map<String, serde_json::Value> = declared

@@ -188,6 +188,25 @@ fn the_seeds_zoho_configs_import_pull_and_write_their_outputs_once() {
     assert_eq!(files(&deals_dir).len(), 3, "written once");
     assert_eq!(csv_rows(&files(&deals_dir)[2]).len(), touched.len());
 
+    // A transform killed (-9) as soon as it reports its commit — before, during or after its
+    // output's write, but always before the next run — then a rerun: the change's file exists
+    // once, with exactly the changed deal.
+    let touched = http_get_json(&format!("{}/_sim/zoho/touch?n=1", sim.base))["touched"][0].as_str().unwrap().to_string();
+    logs.push(ok(&run(Some(&sim), d, &env, &["pull", "zoho"])));
+    let mut c: Command = ingest_cmd(Some(&sim), &d.join("lake"), &d.join("pipelines"), &[]);
+    c.arg("--sql").arg(d.join("sql")).arg("transform").envs(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let reported = lines.by_ref().map_while(Result::ok).any(|l| l.contains("silver.zoho_deals"));
+    assert!(reported, "the transform never reported the model");
+    let _ = child.kill();
+    child.wait().unwrap();
+    logs.push(ok(&run(Some(&sim), d, &env, &["transform"])));
+    logs.push(ok(&run(Some(&sim), d, &env, &["transform"])));
+    assert_eq!(files(&deals_dir).len(), 4, "written once: {:?}", files(&deals_dir));
+    let last = csv_rows(&files(&deals_dir)[3]);
+    assert_eq!(last.iter().map(|r| r[ii].clone()).collect::<Vec<_>>(), vec![touched]);
+
     let mut secrets = sim.secrets();
     secrets.extend([sim.var("ZOHO_CLIENT_SECRET"), sim.var("ZOHO_REFRESH_TOKEN")]);
     let texts: Vec<&str> = logs.iter().map(String::as_str).collect();
