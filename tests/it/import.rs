@@ -188,9 +188,9 @@ fn the_seeds_zoho_configs_import_pull_and_write_their_outputs_once() {
     assert_eq!(files(&deals_dir).len(), 3, "written once");
     assert_eq!(csv_rows(&files(&deals_dir)[2]).len(), touched.len());
 
-    // A transform killed (-9) as soon as it reports its commit — before, during or after its
-    // output's write, but always before the next run — then a rerun: the change's file exists
-    // once, with exactly the changed deal.
+    // A transform killed (-9) as soon as it reports its commit (here that lands before its
+    // output is written; wherever it lands after the commit, the end is the same) then a
+    // rerun: the change's file exists once, with exactly the changed deal.
     let touched = http_get_json(&format!("{}/_sim/zoho/touch?n=1", sim.base))["touched"][0].as_str().unwrap().to_string();
     logs.push(ok(&run(Some(&sim), d, &env, &["pull", "zoho"])));
     let mut c: Command = ingest_cmd(Some(&sim), &d.join("lake"), &d.join("pipelines"), &[]);
