@@ -164,7 +164,15 @@ impl Tokens {
                 last = format!("answered {status}");
                 continue;
             }
-            let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+            // A body cut short or not JSON is a fault of the wire, retried like a 5xx (a valid
+            // answer without the token is the provider's "no", which is not).
+            let body: serde_json::Value = match resp.bytes().await.map(|b| serde_json::from_slice(&b)) {
+                Ok(Ok(v)) => v,
+                Ok(Err(_)) | Err(_) => {
+                    last = format!("answered {status} with a body that is not whole JSON");
+                    continue;
+                }
+            };
             let token = crate::json::at_str(&body, &o.token_key).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
             let Some(token) = token else {
                 let why = body
@@ -202,7 +210,7 @@ impl Tokens {
             return Ok(t);
         }
         Err(HttpError::Auth(format!(
-            "the token endpoint {at} could not be reached: {last}"
+            "the token endpoint {at} gave no usable answer in 4 attempts: {last}"
         )))
     }
 

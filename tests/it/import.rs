@@ -215,6 +215,73 @@ fn the_seeds_zoho_configs_import_pull_and_write_their_outputs_once() {
     assert_no_secrets(&secrets, &[], &d.join("pipelines"));
 }
 
+/// Import both seed configs into `d`, pull both sources from `sim` and transform: the
+/// environment used and the logs.
+fn import_pull_transform(sim: &Sim, d: &Path) -> (Vec<(String, String)>, Vec<String>) {
+    for f in ["zoho_deals.json", "zoho_tickets.json"] {
+        ok(&run(None, d, &[], &["import", "extractor", fixture(f).to_str().unwrap()]));
+    }
+    let out = d.join("out").display().to_string();
+    let env: Vec<(String, String)> = vec![
+        ("ZOHO_BASE_URL".into(), sim.var("ZOHO_CRM_BASE_URL")),
+        ("ZOHO_AUTH_URL".into(), sim.var("ZOHO_ACCOUNTS_URL")),
+        ("ZOHO_OUTPUT_URL".into(), out.clone()),
+        ("ZOHO_TICKETS_BASE_URL".into(), sim.var("ZOHO_DESK_BASE_URL")),
+        ("ZOHO_TICKETS_AUTH_URL".into(), sim.var("ZOHO_ACCOUNTS_URL")),
+        ("ZOHO_TICKETS_OUTPUT_URL".into(), out),
+        ("ZOHO_TICKETS_REFRESH_TOKEN".into(), sim.var("ZOHO_REFRESH_TOKEN")),
+        ("ZOHO_TICKETS_CLIENT_ID".into(), sim.var("ZOHO_CLIENT_ID")),
+        ("ZOHO_TICKETS_CLIENT_SECRET".into(), sim.var("ZOHO_CLIENT_SECRET")),
+    ];
+    let mut logs = Vec::new();
+    for args in [&["pull", "zoho"][..], &["pull", "zoho_tickets"], &["transform"]] {
+        logs.push(ok(&run(Some(sim), d, &env, args)));
+    }
+    (env, logs)
+}
+
+/// The imported seed configs against hostile APIs: 503s and bodies cut short change nothing
+/// (the outputs equal a clean API's); sparse records still give
+/// the seed's header with empty cells, equal to the model; an account with no deal and no
+/// ticket builds and writes no file.
+#[test]
+fn the_imported_seed_configs_survive_hostile_sparse_and_empty_apis() {
+    let base = ["--rate-window", "1", "--days", "3", "--scale", "6", "--seed", "65"];
+    let with = |extra: &[&str]| Sim::start(&[&base[..], extra].concat());
+    let outputs = |d: &Path| -> Vec<(String, Vec<Vec<String>>)> {
+        files(&d.join("out")).iter().map(|f| (f.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned(), csv_rows(f))).collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clean_sim = with(&[]);
+    let clean = dir.path().join("clean");
+    import_pull_transform(&clean_sim, &clean);
+    let hostile_sim = with(&["--fail-every", "4", "--truncate-every", "5"]);
+    let hostile = dir.path().join("hostile");
+    import_pull_transform(&hostile_sim, &hostile);
+    let requests = |s: &Sim| s.stats()["requests"].as_u64().unwrap();
+    assert!(requests(&hostile_sim) >= requests(&clean_sim) + 3, "faults were not answered and retried");
+    let (a, b) = (outputs(&clean), outputs(&hostile));
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert!(a.iter().all(|(_, rows)| !rows.is_empty()));
+    assert_eq!(a, b, "a hostile API changed the outputs");
+
+    let sparse = dir.path().join("sparse");
+    import_pull_transform(&with(&["--sparse", "0.5"]), &sparse);
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(fixture("zoho_deals.json")).unwrap()).unwrap();
+    let mut cols = Vec::new();
+    columns(&cfg["extractions"][0]["data_schema"], &mut cols);
+    let f = files(&sparse.join("out/zoho/deals"));
+    assert_eq!(header(&f[0]), cols);
+    let rows = csv_rows(&f[0]);
+    assert_eq!(rows, model_rows(&sparse, "silver.zoho_deals", &cols, "true"));
+    let stage = cols.iter().position(|c| c == "stage").unwrap();
+    assert!(rows.iter().any(|r| r[stage].is_empty()) && rows.iter().any(|r| !r[stage].is_empty()), "sparse data was not sparse");
+
+    let empty = dir.path().join("empty");
+    import_pull_transform(&with(&["--empty", "zoho_crm,zoho_desk"]), &empty);
+    assert!(files(&empty.join("out")).is_empty(), "{:?}", files(&empty.join("out")));
+}
+
 /// Seed 004's own refresh example (`auth.endpoint` + `response_token_key: "mytoken"`) and a
 /// `mapping_fetch` on another host: each deal's detail, asked from a second simulator with
 /// its own token header, sits beside the deal's fields under the prefix.
