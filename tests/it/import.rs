@@ -90,17 +90,7 @@ fn the_seeds_zoho_configs_import_pull_and_write_their_outputs_once() {
     assert!(text(&o).contains("--force"), "{}", text(&o));
 
     let out = d.join("out");
-    let env: Vec<(String, String)> = vec![
-        ("ZOHO_BASE_URL".into(), sim.var("ZOHO_CRM_BASE_URL")),
-        ("ZOHO_AUTH_URL".into(), sim.var("ZOHO_ACCOUNTS_URL")),
-        ("ZOHO_OUTPUT_URL".into(), out.display().to_string()),
-        ("ZOHO_TICKETS_BASE_URL".into(), sim.var("ZOHO_DESK_BASE_URL")),
-        ("ZOHO_TICKETS_AUTH_URL".into(), sim.var("ZOHO_ACCOUNTS_URL")),
-        ("ZOHO_TICKETS_OUTPUT_URL".into(), out.display().to_string()),
-        ("ZOHO_TICKETS_REFRESH_TOKEN".into(), sim.var("ZOHO_REFRESH_TOKEN")),
-        ("ZOHO_TICKETS_CLIENT_ID".into(), sim.var("ZOHO_CLIENT_ID")),
-        ("ZOHO_TICKETS_CLIENT_SECRET".into(), sim.var("ZOHO_CLIENT_SECRET")),
-    ];
+    let env = zoho_env(&sim, &out);
     let mut logs = Vec::new();
     for src in ["zoho", "zoho_tickets"] {
         logs.push(ok(&run(Some(&sim), d, &env, &["pull", src])));
@@ -215,24 +205,30 @@ fn the_seeds_zoho_configs_import_pull_and_write_their_outputs_once() {
     assert_no_secrets(&secrets, &[], &d.join("pipelines"));
 }
 
+/// What points the imported `zoho` and `zoho_tickets` at the simulator (the shipped Zoho
+/// credentials serve both) and their outputs at `out`.
+fn zoho_env(sim: &Sim, out: &Path) -> Vec<(String, String)> {
+    let out = out.display().to_string();
+    let mut env = Vec::new();
+    for name in ["ZOHO", "ZOHO_TICKETS"] {
+        env.push((format!("{name}_AUTH_URL"), sim.var("ZOHO_ACCOUNTS_URL")));
+        env.push((format!("{name}_OUTPUT_URL"), out.clone()));
+    }
+    env.push(("ZOHO_BASE_URL".into(), sim.var("ZOHO_CRM_BASE_URL")));
+    env.push(("ZOHO_TICKETS_BASE_URL".into(), sim.var("ZOHO_DESK_BASE_URL")));
+    for k in ["REFRESH_TOKEN", "CLIENT_ID", "CLIENT_SECRET"] {
+        env.push((format!("ZOHO_TICKETS_{k}"), sim.var(&format!("ZOHO_{k}"))));
+    }
+    env
+}
+
 /// Import both seed configs into `d`, pull both sources from `sim` and transform: the
 /// environment used and the logs.
 fn import_pull_transform(sim: &Sim, d: &Path) -> (Vec<(String, String)>, Vec<String>) {
     for f in ["zoho_deals.json", "zoho_tickets.json"] {
         ok(&run(None, d, &[], &["import", "extractor", fixture(f).to_str().unwrap()]));
     }
-    let out = d.join("out").display().to_string();
-    let env: Vec<(String, String)> = vec![
-        ("ZOHO_BASE_URL".into(), sim.var("ZOHO_CRM_BASE_URL")),
-        ("ZOHO_AUTH_URL".into(), sim.var("ZOHO_ACCOUNTS_URL")),
-        ("ZOHO_OUTPUT_URL".into(), out.clone()),
-        ("ZOHO_TICKETS_BASE_URL".into(), sim.var("ZOHO_DESK_BASE_URL")),
-        ("ZOHO_TICKETS_AUTH_URL".into(), sim.var("ZOHO_ACCOUNTS_URL")),
-        ("ZOHO_TICKETS_OUTPUT_URL".into(), out),
-        ("ZOHO_TICKETS_REFRESH_TOKEN".into(), sim.var("ZOHO_REFRESH_TOKEN")),
-        ("ZOHO_TICKETS_CLIENT_ID".into(), sim.var("ZOHO_CLIENT_ID")),
-        ("ZOHO_TICKETS_CLIENT_SECRET".into(), sim.var("ZOHO_CLIENT_SECRET")),
-    ];
+    let env = zoho_env(sim, &d.join("out"));
     let mut logs = Vec::new();
     for args in [&["pull", "zoho"][..], &["pull", "zoho_tickets"], &["transform"]] {
         logs.push(ok(&run(Some(sim), d, &env, args)));
