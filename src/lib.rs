@@ -16,6 +16,7 @@ pub mod query;
 pub mod secret;
 pub mod serve;
 pub mod sim;
+pub mod stop;
 pub mod status;
 pub mod transform;
 

@@ -94,6 +94,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
             }
             config::aws_secrets::prefetch(&cli.pipelines, &a.source).await?;
             let mut p = config::load(&cli.pipelines, &a.source)?;
+            ingest::stop::listen();
             pull::check_streams(&p, &a.streams)?;
             let partitions = pull::select_partitions(&mut p, a.partitions.as_deref(), a.shard.as_deref())?;
             if partitions.as_ref().is_some_and(Vec::is_empty) {

@@ -96,6 +96,9 @@ impl StreamRun<'_> {
             .and_then(|w| parse_instant(w, &chrono_tz::UTC))
             .map(|t| t.timestamp());
         for pass in passes {
+            if crate::stop::requested() {
+                return Err(Error::Other(format!("{}/{}: stopped by a signal before its next window; a rerun resumes", self.part.id, self.s.name)));
+            }
             let (landed, remove) = self.fetch_pass(&pass, &mut rep, &mut det).await?;
             tracing::debug!(partition = %self.part.id, stream = %self.s.name, file_date = %pass.date, records = rep.records, "window landed");
             version += 1;
@@ -487,6 +490,9 @@ impl StreamRun<'_> {
         self.progress.set_counts(rep.pages, rep.records);
         if rep.pages % 25 == 0 {
             tracing::info!(stream = %what, pages = rep.pages, records = rep.records, "pulling");
+        }
+        if more && crate::stop::requested() {
+            return Err(Error::Other(format!("{what}: stopped by a signal before its next page; this window is not committed, a rerun resumes")));
         }
         if more && rep.pages >= MAX_PAGES {
             return Err(Error::Http(format!(

@@ -8,7 +8,8 @@
 //!
 //! Stopping (SIGTERM or Ctrl-C): no run starts any more, running ones get `--grace` seconds
 //! to end on their own (each commits as it goes; a pull's lease is released when it ends),
-//! then get SIGTERM; the server exits 0. A run cut short is exactly a CLI run cut short: the
+//! then get SIGTERM (a pull then ends at its next page boundary and releases its lease: see
+//! `crate::stop`); the server exits 0. A run cut short is exactly a CLI run cut short: the
 //! next run resumes from the last commit.
 mod auth;
 mod files;

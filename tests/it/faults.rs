@@ -184,3 +184,47 @@ fn kill_9_at_seeded_points_then_a_rerun_equals_a_clean_run() {
         assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sha, "{rel}: the recorded hash describes other bytes");
     }
 }
+
+/// SIGTERM mid-pull (Kubernetes ending a pod, `ingest serve` cancelling): the pull ends at its
+/// next page or window boundary, exits 1, leaves no lease behind and a run-log row that says
+/// it was stopped; the windows it committed stay; a rerun — no `--wait`, no takeover needed —
+/// ends with the lake a clean pull makes.
+#[test]
+fn sigterm_ends_a_pull_at_a_boundary_releasing_its_lease_and_a_rerun_finishes() {
+    let slow = Sim::start(&["--days", "4", "--seed", "37", "--rate-window", "1", "--reply-delay-ms", "150"]);
+    let fast = Sim::start(&["--days", "4", "--seed", "37", "--rate-window", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let args = ["pull", "pancake", "--from", "2023-09-01", "--to", "2023-09-04"];
+    let mut child = ingest_cmd(Some(&slow), &lake, &pipelines(), &args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-pull: a window has been committed.
+    let t0 = std::time::Instant::now();
+    while catalogue(&lake).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "nothing was committed");
+        assert!(child.try_wait().unwrap().is_none(), "the pull ended before the signal: nothing was tested");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let committed = catalogue(&lake).len();
+    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("stop requested"), "{log}");
+    assert!(catalogue(&lake).len() >= committed, "a committed window was lost");
+    assert!(walk(&lake.join("_ingest/leases")).is_empty(), "the stopped pull left its lease");
+    let runs = query(&lake, "SELECT error FROM _ingest.runs WHERE NOT success");
+    assert!(runs.iter().any(|r| r["error"].as_str().is_some_and(|e| e.contains("stopped by a signal"))), "{runs:?}");
+    ok(&ingest_cmd(Some(&fast), &lake, &pipelines(), &args).output().unwrap());
+    let clean = dir.path().join("clean");
+    ok(&ingest_cmd(Some(&fast), &clean, &pipelines(), &args).output().unwrap());
+    let records = |l: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = raw_files(l).into_iter().flat_map(|(p, rs)| rs.into_iter().map(move |r| format!("{p} {r}"))).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(records(&lake), records(&clean));
+}

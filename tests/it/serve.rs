@@ -398,9 +398,10 @@ d.quit()
 }
 
 
-/// SIGTERM while a pull started over HTTP runs: the server exits 0 once the grace is over
-/// (the pull, cut short, is a CLI pull cut short), and the next CLI pull — no `--wait` — takes
-/// the dead run's lease over and ends with the lake a clean pull makes.
+/// SIGTERM while a pull started over HTTP runs: the server exits 0 once the grace is over;
+/// the pull, sent SIGTERM then, ends at its next page boundary and releases its lease (a CLI
+/// pull stopped by a signal), and the next CLI pull — no `--wait` — ends with the lake a clean
+/// pull makes.
 #[test]
 fn sigterm_mid_pull_exits_0_and_a_cli_pull_then_ends_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -421,6 +422,7 @@ fn sigterm_mid_pull_exits_0_and_a_cli_pull_then_ends_exactly() {
     assert_eq!(now["state"], "running", "the pull ended before the SIGTERM: nothing was tested");
     let status = srv.stop();
     assert!(status.success(), "{status:?}");
+    assert!(walk(&lake.join("_ingest/leases")).is_empty(), "the stopped pull left its lease");
     ok(&ingest_cmd(Some(&fast), &lake, &pipelines(), &args).output().unwrap());
     let clean = dir.path().join("clean");
     ok(&ingest_cmd(Some(&fast), &clean, &pipelines(), &args).output().unwrap());
