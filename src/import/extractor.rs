@@ -138,7 +138,12 @@ fn extraction(cx: &Cx, v: &Value, i: usize, source: &str, file_name: &str) -> Re
     let mut take = |val: Val, name: &str, is_header: bool, kp: &str, out: &mut Vec<String>| -> Result<()> {
         match val {
             Val::Text(s) => out.push(format!("{} = {}", key(name), q(&s))),
-            Val::Token(p) => place = Some(p),
+            Val::Token(p) => {
+                if place.is_some() {
+                    return Err(cx.err(kp, "the token is written a second time: a source sends it in one header or one parameter"));
+                }
+                place = Some(p)
+            }
             Val::Cursor { field, start } => {
                 if cursor.is_some() {
                     return Err(cx.err(kp, "a second `last::` bound: ingest keeps one incremental cursor a stream"));
@@ -316,7 +321,12 @@ fn mapping_fetch(cx: &Cx, mf: &Value, mp: &str, origin: &str, stream: &str, leav
         let qp = join(&mep, "query_params");
         for (k, v) in x.as_object().ok_or_else(|| cx.err(&qp, "expected an object"))? {
             let kp = join(&qp, k);
-            dparams.push((k.clone(), cx.text(&cx.scalar(v, &kp)?, &kp)?));
+            let v = cx.text(&cx.scalar(v, &kp)?, &kp)?;
+            // Written into the detail URL as they are (its `{record.…}` must stay whole).
+            if k.contains([' ', '&', '#', '+', '%', '?', '=']) || v.contains([' ', '&', '#', '+', '%', '?', '=']) {
+                return Err(cx.err(&kp, "a character a URL must encode: write this parameter into endpoint.url, encoded"));
+            }
+            dparams.push((k.clone(), v));
         }
     }
     // Another host is pointed elsewhere by `<NAME>_<STREAM>_DETAILS_URL`, like the base URL.

@@ -357,7 +357,7 @@ fn the_seeds_refresh_example_and_a_mapping_fetch_on_another_host() {
     assert_no_secrets(&[token, a.var("ZOHO_REFRESH_TOKEN")], &[&log], &d.join("lake"));
 }
 
-/// Ten configs, each with one broken or unsupported field, exit 2 naming the file, line and
+/// Configs (thirteen), each with one broken or unsupported field, exit 2 naming the file, line and
 /// JSON path; nothing is written.
 #[test]
 fn a_config_that_cannot_be_mapped_exits_2_naming_the_json_path_and_writes_nothing() {
@@ -382,6 +382,8 @@ fn a_config_that_cannot_be_mapped_exits_2_naming_the_json_path_and_writes_nothin
         ("extractions[0].endpoint.headers.Authorization", |v| v["extractions"][0]["endpoint"]["headers"]["Authorization"] = "Bearer ${env::TOKEN}".into()),
         ("extractions[0].endpoint.url", |v| v["extractions"][0]["endpoint"]["url"] = "www.zohoapis.com/crm".into()),
         ("extractions[0].data_schema.Stage", |v| v["extractions"][0]["data_schema"]["Stage"] = "deal_name".into()),
+        // The token in a query parameter and in the Authorization header: one place only.
+        ("extractions[0].endpoint.headers.Authorization", |v| v["extractions"][0]["endpoint"]["query_params"]["token"] = "${self::auth.access_token}".into()),
     ];
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
