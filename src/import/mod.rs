@@ -68,7 +68,8 @@ fn rename_at(e: Error, scratch: &Path, real: &Path) -> Error {
     }
 }
 
-async fn check(plan: &extractor::Plan, pipelines: &Path, sql: &Path) -> Result<()> {
+/// Validate a plan as it will run (see the module doc); errors name `pipelines`/`sql` paths.
+pub async fn check(plan: &extractor::Plan, pipelines: &Path, sql: &Path) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (pdir, sdir) = (dir.path().join("pipelines"), dir.path().join("sql"));
     std::fs::create_dir_all(&pdir)?;

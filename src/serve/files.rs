@@ -7,6 +7,12 @@
 //! appended to the Delta table `<lake>/_ingest/config_history`: time, key name, file, SHA-256
 //! before and after (empty when there was no file / is none now), and a unified diff. Files
 //! are served as written: `${secret:…}` references, never values.
+//!
+//! Seed 004's own configs go to `/api/extractor-configs/{name}` as the JSON its users have:
+//! imported exactly as `ingest import extractor --name <name>` (`crate::import`) — the whole
+//! import validated first (400 naming the JSON path and line), then each file that changes
+//! written and recorded like a `PUT` of it: the pipeline, one model per extraction, and the
+//! JSON itself (`pipelines/<name>.extractor.json`, what `GET` answers).
 use super::auth::Caller;
 use super::{fail, internal, App};
 use crate::error::{Error, Result};
@@ -219,4 +225,48 @@ pub(super) async fn history(State(app): State<App>) -> Response {
         Ok(r) => Json(json!({"changes": r})).into_response(),
         Err(e) => internal(e),
     }
+}
+
+fn extractor_json(app: &App, name: &str) -> Option<(PathBuf, String)> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    ok.then(|| (app.pipelines.join(format!("{name}.extractor.json")), format!("pipelines/{name}.extractor.json")))
+}
+
+/// `GET /api/extractor-configs/{name}`: the seed-004 JSON last imported under that name.
+pub(super) async fn get_extractor_config(State(app): State<App>, UrlPath(name): UrlPath<String>) -> Response {
+    let Some((path, shown)) = extractor_json(&app, &name) else { return fail(StatusCode::BAD_REQUEST, format!("`{name}` is not a source name (lower-case letters, digits, _)")) };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(_) => fail(StatusCode::NOT_FOUND, format!("no file {shown}")),
+    }
+}
+
+/// `PUT /api/extractor-configs/{name}`: import a seed-004 JSON config (see the module doc).
+pub(super) async fn put_extractor_config(State(app): State<App>, Extension(c): Extension<Caller>, UrlPath(name): UrlPath<String>, body: axum::body::Bytes) -> Response {
+    let Some((path, shown)) = extractor_json(&app, &name) else { return fail(StatusCode::BAD_REQUEST, format!("`{name}` is not a source name (lower-case letters, digits, _)")) };
+    let Ok(text) = std::str::from_utf8(&body) else { return fail(StatusCode::BAD_REQUEST, "the body must be UTF-8 JSON") };
+    let plan = match crate::import::extractor::plan(&shown, text, Some(&name)) {
+        Ok(p) => p,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if let Err(e) = crate::import::check(&plan, &app.pipelines, &app.sql).await {
+        return fail(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let mut files = vec![(app.pipelines.join(format!("{name}.toml")), format!("pipelines/{name}.toml"), plan.pipeline)];
+    files.extend(plan.models.into_iter().map(|(rel, t)| (app.sql.join(&rel), format!("sql/{rel}"), t)));
+    files.push((path, shown, text.to_string()));
+    let mut changed = Vec::new();
+    for (path, shown, t) in files {
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(t.as_str()) {
+            continue;
+        }
+        match change(&app, &c, &path, &shown, Some(&t)).await {
+            Ok(_) => changed.push(shown),
+            Err(e) => return internal(e),
+        }
+    }
+    Json(json!({"source": name, "changed": changed})).into_response()
 }

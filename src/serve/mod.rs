@@ -126,6 +126,7 @@ fn router(app: App) -> Router {
         .route("/api/pipelines/{name}", get(files::get_pipeline).put(files::put_pipeline).delete(files::delete_pipeline))
         .route("/api/models", get(files::list_models))
         .route("/api/models/{*path}", get(files::get_model).put(files::put_model).delete(files::delete_model))
+        .route("/api/extractor-configs/{name}", get(files::get_extractor_config).put(files::put_extractor_config))
         .route("/api/history", get(files::history))
         .route("/metrics", get(page::metrics))
         .route("/", get(page::status))

@@ -24,7 +24,11 @@ impl Server {
     }
 
     fn start_with_grace(sim: &Sim, lake: &Path, pipelines: &Path, env: &[(&str, &str)], grace: &str) -> Server {
-        let mut c = ingest_cmd(Some(sim), lake, pipelines, &["--sql", shipped_sql().to_str().unwrap(), "serve", "--addr", "127.0.0.1:0", "--grace", grace]);
+        Server::start_with_sql(sim, lake, pipelines, &shipped_sql(), env, grace)
+    }
+
+    fn start_with_sql(sim: &Sim, lake: &Path, pipelines: &Path, sql: &Path, env: &[(&str, &str)], grace: &str) -> Server {
+        let mut c = ingest_cmd(Some(sim), lake, pipelines, &["--sql", sql.to_str().unwrap(), "serve", "--addr", "127.0.0.1:0", "--grace", grace]);
         c.env("INGEST_ROOT_KEY", ROOT).envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         // The server prints its address once it listens: the event every call waits for.
@@ -433,4 +437,54 @@ fn sigterm_mid_pull_exits_0_and_a_cli_pull_then_ends_exactly() {
     };
     assert_eq!(records(&lake), records(&clean));
     assert!(walk(&lake.join("_ingest/leases")).is_empty(), "the CLI pull released the lease it took over");
+}
+
+/// Seed 004's users send their JSON configs to the API: `PUT /api/extractor-configs/zoho`
+/// imports the seed's deals config (its pipeline, its model and the JSON itself, each a
+/// history row under the key's name); a run started over HTTP pulls it and a transform writes
+/// its output; a broken config is refused naming the JSON path, nothing changed; the same
+/// config again changes nothing.
+#[test]
+fn seed_004_json_configs_are_imported_over_the_api_and_run() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "2", "--scale", "3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, pipelines, sql, out) = (dir.path().join("lake"), dir.path().join("pipelines"), dir.path().join("sql"), dir.path().join("out"));
+    std::fs::create_dir_all(&pipelines).unwrap();
+    let (crm, accounts, out_s) = (sim.var("ZOHO_CRM_BASE_URL"), sim.var("ZOHO_ACCOUNTS_URL"), out.display().to_string());
+    let env = [("ZOHO_BASE_URL", crm.as_str()), ("ZOHO_AUTH_URL", accounts.as_str()), ("ZOHO_OUTPUT_URL", out_s.as_str())];
+    let srv = Server::start_with_sql(&sim, &lake, &pipelines, &sql, &env, "30");
+    let cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/seed004/zoho_deals.json")).unwrap();
+    let (st, body) = srv.call("PUT", "/api/extractor-configs/zoho", Some(ROOT), Some(&cfg));
+    assert_eq!(st, 200, "{body}");
+    let r: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["changed"], json!(["pipelines/zoho.toml", "sql/silver/zoho_deals.sql", "pipelines/zoho.extractor.json"]));
+    assert_eq!(srv.call("GET", "/api/extractor-configs/zoho", Some(ROOT), None), (200, cfg.clone()));
+    let pipeline = std::fs::read_to_string(pipelines.join("zoho.toml")).unwrap();
+    // Broken: refused with the JSON path, nothing changed.
+    let broken = cfg.replacen("\"format\": \"csv\"", "\"format\": \"xml\"", 1);
+    assert_ne!(broken, cfg);
+    let (st, body) = srv.call("PUT", "/api/extractor-configs/zoho", Some(ROOT), Some(&broken));
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("extractions[0].format"), "{body}");
+    assert_eq!(std::fs::read_to_string(pipelines.join("zoho.toml")).unwrap(), pipeline);
+    assert_eq!(srv.call("GET", "/api/extractor-configs/zoho", Some(ROOT), None).1, cfg);
+    // The same again: nothing to change.
+    let (st, body) = srv.call("PUT", "/api/extractor-configs/zoho", Some(ROOT), Some(&cfg));
+    assert_eq!((st, serde_json::from_str::<Value>(&body).unwrap()["changed"].clone()), (200, json!([])), "{body}");
+    let (_, h) = srv.json("GET", "/api/history", Some(ROOT), None);
+    let changes = h["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 3, "{h}");
+    assert!(changes.iter().all(|c| c["key_name"] == "root"), "{h}");
+    // It runs: a pull and a transform over HTTP, and the output lands.
+    for cmd in [json!({"command": "pull", "source": "zoho"}), json!({"command": "transform"})] {
+        let (st, r) = srv.json("POST", "/api/runs", Some(ROOT), Some(cmd.clone()));
+        assert_eq!(st, 202, "{r}");
+        let done = srv.wait_run(r["run_id"].as_str().unwrap());
+        assert_eq!(done["state"], "success", "{cmd}: {done}");
+    }
+    let csv: Vec<PathBuf> = walk(&out.join("zoho/deals")).into_iter().filter(|p| p.extension().is_some_and(|x| x == "csv")).collect();
+    assert_eq!(csv.len(), 1, "{:?}", walk(&out));
+    let rows = std::fs::read_to_string(&csv[0]).unwrap().lines().count() - 1;
+    let model = query(&lake, "SELECT count(*) AS n FROM silver.zoho_deals")[0]["n"].as_u64().unwrap() as usize;
+    assert!(rows > 0 && rows == model, "{rows} rows in the output, {model} in the model");
 }
