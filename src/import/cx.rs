@@ -225,7 +225,10 @@ impl Cx<'_> {
             Value::Number(n) => n.to_string(),
             Value::String(s) => match self.value(s, path, Allow { token: false, last: allow_last }, None)? {
                 Val::Text(t) => q(&t),
-                _ => return Err(self.err(path, "`last::` with an instant default is read in a header or query parameter")),
+                // In a body the previous run's last value is written in (no incremental bound there).
+                Val::Cursor { field, start: Some(d) } => q(&format!("${{last:{field}:-{d}}}")),
+                Val::Cursor { field, start: None } => q(&format!("${{last:{field}}}")),
+                Val::Token(_) => return Err(self.err(path, "the token goes in a header or a query parameter, not in a body")),
             },
             Value::Array(a) => {
                 let items = a.iter().enumerate().map(|(i, x)| self.body(x, &format!("{path}[{i}]"), allow_last)).collect::<Result<Vec<_>>>()?;

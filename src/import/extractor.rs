@@ -481,7 +481,8 @@ mod tests {
   "auth": {"access_token": "${secret::shop_token}"},
   "extractions": [
     {"name": "Orders", "endpoint": {"url": "https://api.shop.com/v1/orders?status=paid",
-       "query_params": {"token": "${self::auth.access_token}", "after": "$(last::id, 1)", "shop": "${self::name}"}},
+       "query_params": {"token": "${self::auth.access_token}", "after": "$(last::id, 1)", "shop": "${self::name}"},
+       "body": {"since": "$(last::updated_at, 2023-01-01T00:00:00Z)", "limit": 50}},
      "data_key": "result.items",
      "pagination": {"type": "link", "parameters": {"next_link": "pagination.next_link"}},
      "data_schema": {"id": "id", "customer": {"name": "customer_name"}, "note": "note"},
@@ -504,6 +505,8 @@ mod tests {
             "base_url = \"${env:SHOP_API_BASE_URL:-https://api.shop.com}\"",
             "params = { status = \"paid\", after = \"${last:id:-1}\", shop = \"Shop API\" }",
             "records = \"result.items\"",
+            "method = \"POST\"",
+            "body = { since = \"${last:updated_at:-2023-01-01T00:00:00Z}\", limit = 50 }",
             "pagination = { type = \"next_link\", next = \"pagination.next_link\" }",
             "customer = { name = \"string\" }",
         ] {
