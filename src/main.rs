@@ -210,6 +210,7 @@ async fn run(cli: Cli) -> Result<i32, Error> {
                 lake.ready_for_writes().await?;
             }
             let opts = ingest::push::PushOptions { sink, dry_run, limit, retry_failed, resend_uncertain, wait };
+            ingest::stop::listen();
             let reports = ingest::push::push(&p, &lake, &opts).await?;
             print!("{}", ingest::push::render(&reports, dry_run));
             if reports.iter().any(|r| !r.ok()) {

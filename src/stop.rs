@@ -1,8 +1,12 @@
 //! A run asked to stop by a signal (SIGTERM: Kubernetes ending a pod, `ingest serve`
-//! cancelling a run or out of grace; Ctrl-C): a pull ends at its next page or window boundary
-//! instead of dying mid-request — what it committed stays, the window in progress is not
-//! committed (its file is swept by the next run), its lease is released and the run log says
-//! it was stopped — and exits 1 like any run cut short. A second signal exits at once (130).
+//! cancelling a run or out of grace; Ctrl-C) ends at its next boundary instead of dying
+//! mid-request, releases its lease, says so in the run log and exits 1 like any run cut short:
+//! - a pull at its next page or window: what it committed stays, the window in progress is
+//!   not committed (its file is swept by the next run);
+//! - a push before its next group of batches: the group in flight gets its outcomes in the
+//!   ledger, so a signal leaves no record `pending` (nor `uncertain` on a sink without lookup).
+//!
+//! A second signal exits at once (130).
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -32,7 +36,7 @@ pub fn listen() {
                 std::process::exit(130);
             }
             REQUESTED.store(true, Ordering::SeqCst);
-            tracing::warn!("stop requested: ending at the next page or window boundary (a second signal exits at once)");
+            tracing::warn!("stop requested: ending at the next boundary (page, window or batch; a second signal exits at once)");
         }
     });
 }

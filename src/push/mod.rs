@@ -362,6 +362,15 @@ async fn push_sink(p: &Pipeline, lake: &Lake, opts: &PushOptions, client: &Clien
         }
         // Send full sink batches as they fill (the rest waits for more rows, or the end).
         while buffer.len() >= flush_at || (done && !buffer.is_empty()) {
+            // A stop signal (`crate::stop`) ends the push between groups: the group in flight
+            // has its outcomes in the ledger, the rest is not even pending — a rerun sends it.
+            if crate::stop::requested() {
+                first_error.get_or_insert(Error::Other(format!(
+                    "{}.{name}: stopped by a signal before the next batch; a rerun sends what is left",
+                    p.name
+                )));
+                break;
+            }
             let take = if buffer.len() >= flush_at { flush_at } else { buffer.len() };
             let now: Vec<Item> = buffer.drain(..take).collect();
             let ctx = send::Ctx { client, p, auth, name, k, url: &url, run_id, attempts: &attempts, rows: &full };

@@ -460,3 +460,55 @@ fn seed_001_end_to_end_both_directions_and_a_retagged_task() {
     assert_eq!(post_requests(&sim), posts + 1);
     assert_no_secrets(&[sim.var("MILVUS_TOKEN"), sim.var("PLOOMES_USER_KEY")], &[&out], &lake);
 }
+
+/// SIGTERM mid-push (a pod ending, `ingest serve` cancelling): the push ends after the ticket
+/// in flight — its outcome in the ledger — exits 1, leaves no record pending or uncertain and
+/// no lease; the rerun creates the rest: every ticket exactly once.
+#[test]
+fn sigterm_ends_a_push_after_its_batch_in_flight_leaving_nothing_pending() {
+    let sim = Sim::start(&["--rate-window", "1", "--days", "5", "--reply-delay-ms", "80"]);
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let sql = shipped_sql();
+    let go = |args: &[&str]| ok(&run(&sim, &pipelines(), &sql, &lake, args));
+    go(&["pull", "ploomes"]);
+    go(&["pull", "milvus"]);
+    go(&["transform", "push.milvus_new_clients"]);
+    go(&["push", "milvus.clients"]);
+    go(&["pull", "milvus"]);
+    go(&["transform", "push.milvus_new_tickets"]);
+    let want = query(&lake, "SELECT count(*) AS n FROM push.milvus_new_tickets")[0]["n"].as_u64().unwrap();
+    assert!(want > 5, "{want} qualifying tickets");
+    let count = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base))["tickets"].as_u64().unwrap();
+    let mut child = ingest_cmd(Some(&sim), &lake, &pipelines(), &["push", "milvus.tickets"])
+        .arg("--sql")
+        .arg(&sql)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-push: the portal has created a ticket (its reply is still on the way).
+    let t0 = std::time::Instant::now();
+    while count() == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no ticket was created");
+        assert!(child.try_wait().unwrap().is_none(), "the push ended before the signal");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("stop requested"), "{log}");
+    let before = count();
+    assert!(before >= 1 && before < want, "{before} of {want} tickets before the rerun");
+    let open = query(&lake, "SELECT count(*) AS n FROM (SELECT key, last_value(state ORDER BY at) AS s FROM _ingest.sent WHERE sink = 'tickets' GROUP BY key) WHERE s IN ('pending', 'uncertain')");
+    assert_eq!(open[0]["n"].as_u64().unwrap(), 0, "the stopped push left records pending or uncertain");
+    assert!(walk(&lake.join("_ingest/leases")).is_empty(), "the stopped push left its lease");
+    let sent = query(&lake, "SELECT count(DISTINCT key) AS n FROM _ingest.sent WHERE sink = 'tickets' AND state = 'sent'")[0]["n"].as_u64().unwrap();
+    assert_eq!(sent, before, "the ledger holds exactly the tickets created");
+    go(&["push", "milvus.tickets"]);
+    assert_eq!(count(), want);
+    for (d, n) in http_get_json(&format!("{}/_sim/truth/milvus", sim.base))["tickets_by_description"].as_object().unwrap() {
+        assert_eq!(n, 1, "ticket `{d}` exists {n} times");
+    }
+}
