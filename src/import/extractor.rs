@@ -382,6 +382,12 @@ fn mapping_fetch(cx: &Cx, mf: &Value, mp: &str, origin: &str, stream: &str, leav
     Ok((out, Detail { stream: dstream, prefix, leaves: dleaves }))
 }
 
+/// A source name an import writes: lower-case letters, digits and `_`, starting with a letter
+/// (it names `pipelines/<name>.toml`, its tables and its `<NAME>_…` variables).
+pub fn source_name_ok(s: &str) -> bool {
+    s.len() <= 100 && s.starts_with(|c: char| c.is_ascii_lowercase()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// Read `text` (the config file `file`) into what the import writes for source `name`.
 pub fn plan(file: &str, text: &str, name: Option<&str>) -> Result<Plan> {
     let root: Value = serde_json::from_str(text).map_err(|e| Error::config(file, Some(e.line()), None, format!("not JSON: {e}")))?;
@@ -391,7 +397,7 @@ pub fn plan(file: &str, text: &str, name: Option<&str>) -> Result<Plan> {
         Some(n) => n.to_string(),
         None => slug(cx0.req_str(top, "", "name")?),
     };
-    if source.is_empty() || !source.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') || source.starts_with(|c: char| c.is_ascii_digit()) {
+    if !source_name_ok(&source) {
         return Err(Error::Usage(format!("--name `{source}`: a source name is lower-case letters, digits and `_`, starting with a letter")));
     }
     let cx = Cx { env: source.to_uppercase(), ..cx0 };

@@ -227,17 +227,20 @@ pub(super) async fn history(State(app): State<App>) -> Response {
     }
 }
 
-fn extractor_json(app: &App, name: &str) -> Option<(PathBuf, String)> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    ok.then(|| (app.pipelines.join(format!("{name}.extractor.json")), format!("pipelines/{name}.extractor.json")))
+/// Where the JSON of source `name` is kept (path, as shown), or the 400 for a bad name.
+fn extractor_json(app: &App, name: &str) -> std::result::Result<(PathBuf, String), Response> {
+    match crate::import::extractor::source_name_ok(name) {
+        true => Ok((app.pipelines.join(format!("{name}.extractor.json")), format!("pipelines/{name}.extractor.json"))),
+        false => Err(fail(StatusCode::BAD_REQUEST, format!("`{name}` is not a source name (lower-case letters, digits, _)"))),
+    }
 }
 
 /// `GET /api/extractor-configs/{name}`: the seed-004 JSON last imported under that name.
 pub(super) async fn get_extractor_config(State(app): State<App>, UrlPath(name): UrlPath<String>) -> Response {
-    let Some((path, shown)) = extractor_json(&app, &name) else { return fail(StatusCode::BAD_REQUEST, format!("`{name}` is not a source name (lower-case letters, digits, _)")) };
+    let (path, shown) = match extractor_json(&app, &name) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     match std::fs::read_to_string(&path) {
         Ok(text) => ([(axum::http::header::CONTENT_TYPE, "application/json")], text).into_response(),
         Err(_) => fail(StatusCode::NOT_FOUND, format!("no file {shown}")),
@@ -246,7 +249,10 @@ pub(super) async fn get_extractor_config(State(app): State<App>, UrlPath(name): 
 
 /// `PUT /api/extractor-configs/{name}`: import a seed-004 JSON config (see the module doc).
 pub(super) async fn put_extractor_config(State(app): State<App>, Extension(c): Extension<Caller>, UrlPath(name): UrlPath<String>, body: axum::body::Bytes) -> Response {
-    let Some((path, shown)) = extractor_json(&app, &name) else { return fail(StatusCode::BAD_REQUEST, format!("`{name}` is not a source name (lower-case letters, digits, _)")) };
+    let (path, shown) = match extractor_json(&app, &name) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let Ok(text) = std::str::from_utf8(&body) else { return fail(StatusCode::BAD_REQUEST, "the body must be UTF-8 JSON") };
     let plan = match crate::import::extractor::plan(&shown, text, Some(&name)) {
         Ok(p) => p,

@@ -276,6 +276,18 @@ fn without_a_lookup_a_crash_leaves_uncertain_records_that_status_lists() {
     assert!(!status.contains("uncertain (check"), "{status}");
 }
 
+/// Seed 001 up to the tickets: Ploomes and Milvus pulled, the new clients pushed, Milvus pulled
+/// again (their ids) and the tickets' model built; the number of tickets to create.
+fn tickets_ready(go: &dyn Fn(&[&str]) -> String, lake: &Path) -> u64 {
+    go(&["pull", "ploomes"]);
+    go(&["pull", "milvus"]);
+    go(&["transform", "push.milvus_new_clients"]);
+    go(&["push", "milvus.clients"]);
+    go(&["pull", "milvus"]);
+    go(&["transform", "push.milvus_new_tickets"]);
+    query(lake, "SELECT count(*) AS n FROM push.milvus_new_tickets")[0]["n"].as_u64().unwrap()
+}
+
 /// Seed 001, tickets: tagged Ploomes tasks/interactions of contacts who are Milvus clients become
 /// one Milvus ticket each, even with `kill -9` right after ticket creations mid-push (Milvus would make a
 /// second ticket if asked twice: the rerun reconciles through `chamado/listagem`).
@@ -295,13 +307,7 @@ fn seed_001_tickets_exist_once_after_kills_mid_creation() {
     );
     let pipelines = || pipes.clone();
     let go = |args: &[&str]| ok(&run(&sim, &pipelines(), &sql, &lake, args));
-    go(&["pull", "ploomes"]);
-    go(&["pull", "milvus"]);
-    go(&["transform", "push.milvus_new_clients"]);
-    go(&["push", "milvus.clients"]);
-    go(&["pull", "milvus"]);
-    go(&["transform", "push.milvus_new_tickets"]);
-    let want = query(&lake, "SELECT count(*) AS n FROM push.milvus_new_tickets")[0]["n"].as_u64().unwrap();
+    let want = tickets_ready(&go, &lake);
     assert!(want > 20, "{want} qualifying tickets");
     let tickets = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base));
     let no_duplicates = |point: usize| {
@@ -471,13 +477,7 @@ fn sigterm_ends_a_push_after_its_batch_in_flight_leaving_nothing_pending() {
     let lake = dir.path().join("lake");
     let sql = shipped_sql();
     let go = |args: &[&str]| ok(&run(&sim, &pipelines(), &sql, &lake, args));
-    go(&["pull", "ploomes"]);
-    go(&["pull", "milvus"]);
-    go(&["transform", "push.milvus_new_clients"]);
-    go(&["push", "milvus.clients"]);
-    go(&["pull", "milvus"]);
-    go(&["transform", "push.milvus_new_tickets"]);
-    let want = query(&lake, "SELECT count(*) AS n FROM push.milvus_new_tickets")[0]["n"].as_u64().unwrap();
+    let want = tickets_ready(&go, &lake);
     assert!(want > 5, "{want} qualifying tickets");
     let count = || http_get_json(&format!("{}/_sim/truth/milvus", sim.base))["tickets"].as_u64().unwrap();
     let mut child = ingest_cmd(Some(&sim), &lake, &pipelines(), &["push", "milvus.tickets"])
