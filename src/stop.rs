@@ -16,21 +16,40 @@ pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
 
-/// Listen for SIGTERM and Ctrl-C on the running tokio runtime (call once, from a command).
+/// SIGTERM and SIGINT (Ctrl-C), listened for from the moment this is made: a signal that
+/// arrives before anyone awaits [`Signals::recv`] is kept, not the default kill.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Listen for SIGTERM and Ctrl-C from now on (call once, from a command, on its runtime).
 pub fn listen() {
-    tokio::spawn(async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                return;
-            }
-        };
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for stop signals: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
         for n in 0.. {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+            signals.recv().await;
             if n > 0 {
                 tracing::error!("second stop signal: exiting now");
                 std::process::exit(130);

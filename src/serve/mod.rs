@@ -19,6 +19,7 @@ mod scheduler;
 
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::stop::Signals;
 use auth::{Caller, Denied, Keys};
 use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -75,6 +76,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         tasks.push(tokio::spawn(scheduler::run(lake.clone(), runner.clone(), source, s, stop_rx.clone())));
     }
     let router = router(app);
+    // Listening for the stop signals before the address is out: a SIGTERM sent as soon as a
+    // script reads it must stop the server, not kill it.
+    let mut signals = Signals::new()?;
     // The address on stdout (port 0 picks one): scripts and tests read it.
     println!("listening on http://{addr}");
     tracing::info!(%addr, lake = %lake.url, "ingest serve started");
@@ -84,7 +88,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             let _ = stopped.changed().await;
         });
     let server = tokio::spawn(async move { server.await });
-    shutdown_signal().await;
+    signals.recv().await;
     tracing::info!(grace_secs = opts.grace.as_secs(), live = runner.live_count(), "stopping: no new runs; running ones may finish within the grace");
     runner.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = stop_tx.send(true);
@@ -107,13 +111,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
+
 
 fn router(app: App) -> Router {
     let api = Router::new()
